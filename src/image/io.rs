@@ -271,7 +271,17 @@ pub fn load_with_meta(path: impl AsRef<Path>) -> Result<(Image, NiftiMeta)> {
         .map_err(|_| Error::malformed(&hdr_path, "the NIfTI reader failed on this file"))?
         .map_err(|e| nifti_error(&hdr_path, e))?;
     let header = obj.header().clone();
-    let volume = obj.into_volume();
+    // Rebuild the volume without scaling: the reader would apply slope 1 / intercept 0 too, turning -0.0
+    // into +0.0. Scaling is applied below only where the header asks for it.
+    let volume = nifti::InMemNiftiVolume::from_raw_fields(
+        header.dim,
+        header.data_type().map_err(|e| nifti_error(&hdr_path, e))?,
+        0.0,
+        0.0,
+        obj.into_volume().into_raw_data(),
+        header.endianness,
+    )
+    .map_err(|e| nifti_error(&hdr_path, e))?;
     let array = std::panic::catch_unwind(move || volume.into_ndarray::<f64>())
         .map_err(|_| Error::malformed(&hdr_path, "the NIfTI reader failed on the voxel data"))?
         .map_err(|e| nifti_error(&hdr_path, e))?;
@@ -288,6 +298,12 @@ pub fn load_with_meta(path: impl AsRef<Path>) -> Result<(Image, NiftiMeta)> {
         None => array.t().iter().copied().collect(),
     };
     let scaled = header.scl_slope != 0.0 && (header.scl_slope != 1.0 || header.scl_inter != 0.0);
+    let values = if scaled {
+        let (m, b) = (header.scl_slope as f64, header.scl_inter as f64);
+        values.into_iter().map(|v| v * m + b).collect()
+    } else {
+        values
+    };
     let keep_f64 = !scaled && values.iter().any(|&v| v.is_finite() && (v as f32) as f64 != v);
     let [z, y, x] = grid.zyx();
     let dev = Device::Cpu;
