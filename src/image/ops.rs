@@ -188,7 +188,8 @@ pub fn normalize(image: &Image, method: Normalization, mask: Option<&Image>) -> 
 /// Replaces NaN and infinite voxels by `value`; other voxels are unchanged.
 pub fn replace_non_finite(image: &Image, value: f64) -> Result<Image> {
     let d = image.data();
-    let finite = d.eq(d)?.mul(&d.abs()?.le(f64::MAX)?)?; // NaN != NaN; inf > MAX
+    let max = if d.dtype() == DType::F32 { f32::MAX as f64 } else { f64::MAX };
+    let finite = d.eq(d)?.mul(&d.abs()?.le(max)?)?; // NaN != NaN; inf > MAX
     let fill = Tensor::full(value, d.dims(), d.device())?.to_dtype(d.dtype())?;
     let zeroed = finite.where_cond(d, &fill)?;
     Image::new(zeroed, image.grid().clone(), image.dtype())

@@ -62,7 +62,7 @@ impl Padding {
 /// Linear output is float32; nearest output keeps the values and datatype of the input.
 /// Errors: only tensor-backend errors.
 pub fn resample(image: &Image, target: &Grid, interp: Interpolation, padding: Padding) -> Result<Image> {
-    let m = image.grid().world_to_voxel() * target.voxel_to_world();
+    let m = snap(image.grid().world_to_voxel() * target.voxel_to_world());
     match interp {
         Interpolation::Linear => {
             let src = image.to_vec_f32()?;
@@ -71,6 +71,18 @@ pub fn resample(image: &Image, target: &Grid, interp: Interpolation, padding: Pa
         }
         Interpolation::Nearest => nearest(image, target, &m, padding),
     }
+}
+
+/// Rounds entries of a voxel-to-voxel matrix that are within 1e-9 of an integer, so that grids which
+/// coincide up to floating-point noise (the same grid, a shift by whole voxels) sample voxel centres
+/// exactly instead of blending in a 1e-15 share of a neighbour.
+pub(crate) fn snap(mut m: Matrix4<f64>) -> Matrix4<f64> {
+    for v in m.iter_mut() {
+        if (*v - v.round()).abs() < 1e-9 {
+            *v = v.round();
+        }
+    }
+    m
 }
 
 /// Trilinear sampling of `src` (`(C, Z, Y, X)` on a grid of `shape` x, y, z) at `M * ijk` for every voxel of
