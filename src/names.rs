@@ -31,6 +31,13 @@ pub fn suggest<'a>(name: &str, valid: impl IntoIterator<Item = &'a str>) -> Opti
 
 /// Finds `name` among `(name, value)` pairs (case-insensitive), or returns [`Error::UnknownName`] with a
 /// suggestion. `kind` names what is looked up (e.g. "interpolation").
+///
+/// ```
+/// let table = [("linear", 1), ("nearest", 2)];
+/// assert_eq!(regsh::names::lookup("interpolation", "Nearest", &table).unwrap(), 2);
+/// let err = regsh::names::lookup("interpolation", "lienar", &table).unwrap_err();
+/// assert_eq!(err.to_string(), "unknown interpolation `lienar`, did you mean `linear`?");
+/// ```
 pub fn lookup<T: Clone>(kind: &str, name: &str, table: &[(&str, T)]) -> Result<T, Error> {
     if let Some((_, v)) = table.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)) {
         return Ok(v.clone());

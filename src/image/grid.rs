@@ -23,6 +23,17 @@ use crate::error::{Error, Result};
 pub const RAS_TO_LPS: [f64; 3] = [-1.0, -1.0, 1.0];
 
 /// The sampling grid of an image: shape, spacing, origin and direction, all in world millimetres.
+///
+/// ```
+/// use nalgebra::Matrix4;
+/// use regsh::image::Grid;
+/// // avg152's LAS 2 mm grid: x index runs to the Left.
+/// let a = Matrix4::new(-2.0, 0.0, 0.0, 90.0, 0.0, 2.0, 0.0, -126.0, 0.0, 0.0, 2.0, -72.0, 0.0, 0.0, 0.0, 1.0);
+/// let g = Grid::from_affine([91, 109, 91], &a).unwrap();
+/// assert_eq!(g.orientation(), "LAS");
+/// assert_eq!(g.index_to_world([45.0, 54.0, 45.0]), [0.0, -18.0, 18.0]);
+/// assert_eq!(g.downsampled(2.0).unwrap().shape(), [46, 55, 46]);
+/// ```
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Grid {
     /// Number of voxels along x, y, z (NIfTI order).

@@ -32,6 +32,14 @@ pub fn gaussian_kernel(sigma: f64) -> Vec<f32> {
 /// (see [`super::ops::replace_non_finite`]).
 ///
 /// Errors: [`Error::InvalidArgument`] for a negative or non-finite sigma.
+///
+/// ```
+/// use regsh::image::{smooth::{smooth, SigmaUnit}, Grid, Image};
+/// let g = Grid::axis_aligned([8, 8, 8], [2.0, 2.0, 2.0], [0.0; 3]).unwrap();
+/// let img = Image::full(5.0, 1, g).unwrap();
+/// let s = smooth(&img, [3.0; 3], SigmaUnit::Mm).unwrap();
+/// assert!((s.stats().unwrap().mean - 5.0).abs() < 1e-5); // a constant stays constant
+/// ```
 pub fn smooth(image: &Image, sigma: [f64; 3], unit: SigmaUnit) -> Result<Image> {
     if sigma.iter().any(|s| !(s.is_finite() && *s >= 0.0)) {
         return Err(Error::arg("smooth", format!("sigma must be finite and >= 0, got {sigma:?}")));
