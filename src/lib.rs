@@ -20,3 +20,5 @@ pub mod names;
 
 pub use error::{Error, Result};
 pub use image::{Grid, Image};
+pub mod ops;
+pub mod spatial;

@@ -57,6 +57,8 @@ pub struct NiftiMeta {
     pub scl_inter: f32,
     /// The 80-byte description field.
     pub description: String,
+    /// NIfTI intent code (1007 = vector, as in ITK / ANTs displacement fields).
+    pub intent_code: i16,
 }
 
 /// Options of [`save_with`].
@@ -66,7 +68,13 @@ pub struct SaveOptions {
     pub dtype: Option<DataType>,
     /// Allow replacing a file this process loaded as an input.
     pub overwrite_input: bool,
+    /// Write the channels as a vector image: 5-D `(x, y, z, 1, C)` with intent 1007 (NIFTI_INTENT_VECTOR),
+    /// the layout ITK and ANTs use for displacement fields. Otherwise channels are the 4th dimension.
+    pub vector: bool,
 }
+
+/// NIfTI intent code of vector-valued images.
+pub const INTENT_VECTOR: i16 = 1007;
 
 /// Canonical paths of every file loaded so far: saving over one of them needs `overwrite_input`.
 static LOADED: Mutex<Option<HashSet<PathBuf>>> = Mutex::new(None);
@@ -331,6 +339,7 @@ pub fn load_with_meta(path: impl AsRef<Path>) -> Result<(Image, NiftiMeta)> {
         scl_slope: header.scl_slope,
         scl_inter: header.scl_inter,
         description,
+        intent_code: header.intent_code,
     };
     Ok((image, meta))
 }
@@ -492,7 +501,14 @@ pub fn save_with(image: &Image, path: impl AsRef<Path>, opts: &SaveOptions) -> R
         Format::HdrGz => "hdr.gz",
     };
     let tmp_path = tmp.path().join(format!("out.{ext}"));
-    let shape: Vec<usize> = if c == 1 { vec![nz, ny, nx] } else { vec![c, nz, ny, nx] };
+    let shape: Vec<usize> = if opts.vector {
+        header.intent_code = INTENT_VECTOR;
+        vec![c, 1, nz, ny, nx]
+    } else if c == 1 {
+        vec![nz, ny, nx]
+    } else {
+        vec![c, nz, ny, nx]
+    };
     let writer = WriterOptions::new(&tmp_path).reference_header(&header);
     macro_rules! write_as {
         ($t:ty) => {{

@@ -1,0 +1,29 @@
+//! Fused tensor kernels as candle custom ops, each with a hand-written backward and a slow twin built from
+//! differentiable candle ops (used by the parity tests).
+//!
+//! | op | fast | slow twin |
+//! |---|---|---|
+//! | sampling an image at points (trilinear / nearest) | [`grid_sample`] | [`grid_sample_slow`] |
+//! | sample points of an affine map on a grid | [`affine_grid`] | [`affine_grid_slow`] |
+
+pub mod affine_grid;
+pub mod grid_sample;
+
+pub use affine_grid::{affine_grid, affine_grid_slow};
+pub use grid_sample::{grid_sample, grid_sample_slow, SampleMode};
+
+use candle_core::{CpuStorage, Layout, Result};
+
+/// The contiguous f32 slice behind a storage + layout, or an error naming the op.
+pub(crate) fn f32_slice<'a>(op: &str, s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
+    let data = s.as_slice::<f32>()?;
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&data[a..b]),
+        None => candle_core::bail!("{op}: input must be contiguous"),
+    }
+}
+
+/// How many accumulation buffers a scatter-add backward uses: one per worker thread, at most 8.
+pub(crate) fn scatter_chunks(n: usize) -> usize {
+    rayon::current_num_threads().clamp(1, 8).min(n.max(1))
+}

@@ -1,0 +1,309 @@
+//! Linear (affine-family) transforms about a centre, with parameters in a tensor.
+//!
+//! Every kind maps a world point `x` (mm) to `x' = M (x - c) + c + t`, where `c` is the centre (by default
+//! the fixed image's centre) and
+//!
+//! `M = Sh * S * R`, `R = Rz(rz) * Ry(ry) * Rx(rx)` (rotations in radians about the world x, y, z axes,
+//! x applied first), `S = diag(sx, sy, sz)`, `Sh = [[1, hxy, hxz], [0, 1, hyz], [0, 0, 1]]`.
+//!
+//! This is the 12-parameter form of seed `000` (3 translations, 3 rotations, 3 scalings, 3 shears), in the
+//! order TransMorph-affine composes them (shear, scale, then rotation applied first to the point).
+//!
+//! | kind | parameter vector |
+//! |---|---|
+//! | `Translation` | `[tx, ty, tz]` mm |
+//! | `Rigid` | `[tx, ty, tz, rx, ry, rz]` |
+//! | `Similarity` | `[tx, ty, tz, rx, ry, rz, s]` (isotropic scale) |
+//! | `Affine` | `[tx, ty, tz, rx, ry, rz, sx, sy, sz, hxy, hxz, hyz]` |
+//! | `Matrix` | the 12 entries of `[M | t]`, row-major (`x' = M (x - c) + c + t`) |
+
+use std::sync::Arc;
+
+use candle_core::{DType, Device, Tensor};
+use nalgebra::{Matrix3, Matrix4, Vector3};
+
+use super::{apply_matrix, matrix34, matrix44_of, Transform};
+use crate::error::{Error, Result};
+use crate::names;
+
+/// The kinds of linear transform.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LinearKind {
+    Translation,
+    Rigid,
+    Similarity,
+    Affine,
+    Matrix,
+}
+
+impl LinearKind {
+    /// Number of parameters.
+    pub fn num_params(self) -> usize {
+        match self {
+            LinearKind::Translation => 3,
+            LinearKind::Rigid => 6,
+            LinearKind::Similarity => 7,
+            LinearKind::Affine | LinearKind::Matrix => 12,
+        }
+    }
+
+    /// Lower-case name.
+    pub fn name(self) -> &'static str {
+        match self {
+            LinearKind::Translation => "translation",
+            LinearKind::Rigid => "rigid",
+            LinearKind::Similarity => "similarity",
+            LinearKind::Affine => "affine",
+            LinearKind::Matrix => "matrix",
+        }
+    }
+
+    /// Parses a kind name (with "did you mean").
+    pub fn parse(name: &str) -> Result<Self> {
+        names::lookup(
+            "linear transform",
+            name,
+            &[
+                ("translation", LinearKind::Translation),
+                ("rigid", LinearKind::Rigid),
+                ("euler", LinearKind::Rigid),
+                ("similarity", LinearKind::Similarity),
+                ("affine", LinearKind::Affine),
+                ("matrix", LinearKind::Matrix),
+            ],
+        )
+    }
+
+    /// The identity parameters.
+    pub fn identity_params(self) -> Vec<f32> {
+        match self {
+            LinearKind::Translation => vec![0.0; 3],
+            LinearKind::Rigid => vec![0.0; 6],
+            LinearKind::Similarity => vec![0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0],
+            LinearKind::Affine => vec![0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0, 1.0, 1.0, 0.0, 0.0, 0.0],
+            LinearKind::Matrix => vec![1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0],
+        }
+    }
+}
+
+/// A linear transform about a centre. See the module documentation for the parameterization.
+#[derive(Clone, Debug)]
+pub struct Linear {
+    kind: LinearKind,
+    /// `(n,)` f32 parameters; may be a `Var`'s tensor, so gradients reach it.
+    params: Tensor,
+    /// Centre of rotation / scaling in world mm.
+    centre: [f64; 3],
+}
+
+impl Linear {
+    /// A transform of `kind` from a parameter tensor `(n,)`.
+    ///
+    /// Errors: [`Error::Shape`] when the tensor is not `(n,)` for the kind; a non-f32 tensor.
+    pub fn new(kind: LinearKind, params: Tensor, centre: [f64; 3]) -> Result<Self> {
+        if params.dims() != [kind.num_params()] {
+            return Err(Error::Shape {
+                op: format!("{} transform", kind.name()),
+                expected: format!("({},)", kind.num_params()),
+                actual: format!("{:?}", params.dims()),
+            });
+        }
+        let params = if params.dtype() == DType::F32 { params } else { params.to_dtype(DType::F32)? };
+        Ok(Linear { kind, params, centre })
+    }
+
+    /// The identity of `kind` about `centre`.
+    pub fn identity(kind: LinearKind, centre: [f64; 3]) -> Self {
+        let p = kind.identity_params();
+        let n = p.len();
+        // Infallible: the vector has the kind's length.
+        let t = Tensor::from_vec(p, n, &Device::Cpu).unwrap_or_else(|_| unreachable!());
+        Linear { kind, params: t, centre }
+    }
+
+    /// A transform of `kind` from parameter values. Errors: a wrong count.
+    pub fn from_params(kind: LinearKind, params: &[f64], centre: [f64; 3]) -> Result<Self> {
+        let v: Vec<f32> = params.iter().map(|&x| x as f32).collect();
+        let n = v.len();
+        Linear::new(kind, Tensor::from_vec(v, n, &Device::Cpu)?, centre)
+    }
+
+    /// A pure translation by `t` mm.
+    pub fn translation(t: [f64; 3]) -> Self {
+        // Infallible: three values.
+        Linear::from_params(LinearKind::Translation, &t, [0.0; 3]).unwrap_or_else(|_| unreachable!())
+    }
+
+    /// The kind.
+    pub fn kind(&self) -> LinearKind {
+        self.kind
+    }
+    /// The parameter tensor `(n,)`.
+    pub fn params(&self) -> &Tensor {
+        &self.params
+    }
+    /// The centre (mm).
+    pub fn centre(&self) -> [f64; 3] {
+        self.centre
+    }
+    /// The parameter values.
+    pub fn param_values(&self) -> Result<Vec<f64>> {
+        Ok(self.params.to_dtype(DType::F64)?.to_vec1::<f64>()?)
+    }
+
+    /// The same transform with other parameters (e.g. a `Var` being optimized). Errors: as [`Linear::new`].
+    pub fn with_params(&self, params: Tensor) -> Result<Self> {
+        Linear::new(self.kind, params, self.centre)
+    }
+
+    /// The differentiable `(3, 4)` world matrix `[M | c + t - M c]`.
+    pub fn matrix(&self) -> Result<Tensor> {
+        let dev = self.params.device();
+        let p = &self.params;
+        let s = |i: usize| p.narrow(0, i, 1);
+        let zero = Tensor::zeros(1, DType::F32, dev)?;
+        let one = Tensor::ones(1, DType::F32, dev)?;
+        let t = p.narrow(0, 0, 3)?.reshape((3, 1))?;
+        let m = match self.kind {
+            LinearKind::Translation => Tensor::eye(3, DType::F32, dev)?,
+            LinearKind::Matrix => {
+                let a = p.reshape((3, 4))?;
+                let c = Tensor::from_vec(self.centre.map(|v| v as f32).to_vec(), (3, 1), dev)?;
+                let m = a.narrow(1, 0, 3)?;
+                let tt = a.narrow(1, 3, 1)?;
+                let off = ((&c + tt)? - m.matmul(&c)?)?;
+                return Ok(Tensor::cat(&[&m, &off], 1)?);
+            }
+            _ => {
+                let (rx, ry, rz) = (s(3)?, s(4)?, s(5)?);
+                let (cx, sx) = (rx.cos()?, rx.sin()?);
+                let (cy, sy) = (ry.cos()?, ry.sin()?);
+                let (cz, sz) = (rz.cos()?, rz.sin()?);
+                let mat3 = |e: [&Tensor; 9]| -> Result<Tensor> { Ok(Tensor::cat(&e, 0)?.reshape((3, 3))?) };
+                let nsx = sx.neg()?;
+                let nsy = sy.neg()?;
+                let nsz = sz.neg()?;
+                let rot_x = mat3([&one, &zero, &zero, &zero, &cx, &nsx, &zero, &sx, &cx])?;
+                let rot_y = mat3([&cy, &zero, &sy, &zero, &one, &zero, &nsy, &zero, &cy])?;
+                let rot_z = mat3([&cz, &nsz, &zero, &sz, &cz, &zero, &zero, &zero, &one])?;
+                let r = rot_z.matmul(&rot_y)?.matmul(&rot_x)?;
+                match self.kind {
+                    LinearKind::Rigid => r,
+                    LinearKind::Similarity => r.broadcast_mul(&s(6)?)?,
+                    _ => {
+                        let (scx, scy, scz) = (s(6)?, s(7)?, s(8)?);
+                        let (hxy, hxz, hyz) = (s(9)?, s(10)?, s(11)?);
+                        let sc = mat3([&scx, &zero, &zero, &zero, &scy, &zero, &zero, &zero, &scz])?;
+                        let sh = mat3([&one, &hxy, &hxz, &zero, &one, &hyz, &zero, &zero, &one])?;
+                        sh.matmul(&sc)?.matmul(&r)?
+                    }
+                }
+            }
+        };
+        let c = Tensor::from_vec(self.centre.map(|v| v as f32).to_vec(), (3, 1), dev)?;
+        let off = ((&c + t)? - m.matmul(&c)?)?;
+        Ok(Tensor::cat(&[&m, &off], 1)?)
+    }
+
+    /// The transform of `kind` about `centre` equal to the 4x4 world matrix `m`.
+    ///
+    /// `Affine` decomposes `M = Sh S R` (an upper-triangular factor by Cholesky of `M M^T`, then Euler
+    /// angles of `R`; a reflection gives a negative `sx`); `Matrix` stores it as it is; the other kinds
+    /// accept only matrices they can represent (within 1e-6).
+    ///
+    /// Errors: [`Error::InvalidArgument`] for a singular matrix or one the kind cannot represent.
+    pub fn from_matrix(kind: LinearKind, m: &Matrix4<f64>, centre: [f64; 3]) -> Result<Self> {
+        let a: Matrix3<f64> = m.fixed_view::<3, 3>(0, 0).into();
+        let b = Vector3::new(m[(0, 3)], m[(1, 3)], m[(2, 3)]);
+        let c = Vector3::from(centre);
+        let t = b - c + a * c;
+        if kind == LinearKind::Matrix {
+            let mut p = Vec::with_capacity(12);
+            for r in 0..3 {
+                p.extend_from_slice(&[a[(r, 0)], a[(r, 1)], a[(r, 2)], t[r]]);
+            }
+            return Linear::from_params(kind, &p, centre);
+        }
+        let params = decompose(&a).ok_or_else(|| Error::arg("linear transform", "the matrix is singular"))?;
+        let mut p = vec![t[0], t[1], t[2]];
+        p.extend_from_slice(&params);
+        let aff = Linear::from_params(LinearKind::Affine, &p, centre)?;
+        let reduced = match kind {
+            LinearKind::Affine => return Ok(aff),
+            LinearKind::Translation => p[..3].to_vec(),
+            LinearKind::Rigid => p[..6].to_vec(),
+            LinearKind::Similarity => {
+                let mut q = p[..6].to_vec();
+                q.push(p[6]);
+                q
+            }
+            LinearKind::Matrix => unreachable!(),
+        };
+        let out = Linear::from_params(kind, &reduced, centre)?;
+        let back = out.linear_matrix()?.unwrap_or_else(Matrix4::identity);
+        if (back - m).iter().any(|d| d.abs() > 1e-6 * (1.0 + m.abs().max())) {
+            return Err(Error::arg("linear transform", format!("the matrix is not a {} transform", kind.name())));
+        }
+        Ok(out)
+    }
+}
+
+/// `[rx, ry, rz, sx, sy, sz, hxy, hxz, hyz]` with `A = Sh S Rz Ry Rx`; `None` when `A` is singular.
+fn decompose(a: &Matrix3<f64>) -> Option<[f64; 9]> {
+    // A A^T = U U^T with U = Sh S upper triangular: Cholesky of the reversed matrix gives it.
+    let g = a * a.transpose();
+    let p = Matrix3::new(0.0, 0.0, 1.0, 0.0, 1.0, 0.0, 1.0, 0.0, 0.0);
+    let l = (p * g * p).cholesky()?.l();
+    let mut u = p * l * p;
+    let mut r = u.try_inverse()? * a;
+    if r.determinant() < 0.0 {
+        // A reflection: carry it in sx.
+        let f = Matrix3::from_diagonal(&Vector3::new(-1.0, 1.0, 1.0));
+        u *= f;
+        r = f * r;
+    }
+    let s = [u[(0, 0)], u[(1, 1)], u[(2, 2)]];
+    let (hxy, hxz, hyz) = (u[(0, 1)] / s[1], u[(0, 2)] / s[2], u[(1, 2)] / s[2]);
+    // R = Rz Ry Rx: R[2][0] = -sin(ry), R[2][1] = cos(ry) sin(rx), R[2][2] = cos(ry) cos(rx),
+    // R[1][0] = sin(rz) cos(ry), R[0][0] = cos(rz) cos(ry).
+    let ry = (-r[(2, 0)]).clamp(-1.0, 1.0).asin();
+    let rx = r[(2, 1)].atan2(r[(2, 2)]);
+    let rz = r[(1, 0)].atan2(r[(0, 0)]);
+    Some([rx, ry, rz, s[0], s[1], s[2], hxy, hxz, hyz])
+}
+
+impl Transform for Linear {
+    fn name(&self) -> String {
+        self.kind.name().into()
+    }
+
+    fn map_points(&self, points: &Tensor) -> Result<Tensor> {
+        apply_matrix(&self.matrix()?, points)
+    }
+
+    fn linear_matrix(&self) -> Result<Option<Matrix4<f64>>> {
+        Ok(Some(matrix44_of(&self.matrix()?)?))
+    }
+
+    fn matrix_tensor(&self) -> Result<Option<Tensor>> {
+        Ok(Some(self.matrix()?))
+    }
+
+    fn inverse(&self) -> Result<Arc<dyn Transform>> {
+        let m = matrix44_of(&self.matrix()?)?;
+        let inv = m.try_inverse().ok_or_else(|| Error::arg("inverse", "the linear transform is singular"))?;
+        let kind = if self.kind == LinearKind::Affine { LinearKind::Matrix } else { self.kind };
+        let out = Linear::from_matrix(kind, &inv, self.centre).or_else(|_| Linear::from_matrix(LinearKind::Matrix, &inv, self.centre))?;
+        Ok(Arc::new(out))
+    }
+}
+
+/// A linear transform straight from a 4x4 world matrix (kind `Matrix`, centre 0).
+pub fn from_world_matrix(m: &Matrix4<f64>) -> Result<Linear> {
+    Linear::from_matrix(LinearKind::Matrix, m, [0.0; 3])
+}
+
+/// The `(3, 4)` tensor of a 4x4 matrix (re-exported for callers that build matrices by hand).
+pub fn tensor_of(m: &Matrix4<f64>) -> Result<Tensor> {
+    matrix34(m, &Device::Cpu)
+}

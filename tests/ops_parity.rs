@@ -1,0 +1,103 @@
+//! Fused kernels against their slow twins (forward values and gradients), and finite-difference checks.
+
+use candle_core::{DType, Device, Tensor, Var};
+use regsh::image::resample::Padding;
+use regsh::ops::{affine_grid, affine_grid_slow, grid_sample, grid_sample_slow, SampleMode};
+
+/// A deterministic pseudo-random sequence in [0, 1) (xorshift), so tests need no RNG crate.
+fn rand_vec(n: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s >> 40) as f32 / (1u64 << 24) as f32
+        })
+        .collect()
+}
+
+fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+    (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap()
+}
+
+/// Points spread over and beyond a (7, 6, 5) image, never on voxel centres.
+fn points(n: usize, seed: u64) -> Tensor {
+    let r = rand_vec(3 * n, seed);
+    let lim = [7.0f32, 6.0, 5.0];
+    let v: Vec<f32> = r.iter().enumerate().map(|(i, u)| u * (lim[i % 3] + 2.0) - 1.5 + 0.013).collect();
+    Tensor::from_vec(v, (n, 3), &Device::Cpu).unwrap()
+}
+
+fn image(c: usize, seed: u64) -> Tensor {
+    Tensor::from_vec(rand_vec(c * 5 * 6 * 7, seed), (c, 5, 6, 7), &Device::Cpu).unwrap()
+}
+
+#[test]
+fn grid_sample_matches_slow_twin_forward_and_backward() {
+    for padding in [Padding::Zero, Padding::Border] {
+        let img = Var::from_tensor(&image(2, 1)).unwrap();
+        let pts = Var::from_tensor(&points(500, 2)).unwrap();
+        let w = Tensor::from_vec(rand_vec(2 * 500, 3), (2, 500), &Device::Cpu).unwrap();
+        let fast = grid_sample(&img, &pts, SampleMode::Linear, padding).unwrap();
+        let slow = grid_sample_slow(&img, &pts, padding).unwrap();
+        assert!(max_abs_diff(&fast, &slow) < 1e-6, "{padding:?} forward");
+        let gf = (&fast * &w).unwrap().sum_all().unwrap().backward().unwrap();
+        let gs = (&slow * &w).unwrap().sum_all().unwrap().backward().unwrap();
+        for (name, v) in [("image", img.as_tensor()), ("points", pts.as_tensor())] {
+            let (a, b) = (gf.get(v).unwrap(), gs.get(v).unwrap());
+            assert!(max_abs_diff(a, b) < 1e-5, "{padding:?} d/d{name}: {}", max_abs_diff(a, b));
+        }
+    }
+}
+
+#[test]
+fn grid_sample_gradient_matches_finite_differences() {
+    let img = image(1, 7);
+    let pts = Var::from_tensor(&points(40, 8)).unwrap();
+    let loss = |p: &Tensor| -> f64 {
+        let o = grid_sample(&img, p, SampleMode::Linear, Padding::Zero).unwrap();
+        o.sqr().unwrap().sum_all().unwrap().to_dtype(DType::F64).unwrap().to_scalar::<f64>().unwrap()
+    };
+    let g = {
+        let o = grid_sample(&img, &pts, SampleMode::Linear, Padding::Zero).unwrap();
+        o.sqr().unwrap().sum_all().unwrap().backward().unwrap()
+    };
+    let gp = g.get(pts.as_tensor()).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let base = pts.as_tensor().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let h = 1e-3f32;
+    for i in (0..base.len()).step_by(7) {
+        let mut a = base.clone();
+        let mut b = base.clone();
+        a[i] += h;
+        b[i] -= h;
+        let ta = Tensor::from_vec(a, (40, 3), &Device::Cpu).unwrap();
+        let tb = Tensor::from_vec(b, (40, 3), &Device::Cpu).unwrap();
+        let fd = (loss(&ta) - loss(&tb)) / (2.0 * h as f64);
+        assert!((fd - gp[i] as f64).abs() < 2e-3 * (1.0 + fd.abs()), "coord {i}: fd {fd} vs {}", gp[i]);
+    }
+}
+
+#[test]
+fn grid_sample_nearest_picks_voxels_and_refuses_gradients() {
+    let img = image(1, 11);
+    let p = Tensor::from_vec(vec![2.4f32, 3.6, 1.2, -0.7, 0.0, 0.0], (2, 3), &Device::Cpu).unwrap();
+    let out = grid_sample(&img, &p, SampleMode::Nearest, Padding::Zero).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let want = img.get(0).unwrap().get(1).unwrap().get(4).unwrap().get(2).unwrap().to_scalar::<f32>().unwrap();
+    assert_eq!(out, vec![want, 0.0]);
+    let v = Var::from_tensor(&img).unwrap();
+    let o = grid_sample(&v, &p, SampleMode::Nearest, Padding::Zero).unwrap();
+    assert!(o.sum_all().unwrap().backward().is_err());
+}
+
+#[test]
+fn affine_grid_matches_slow_twin() {
+    let m = Var::from_tensor(&Tensor::from_vec(rand_vec(12, 5), (3, 4), &Device::Cpu).unwrap()).unwrap();
+    let w = Tensor::from_vec(rand_vec(4 * 5 * 6 * 3, 6), (4, 5, 6, 3), &Device::Cpu).unwrap();
+    let fast = affine_grid(&m, [6, 5, 4]).unwrap();
+    let slow = affine_grid_slow(&m, [6, 5, 4]).unwrap();
+    assert!(max_abs_diff(&fast, &slow) < 1e-5);
+    let gf = (&fast * &w).unwrap().sum_all().unwrap().backward().unwrap();
+    let gs = (&slow * &w).unwrap().sum_all().unwrap().backward().unwrap();
+    assert!(max_abs_diff(gf.get(m.as_tensor()).unwrap(), gs.get(m.as_tensor()).unwrap()) < 1e-3);
+}
