@@ -62,3 +62,35 @@ fn errors_are_reported_without_a_panic() {
         assert!(!err.contains("panicked"), "{err}");
     }
 }
+
+#[test]
+fn apply_and_jacobian_on_real_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let fixed = common::data("avg152/avg152T1.nii");
+    let labels = common::data("colin27/aal.nii.gz");
+    // A scaling by (1.1, 0.9, 1.2) about the origin, as an ITK file.
+    let tfm = dir.path().join("s.tfm");
+    std::fs::write(&tfm, "#Insight Transform File V1.0\n#Transform 0\nTransform: AffineTransform_double_3_3\nParameters: 1.1 0 0 0 0.9 0 0 0 1.2 0 0 0\nFixedParameters: 0 0 0\n").unwrap();
+    let jac = dir.path().join("jac.nii.gz");
+    let out = regsh(&["jacobian", "-t", tfm.to_str().unwrap(), "-r", fixed.to_str().unwrap(), "-o", jac.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let j = regsh::image::io::load(&jac).unwrap().stats().unwrap();
+    assert!((j.min - 1.188).abs() < 1e-6 && (j.max - 1.188).abs() < 1e-6, "{j:?}");
+    // Labels through `apply` with label interpolation stay labels, on the reference grid.
+    let warped = dir.path().join("aal_2mm.nii.gz");
+    let out = regsh(&[
+        "apply", "-i", labels.to_str().unwrap(), "-r", fixed.to_str().unwrap(), "-t", tfm.to_str().unwrap(),
+        "-o", warped.to_str().unwrap(), "--interpolation", "label",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let (img, meta) = regsh::image::io::load_with_meta(&warped).unwrap();
+    assert_eq!(meta.dims, vec![91, 109, 91]);
+    assert_eq!(meta.disk_dtype, regsh::image::DataType::Uint8);
+    assert!(img.to_vec_f64().unwrap().iter().all(|v| v.fract() == 0.0 && *v <= 116.0));
+    // A typo in an option gets a suggestion.
+    let out = regsh(&[
+        "apply", "-i", labels.to_str().unwrap(), "-r", fixed.to_str().unwrap(), "-o", warped.to_str().unwrap(), "-n", "neares",
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("did you mean `nearest`"));
+}
