@@ -101,3 +101,53 @@ fn affine_grid_matches_slow_twin() {
     let gs = (&slow * &w).unwrap().sum_all().unwrap().backward().unwrap();
     assert!(max_abs_diff(gf.get(m.as_tensor()).unwrap(), gs.get(m.as_tensor()).unwrap()) < 1e-3);
 }
+
+#[test]
+fn fused_affine_warp_matches_slow_twin_forward_and_backward() {
+    use regsh::ops::warp_affine;
+    for (padding, border) in [(Padding::Zero, false), (Padding::Border, true)] {
+        let img = Var::from_tensor(&image(2, 21)).unwrap();
+        // Target 6x5x4 voxels mapped into and beyond the (7, 6, 5) image, away from voxel centres.
+        let m = Var::from_tensor(
+            &Tensor::from_vec(vec![1.1f32, 0.1, -0.05, -0.73, -0.08, 0.95, 0.12, 0.41, 0.03, -0.1, 1.2, -0.37], (3, 4), &Device::Cpu)
+                .unwrap(),
+        )
+        .unwrap();
+        let w = Tensor::from_vec(rand_vec(2 * 120, 22), (2, 4, 5, 6), &Device::Cpu).unwrap();
+        let fast = warp_affine(&img, &m, [6, 5, 4], border).unwrap();
+        let pts = affine_grid_slow(&m, [6, 5, 4]).unwrap();
+        let slow = grid_sample_slow(&img, &pts, padding).unwrap();
+        assert!(max_abs_diff(&fast, &slow) < 1e-5, "{padding:?} forward");
+        let gf = (&fast * &w).unwrap().sum_all().unwrap().backward().unwrap();
+        let gs = (&slow * &w).unwrap().sum_all().unwrap().backward().unwrap();
+        assert!(max_abs_diff(gf.get(img.as_tensor()).unwrap(), gs.get(img.as_tensor()).unwrap()) < 1e-5, "{padding:?} d/dimage");
+        let (a, b) = (gf.get(m.as_tensor()).unwrap(), gs.get(m.as_tensor()).unwrap());
+        assert!(max_abs_diff(a, b) < 1e-3, "{padding:?} d/dmatrix {a} vs {b}");
+    }
+}
+
+#[test]
+fn fused_field_warp_matches_slow_twin_forward_and_backward() {
+    use regsh::ops::warp_field;
+    let img = Var::from_tensor(&image(1, 31)).unwrap();
+    // A (3, 4, 5, 6) field of up to 1.5 mm; target voxel -> image voxel m; mm -> voxel r (2 mm voxels, rotated).
+    let field = Var::from_tensor(
+        &Tensor::from_vec(rand_vec(3 * 120, 32).iter().map(|v| (v - 0.5) * 3.0).collect::<Vec<f32>>(), (3, 4, 5, 6), &Device::Cpu).unwrap(),
+    )
+    .unwrap();
+    let m = [1.0, 0.05, 0.0, 0.31, 0.0, 1.0, 0.02, 0.27, -0.03, 0.0, 1.0, 0.19];
+    let r = [0.5, 0.01, 0.0, -0.01, 0.5, 0.02, 0.0, -0.02, 0.5];
+    let w = Tensor::from_vec(rand_vec(120, 33), (1, 4, 5, 6), &Device::Cpu).unwrap();
+    let fast = warp_field(&img, &field, m, r, false).unwrap();
+    // Slow twin: points = m h + r u with candle ops.
+    let mt = Tensor::from_vec(m.map(|v| v as f32).to_vec(), (3, 4), &Device::Cpu).unwrap();
+    let rt = Tensor::from_vec(r.map(|v| v as f32).to_vec(), (3, 3), &Device::Cpu).unwrap();
+    let u = field.as_tensor().permute((1, 2, 3, 0)).unwrap().reshape((120, 3)).unwrap();
+    let pts = (affine_grid_slow(&mt, [6, 5, 4]).unwrap().reshape((120, 3)).unwrap() + u.matmul(&rt.t().unwrap()).unwrap()).unwrap();
+    let slow = grid_sample_slow(&img, &pts.reshape((4, 5, 6, 3)).unwrap(), Padding::Zero).unwrap();
+    assert!(max_abs_diff(&fast, &slow) < 1e-5, "forward");
+    let gf = (&fast * &w).unwrap().sum_all().unwrap().backward().unwrap();
+    let gs = (&slow * &w).unwrap().sum_all().unwrap().backward().unwrap();
+    assert!(max_abs_diff(gf.get(img.as_tensor()).unwrap(), gs.get(img.as_tensor()).unwrap()) < 1e-5, "d/dimage");
+    assert!(max_abs_diff(gf.get(field.as_tensor()).unwrap(), gs.get(field.as_tensor()).unwrap()) < 1e-5, "d/dfield");
+}

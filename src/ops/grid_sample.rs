@@ -11,6 +11,7 @@
 use candle_core::{CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
+use super::trilinear::{corners, grad_point, reduce_buffers, sample, scatter};
 use super::{f32_slice, scatter_chunks};
 use crate::image::resample::Padding;
 
@@ -27,61 +28,6 @@ pub enum SampleMode {
 struct GridSample {
     mode: SampleMode,
     border: bool,
-}
-
-/// Corner indices and weights of one trilinear sample, with the per-axis derivative signs.
-struct Corners {
-    /// Flat voxel index per corner, or `usize::MAX` when outside.
-    idx: [usize; 8],
-    /// Trilinear weight per corner.
-    w: [f32; 8],
-    /// d(weight)/d(x, y, z) per corner.
-    dw: [[f32; 3]; 8],
-}
-
-#[inline]
-fn corners(p: [f32; 3], shape: [usize; 3], border: bool) -> Corners {
-    let [nx, ny, nz] = shape;
-    let n = [nx, ny, nz];
-    let mut q = p;
-    let mut live = [1f32; 3];
-    if border {
-        for a in 0..3 {
-            let hi = (n[a] - 1) as f32;
-            if q[a] < 0.0 || q[a] > hi {
-                live[a] = 0.0; // clamped: the sample does not move with this coordinate
-                q[a] = q[a].clamp(0.0, hi);
-            }
-        }
-    }
-    let f0 = [q[0].floor(), q[1].floor(), q[2].floor()];
-    let fr = [q[0] - f0[0], q[1] - f0[1], q[2] - f0[2]];
-    let i0 = [f0[0] as i64, f0[1] as i64, f0[2] as i64];
-    let mut c = Corners { idx: [usize::MAX; 8], w: [0.0; 8], dw: [[0.0; 3]; 8] };
-    if !(q[0].is_finite() && q[1].is_finite() && q[2].is_finite()) {
-        return c;
-    }
-    for k in 0..8 {
-        let o = [k & 1, (k >> 1) & 1, (k >> 2) & 1];
-        let mut inside = true;
-        let mut flat = 0usize;
-        let mut wa = [0f32; 3];
-        let mut da = [0f32; 3];
-        for a in 0..3 {
-            let ix = i0[a] + o[a] as i64;
-            inside &= ix >= 0 && ix < n[a] as i64;
-            wa[a] = if o[a] == 1 { fr[a] } else { 1.0 - fr[a] };
-            da[a] = if o[a] == 1 { live[a] } else { -live[a] };
-        }
-        if inside {
-            let (x, y, z) = ((i0[0] + o[0] as i64) as usize, (i0[1] + o[1] as i64) as usize, (i0[2] + o[2] as i64) as usize);
-            flat = (z * ny + y) * nx + x;
-        }
-        c.idx[k] = if inside { flat } else { usize::MAX };
-        c.w[k] = wa[0] * wa[1] * wa[2];
-        c.dw[k] = [da[0] * wa[1] * wa[2], wa[0] * da[1] * wa[2], wa[0] * wa[1] * da[2]];
-    }
-    c
 }
 
 #[inline]
@@ -132,16 +78,7 @@ impl CustomOp2 for GridSample {
                     let i = b * CHUNK + t;
                     let p = [pts[3 * i], pts[3 * i + 1], pts[3 * i + 2]];
                     *v = match self.mode {
-                        SampleMode::Linear => {
-                            let cr = corners(p, shape, self.border);
-                            let mut acc = 0f32;
-                            for k in 0..8 {
-                                if cr.idx[k] != usize::MAX && cr.w[k] != 0.0 {
-                                    acc += cr.w[k] * im[cr.idx[k]];
-                                }
-                            }
-                            acc
-                        }
+                        SampleMode::Linear => sample(im, shape, [p[0] as f64, p[1] as f64, p[2] as f64], self.border),
                         SampleMode::Nearest => {
                             let j = nearest_index(p, shape, self.border);
                             if j == usize::MAX { 0.0 } else { im[j] }
@@ -166,28 +103,14 @@ impl CustomOp2 for GridSample {
         let pts = points.flatten_all()?.to_vec1::<f32>()?;
         let g = grad.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
         let n = pts.len() / 3;
-        // d out / d points: per point, sum over channels.
+        let pt = |i: usize| [pts[3 * i] as f64, pts[3 * i + 1] as f64, pts[3 * i + 2] as f64];
+        let gv = |i: usize| -> Vec<f32> { (0..c).map(|ch| g[ch * n + i]).collect() };
+        // d out / d points: per point, summed over channels.
         let mut gp = vec![0f32; 3 * n];
         gp.par_chunks_mut(3 * 1024).enumerate().for_each(|(b, chunk)| {
             for t in 0..chunk.len() / 3 {
                 let i = b * 1024 + t;
-                let cr = corners([pts[3 * i], pts[3 * i + 1], pts[3 * i + 2]], shape, self.border);
-                let mut d = [0f32; 3];
-                for ch in 0..c {
-                    let gv = g[ch * n + i];
-                    if gv == 0.0 {
-                        continue;
-                    }
-                    let im = &img[ch * nvox..(ch + 1) * nvox];
-                    for k in 0..8 {
-                        if cr.idx[k] != usize::MAX {
-                            let v = im[cr.idx[k]] * gv;
-                            d[0] += cr.dw[k][0] * v;
-                            d[1] += cr.dw[k][1] * v;
-                            d[2] += cr.dw[k][2] * v;
-                        }
-                    }
-                }
+                let d = grad_point(&img, nvox, &gv(i), &corners(pt(i), shape, self.border));
                 chunk[3 * t..3 * t + 3].copy_from_slice(&d);
             }
         });
@@ -199,30 +122,12 @@ impl CustomOp2 for GridSample {
             .map(|p| {
                 let mut buf = vec![0f32; c * nvox];
                 for i in p * per..((p + 1) * per).min(n) {
-                    let cr = corners([pts[3 * i], pts[3 * i + 1], pts[3 * i + 2]], shape, self.border);
-                    for ch in 0..c {
-                        let gv = g[ch * n + i];
-                        if gv == 0.0 {
-                            continue;
-                        }
-                        for k in 0..8 {
-                            if cr.idx[k] != usize::MAX {
-                                buf[ch * nvox + cr.idx[k]] += cr.w[k] * gv;
-                            }
-                        }
-                    }
+                    scatter(&mut buf, nvox, &gv(i), &corners(pt(i), shape, self.border));
                 }
                 buf
             })
             .collect();
-        let mut gi = vec![0f32; c * nvox];
-        gi.par_chunks_mut(65536).enumerate().for_each(|(b, o)| {
-            for buf in &bufs {
-                for (t, v) in o.iter_mut().enumerate() {
-                    *v += buf[b * 65536 + t];
-                }
-            }
-        });
+        let gi = reduce_buffers(bufs, c * nvox);
         let dev = image.device();
         let gi = Tensor::from_vec(gi, image.shape(), dev)?;
         let gp = Tensor::from_vec(gp, points.shape(), dev)?;

@@ -5,12 +5,17 @@
 //! |---|---|---|
 //! | sampling an image at points (trilinear / nearest) | [`grid_sample`] | [`grid_sample_slow`] |
 //! | sample points of an affine map on a grid | [`affine_grid`] | [`affine_grid_slow`] |
+//! | affine warp (points and sampling fused) | [`warp_affine`] | [`affine_grid_slow`] + [`grid_sample_slow`] |
+//! | displacement-field warp (fused) | [`warp_field`] | candle ops + [`grid_sample_slow`] |
 
 pub mod affine_grid;
 pub mod grid_sample;
+pub(crate) mod trilinear;
+pub mod warp;
 
 pub use affine_grid::{affine_grid, affine_grid_slow};
 pub use grid_sample::{grid_sample, grid_sample_slow, SampleMode};
+pub use warp::{warp_affine, warp_field};
 
 use candle_core::{CpuStorage, Layout, Result};
 

@@ -106,6 +106,13 @@ impl Transform for Ddf {
         let p = grid_points(grid, &Device::Cpu)?.reshape((nx * ny * nz, 3))?;
         Ok(self.map_points(&p)?.reshape((nz, ny, nx, 3))?)
     }
+    fn displacement_on(&self, grid: &Grid) -> Result<Tensor> {
+        if grid.same_as(&self.grid, 1e-6) {
+            return Ok(self.field.clone());
+        }
+        let world = self.world_points(grid)?;
+        Ok((world - grid_points(grid, self.field.device())?)?.permute((3, 0, 1, 2))?.contiguous()?)
+    }
     fn inverse(&self) -> Result<Arc<dyn Transform>> {
         Ok(Arc::new(self.invert(50, 1e-4)?))
     }
@@ -165,6 +172,9 @@ impl Transform for Svf {
     }
     fn world_points(&self, grid: &Grid) -> Result<Tensor> {
         self.to_ddf()?.world_points(grid)
+    }
+    fn displacement_on(&self, grid: &Grid) -> Result<Tensor> {
+        self.to_ddf()?.displacement_on(grid)
     }
     fn inverse(&self) -> Result<Arc<dyn Transform>> {
         Ok(Arc::new(Svf::new(self.velocity.neg()?.detach(), self.grid.clone(), self.steps)?))
@@ -264,6 +274,9 @@ impl Transform for BSpline {
     }
     fn world_points(&self, grid: &Grid) -> Result<Tensor> {
         self.to_ddf()?.world_points(grid)
+    }
+    fn displacement_on(&self, grid: &Grid) -> Result<Tensor> {
+        self.to_ddf()?.displacement_on(grid)
     }
     fn inverse(&self) -> Result<Arc<dyn Transform>> {
         Ok(Arc::new(self.to_ddf()?.invert(50, 1e-4)?))

@@ -52,6 +52,14 @@ pub trait Transform: Send + Sync + std::fmt::Debug {
         Ok(self.map_points(&p)?.reshape((nz, ny, nx, 3))?)
     }
 
+    /// The world displacement `T(x) - x` `(3, Z, Y, X)` (mm, x y z components) at the voxel centres of
+    /// `grid`. Differentiable with respect to the parameters.
+    fn displacement_on(&self, grid: &Grid) -> Result<Tensor> {
+        let world = self.world_points(grid)?;
+        let base = grid_points(grid, world.device())?;
+        Ok((world - base)?.permute((3, 0, 1, 2))?.contiguous()?)
+    }
+
     /// The 4x4 world matrix when the transform is linear (a snapshot: not differentiable).
     fn linear_matrix(&self) -> Result<Option<Matrix4<f64>>> {
         Ok(None)

@@ -9,7 +9,7 @@ use crate::image::ops::one_hot;
 use crate::image::resample::{snap, Padding};
 use crate::image::{DataType, Grid, Image};
 use crate::names;
-use crate::ops::{affine_grid, grid_sample, SampleMode};
+use crate::ops::{affine_grid, grid_sample, warp_affine, warp_field, SampleMode};
 
 /// Interpolation of [`warp`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -68,6 +68,13 @@ pub fn sample_points(moving_grid: &Grid, transform: &dyn Transform, onto: &Grid)
 
 /// Warps a moving `(C, Z, Y, X)` f32 tensor on `moving_grid` through `transform` onto `onto`:
 /// `out(x) = moving(T(x))`, `(C, Z', Y', X')`. Differentiable in `moving` and the transform (linear mode).
+///
+/// Linear transforms go through the fused [`warp_affine`] kernel, dense ones through [`warp_field`]
+/// (sample points formed on the fly from the displacement on `onto`); nearest goes through
+/// [`grid_sample`]. The voxel-to-voxel matrices are formed in f64 and snapped (see
+/// [`crate::image::resample::snap`]), so an identity or whole-voxel shift samples voxel centres exactly.
+///
+/// Errors: [`Error::InvalidArgument`] for constant padding other than zero; tensor errors.
 pub fn warp_tensor(
     moving: &Tensor,
     moving_grid: &Grid,
@@ -76,9 +83,31 @@ pub fn warp_tensor(
     mode: SampleMode,
     padding: Padding,
 ) -> Result<Tensor> {
-    let pts = sample_points(moving_grid, transform, onto)?;
     let m = if moving.dtype() == DType::F32 { moving.clone() } else { moving.to_dtype(DType::F32)? };
-    Ok(grid_sample(&m, &pts, mode, padding)?)
+    let border = match padding {
+        Padding::Zero => false,
+        Padding::Border => true,
+        Padding::Value(_) => return Err(Error::arg("warp", "padding must be zero or border")),
+    };
+    if mode == SampleMode::Nearest {
+        let pts = sample_points(moving_grid, transform, onto)?;
+        return Ok(grid_sample(&m, &pts, mode, padding)?);
+    }
+    let dev = Device::Cpu;
+    let w2v = moving_grid.world_to_voxel();
+    let v2w = onto.voxel_to_world();
+    if let Some(a) = transform.matrix_tensor()? {
+        let exact = matrix34(&snap(w2v * matrix44_of(&a)? * v2w), &dev)?;
+        // Same value as `exact`, gradient of the f32 product.
+        let c32 = super::compose34(&super::compose34(&matrix34(&w2v, &dev)?, &a)?, &matrix34(&v2w, &dev)?)?;
+        let combined = (exact + (&c32 - c32.detach())?)?;
+        return Ok(warp_affine(&m, &combined, onto.shape(), border)?);
+    }
+    let u = transform.displacement_on(onto)?;
+    let base = snap(w2v * v2w);
+    let mvox: [f64; 12] = std::array::from_fn(|i| base[(i / 4, i % 4)]);
+    let r: [f64; 9] = std::array::from_fn(|i| w2v[(i / 3, i % 3)]);
+    Ok(warp_field(&m, &u, mvox, r, border)?)
 }
 
 /// Warps an image through `transform` onto `onto` (usually the fixed image's grid).

@@ -1,0 +1,74 @@
+//! Warp throughput: forward and forward+backward of the affine and DDF warp at 160x192x224 (x, y, z).
+//! Prints one JSON object per case on stdout. Run through `scripts/bench-warp.sh`, which also times
+//! SimpleITK's resampler in the same run and reports the ratios.
+
+use std::time::Instant;
+
+use candle_core::{Device, Tensor, Var};
+use regsh::image::resample::Padding;
+use regsh::image::Grid;
+use regsh::ops::SampleMode;
+use regsh::spatial::{warp_tensor, Ddf, Linear, LinearKind};
+
+fn median_seconds(reps: usize, mut f: impl FnMut()) -> f64 {
+    f(); // warm-up
+    let mut t: Vec<f64> = (0..reps)
+        .map(|_| {
+            let s = Instant::now();
+            f();
+            s.elapsed().as_secs_f64()
+        })
+        .collect();
+    t.sort_by(f64::total_cmp);
+    t[reps / 2]
+}
+
+fn main() {
+    let shape = [160usize, 192, 224];
+    let reps: usize = std::env::var("REPS").ok().and_then(|v| v.parse().ok()).unwrap_or(5);
+    let g = Grid::axis_aligned(shape, [1.0; 3], [0.0; 3]).unwrap();
+    let n = g.num_voxels();
+    let [nx, ny, nz] = shape;
+    let vals: Vec<f32> = (0..n).map(|i| ((i as f32 * 0.618_034).fract())).collect();
+    let moving = Tensor::from_vec(vals, (1, nz, ny, nx), &Device::Cpu).unwrap();
+    let p = [2.5, -3.0, 1.5, 0.05, -0.03, 0.04, 1.02, 0.98, 1.01, 0.01, 0.0, -0.01];
+    let params = Var::from_tensor(&Tensor::from_vec(p.map(|v| v as f32).to_vec(), 12, &Device::Cpu).unwrap()).unwrap();
+    let aff = Linear::new(LinearKind::Affine, params.as_tensor().clone(), g.centre()).unwrap();
+    let field: Vec<f32> = (0..3 * n).map(|i| ((i as f32 * 0.377_1).fract() - 0.5) * 2.0).collect();
+    let fvar = Var::from_tensor(&Tensor::from_vec(field, (3, nz, ny, nx), &Device::Cpu).unwrap()).unwrap();
+    let ddf = Ddf::new(fvar.as_tensor().clone(), g.clone()).unwrap();
+    let mvar = Var::from_tensor(&moving).unwrap();
+    let threads = rayon::current_num_threads();
+    let report = |case: &str, secs: f64| {
+        println!(
+            "{{\"case\": \"{case}\", \"seconds\": {secs:.4}, \"voxels_per_second\": {:.4e}, \"voxels\": {n}, \"threads\": {threads}}}",
+            n as f64 / secs
+        );
+    };
+    report(
+        "affine_forward",
+        median_seconds(reps, || {
+            warp_tensor(&moving, &g, &aff, &g, SampleMode::Linear, Padding::Zero).unwrap();
+        }),
+    );
+    report(
+        "affine_forward_backward",
+        median_seconds(reps, || {
+            let out = warp_tensor(mvar.as_tensor(), &g, &aff, &g, SampleMode::Linear, Padding::Zero).unwrap();
+            out.sqr().unwrap().mean_all().unwrap().backward().unwrap();
+        }),
+    );
+    report(
+        "ddf_forward",
+        median_seconds(reps, || {
+            warp_tensor(&moving, &g, &ddf, &g, SampleMode::Linear, Padding::Zero).unwrap();
+        }),
+    );
+    report(
+        "ddf_forward_backward",
+        median_seconds(reps, || {
+            let out = warp_tensor(mvar.as_tensor(), &g, &ddf, &g, SampleMode::Linear, Padding::Zero).unwrap();
+            out.sqr().unwrap().mean_all().unwrap().backward().unwrap();
+        }),
+    );
+}

@@ -1,0 +1,141 @@
+//! Trilinear sampling of one channel at a fractional voxel index, with its derivative: the inner loop
+//! shared by the sampling and warp kernels. An interior fast path reads the 8 neighbours directly; points
+//! near or beyond the border take the general path (zero or border padding).
+
+/// Voxel counts `[nx, ny, nz]` of a channel stored x fastest.
+pub(crate) type Shape3 = [usize; 3];
+
+/// Value at `p` (voxel indices x, y, z); outside voxels count as zero (`border` false) or `p` is clamped
+/// into the image (`border` true).
+#[inline(always)]
+pub(crate) fn sample(img: &[f32], s: Shape3, p: [f64; 3], border: bool) -> f32 {
+    let [nx, ny, nz] = s;
+    let (fx, fy, fz) = (p[0].floor(), p[1].floor(), p[2].floor());
+    if fx >= 0.0 && fy >= 0.0 && fz >= 0.0 && fx < (nx - 1) as f64 && fy < (ny - 1) as f64 && fz < (nz - 1) as f64 {
+        let (x0, y0, z0) = (fx as usize, fy as usize, fz as usize);
+        let (tx, ty, tz) = ((p[0] - fx) as f32, (p[1] - fy) as f32, (p[2] - fz) as f32);
+        let nxy = nx * ny;
+        let i = (z0 * ny + y0) * nx + x0;
+        let c00 = img[i] + tx * (img[i + 1] - img[i]);
+        let c10 = img[i + nx] + tx * (img[i + nx + 1] - img[i + nx]);
+        let c01 = img[i + nxy] + tx * (img[i + nxy + 1] - img[i + nxy]);
+        let c11 = img[i + nxy + nx] + tx * (img[i + nxy + nx + 1] - img[i + nxy + nx]);
+        let c0 = c00 + ty * (c10 - c00);
+        let c1 = c01 + ty * (c11 - c01);
+        return c0 + tz * (c1 - c0);
+    }
+    let c = corners(p, s, border);
+    let mut acc = 0f32;
+    for k in 0..8 {
+        if c.idx[k] != usize::MAX && c.w[k] != 0.0 {
+            acc += c.w[k] * img[c.idx[k]];
+        }
+    }
+    acc
+}
+
+/// Corner indices and weights of one trilinear sample, with the weights' derivatives.
+pub(crate) struct Corners {
+    /// Flat voxel index per corner, or `usize::MAX` when outside.
+    pub idx: [usize; 8],
+    /// Trilinear weight per corner.
+    pub w: [f32; 8],
+    /// d(weight)/d(x, y, z) per corner (0 along an axis where border padding clamped the point).
+    pub dw: [[f32; 3]; 8],
+}
+
+/// The 8 corners of the trilinear sample at `p` (general path).
+#[inline]
+pub(crate) fn corners(p: [f64; 3], s: Shape3, border: bool) -> Corners {
+    let [nx, ny, _] = s;
+    let mut q = p;
+    let mut live = [1f32; 3];
+    let mut c = Corners { idx: [usize::MAX; 8], w: [0.0; 8], dw: [[0.0; 3]; 8] };
+    if !(q[0].is_finite() && q[1].is_finite() && q[2].is_finite()) {
+        return c;
+    }
+    if border {
+        for a in 0..3 {
+            let hi = (s[a] - 1) as f64;
+            if q[a] < 0.0 || q[a] > hi {
+                live[a] = 0.0; // clamped: the sample does not move with this coordinate
+                q[a] = q[a].clamp(0.0, hi);
+            }
+        }
+    }
+    let f0 = [q[0].floor(), q[1].floor(), q[2].floor()];
+    let fr = [(q[0] - f0[0]) as f32, (q[1] - f0[1]) as f32, (q[2] - f0[2]) as f32];
+    let i0 = [f0[0] as i64, f0[1] as i64, f0[2] as i64];
+    for k in 0..8 {
+        let o = [k & 1, (k >> 1) & 1, (k >> 2) & 1];
+        let mut inside = true;
+        let mut wa = [0f32; 3];
+        let mut da = [0f32; 3];
+        for a in 0..3 {
+            let ix = i0[a] + o[a] as i64;
+            inside &= ix >= 0 && ix < s[a] as i64;
+            wa[a] = if o[a] == 1 { fr[a] } else { 1.0 - fr[a] };
+            da[a] = if o[a] == 1 { live[a] } else { -live[a] };
+        }
+        if inside {
+            let (x, y, z) = ((i0[0] + o[0] as i64) as usize, (i0[1] + o[1] as i64) as usize, (i0[2] + o[2] as i64) as usize);
+            c.idx[k] = (z * ny + y) * nx + x;
+        }
+        c.w[k] = wa[0] * wa[1] * wa[2];
+        c.dw[k] = [da[0] * wa[1] * wa[2], wa[0] * da[1] * wa[2], wa[0] * wa[1] * da[2]];
+    }
+    c
+}
+
+/// Derivative of the sampled value with respect to `p`, summed over channels with upstream weights
+/// `g[c]`: `sum_c g[c] * d sample_c / dp`. `img` holds all channels, `nvox` apart.
+#[inline]
+pub(crate) fn grad_point(img: &[f32], nvox: usize, g: &[f32], c: &Corners) -> [f32; 3] {
+    let mut d = [0f32; 3];
+    for (ch, &gv) in g.iter().enumerate() {
+        if gv == 0.0 {
+            continue;
+        }
+        let im = &img[ch * nvox..];
+        for k in 0..8 {
+            if c.idx[k] != usize::MAX {
+                let v = im[c.idx[k]] * gv;
+                d[0] += c.dw[k][0] * v;
+                d[1] += c.dw[k][1] * v;
+                d[2] += c.dw[k][2] * v;
+            }
+        }
+    }
+    d
+}
+
+/// Adds `g[c] * weight` of each corner into a gradient image buffer (all channels, `nvox` apart).
+#[inline]
+pub(crate) fn scatter(buf: &mut [f32], nvox: usize, g: &[f32], c: &Corners) {
+    for (ch, &gv) in g.iter().enumerate() {
+        if gv == 0.0 {
+            continue;
+        }
+        let b = &mut buf[ch * nvox..];
+        for k in 0..8 {
+            if c.idx[k] != usize::MAX {
+                b[c.idx[k]] += c.w[k] * gv;
+            }
+        }
+    }
+}
+
+/// Sums per-worker buffers into one (parallel over the output).
+pub(crate) fn reduce_buffers(bufs: Vec<Vec<f32>>, len: usize) -> Vec<f32> {
+    use rayon::prelude::*;
+    let mut out = vec![0f32; len];
+    const BLOCK: usize = 1 << 16;
+    out.par_chunks_mut(BLOCK).enumerate().for_each(|(b, o)| {
+        for buf in &bufs {
+            for (t, v) in o.iter_mut().enumerate() {
+                *v += buf[b * BLOCK + t];
+            }
+        }
+    });
+    out
+}

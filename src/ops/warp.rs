@@ -1,0 +1,209 @@
+//! Fused warp kernels: sample points computed on the fly and the image sampled in the same pass, with
+//! hand-written backward passes. No `(Z, Y, X, 3)` point tensor is materialized.
+//!
+//! - [`warp_affine`]: `out(v) = I(M (i, j, k, 1))` for a `(3, 4)` voxel-to-voxel matrix `M` (target grid
+//!   voxel to moving-image voxel); gradients to the image and to `M`.
+//! - [`warp_field`]: `out(v) = I(M (i, j, k, 1) + R u(v))` for a displacement field `u` `(3, Z, Y, X)` in
+//!   world mm on the target grid, `R` mapping mm to moving voxels; gradients to the image and to `u`.
+//!
+//! Both are trilinear; padding zero or border (see [`super::grid_sample`]). Slow twins: the same maps
+//! built from [`super::affine_grid_slow`] / candle ops and [`super::grid_sample_slow`].
+
+use candle_core::{CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
+
+use super::trilinear::{corners, grad_point, reduce_buffers, sample, scatter};
+use super::{f32_slice, scatter_chunks};
+
+/// How sample points are formed.
+#[derive(Clone, Copy, Debug)]
+enum Points {
+    /// `M h`, with `M` read from the second input.
+    Affine,
+    /// `M h + R u`, with `M` and `R` fixed and `u` the second input.
+    Field { m: [f64; 12], r: [f64; 9] },
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Warp {
+    /// Target grid size (x, y, z).
+    out: [usize; 3],
+    points: Points,
+    border: bool,
+}
+
+impl Warp {
+    /// The matrix for this call: the fixed one, or the second input's values.
+    fn matrix(&self, second: &[f32]) -> [f64; 12] {
+        match self.points {
+            Points::Field { m, .. } => m,
+            Points::Affine => std::array::from_fn(|i| second[i] as f64),
+        }
+    }
+
+    /// Sample point of target voxel (i, j, k) with flat index `v`.
+    #[inline(always)]
+    fn point(&self, m: &[f64; 12], second: &[f32], nvox_out: usize, i: usize, j: usize, k: usize, v: usize) -> [f64; 3] {
+        let h = [i as f64, j as f64, k as f64];
+        let mut p = [0f64; 3];
+        for r in 0..3 {
+            p[r] = m[4 * r] * h[0] + m[4 * r + 1] * h[1] + m[4 * r + 2] * h[2] + m[4 * r + 3];
+        }
+        if let Points::Field { r, .. } = self.points {
+            let u = [second[v] as f64, second[nvox_out + v] as f64, second[2 * nvox_out + v] as f64];
+            for a in 0..3 {
+                p[a] += r[3 * a] * u[0] + r[3 * a + 1] * u[1] + r[3 * a + 2] * u[2];
+            }
+        }
+        p
+    }
+}
+
+impl CustomOp2 for Warp {
+    fn name(&self) -> &'static str {
+        "warp"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        let img = f32_slice("warp", s1, l1)?;
+        let second = f32_slice("warp", s2, l2)?;
+        let (c, z, y, x) = l1.shape().dims4()?;
+        let s = [x, y, z];
+        let nvox = x * y * z;
+        let [ox, oy, oz] = self.out;
+        let nout = ox * oy * oz;
+        let m = self.matrix(second);
+        let mut out = vec![0f32; c * nout];
+        out.par_chunks_mut(ox * oy).enumerate().for_each(|(ck, slab)| {
+            let (ch, k) = (ck / oz, ck % oz);
+            let im = &img[ch * nvox..(ch + 1) * nvox];
+            for j in 0..oy {
+                for i in 0..ox {
+                    let v = (k * oy + j) * ox + i;
+                    let p = self.point(&m, second, nout, i, j, k, v);
+                    slab[j * ox + i] = sample(im, s, p, self.border);
+                }
+            }
+        });
+        Ok((CpuStorage::F32(out), Shape::from((c, oz, oy, ox))))
+    }
+
+    fn bwd(&self, image: &Tensor, second: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let (c, z, y, x) = image.dims4()?;
+        let s = [x, y, z];
+        let nvox = x * y * z;
+        let [ox, oy, oz] = self.out;
+        let nout = ox * oy * oz;
+        let img = image.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
+        let sec = second.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
+        let g = grad.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
+        let m = self.matrix(&sec);
+        let gv = |v: usize| -> Vec<f32> { (0..c).map(|ch| g[ch * nout + v]).collect() };
+
+        // Gradient with respect to the sample points, reduced to the second input.
+        let grad_second = match self.points {
+            Points::Affine => {
+                let acc = (0..oz)
+                    .into_par_iter()
+                    .map(|k| {
+                        let mut a = [0f64; 12];
+                        for j in 0..oy {
+                            for i in 0..ox {
+                                let v = (k * oy + j) * ox + i;
+                                let p = self.point(&m, &sec, nout, i, j, k, v);
+                                let d = grad_point(&img, nvox, &gv(v), &corners(p, s, self.border));
+                                let h = [i as f64, j as f64, k as f64, 1.0];
+                                for r in 0..3 {
+                                    for col in 0..4 {
+                                        a[4 * r + col] += d[r] as f64 * h[col];
+                                    }
+                                }
+                            }
+                        }
+                        a
+                    })
+                    .reduce(|| [0f64; 12], |mut a, b| {
+                        a.iter_mut().zip(b).for_each(|(x, y)| *x += y);
+                        a
+                    });
+                Tensor::from_vec(acc.iter().map(|&v| v as f32).collect::<Vec<_>>(), (3, 4), image.device())?
+            }
+            Points::Field { r, .. } => {
+                // dL/du = R^T dL/dp, per voxel; channels of the field are nout apart.
+                let mut gf = vec![0f32; 3 * nout];
+                let (g0, rest) = gf.split_at_mut(nout);
+                let (g1, g2) = rest.split_at_mut(nout);
+                g0.par_chunks_mut(ox * oy)
+                    .zip(g1.par_chunks_mut(ox * oy))
+                    .zip(g2.par_chunks_mut(ox * oy))
+                    .enumerate()
+                    .for_each(|(k, ((a0, a1), a2))| {
+                        for j in 0..oy {
+                            for i in 0..ox {
+                                let v = (k * oy + j) * ox + i;
+                                let p = self.point(&m, &sec, nout, i, j, k, v);
+                                let d = grad_point(&img, nvox, &gv(v), &corners(p, s, self.border));
+                                let t = j * ox + i;
+                                a0[t] = r[0] as f32 * d[0] + r[3] as f32 * d[1] + r[6] as f32 * d[2];
+                                a1[t] = r[1] as f32 * d[0] + r[4] as f32 * d[1] + r[7] as f32 * d[2];
+                                a2[t] = r[2] as f32 * d[0] + r[5] as f32 * d[1] + r[8] as f32 * d[2];
+                            }
+                        }
+                    });
+                Tensor::from_vec(gf, second.shape(), image.device())?
+            }
+        };
+
+        // Gradient with respect to the image: scatter-add, one buffer per worker.
+        let parts = scatter_chunks(oz);
+        let per = oz.div_ceil(parts);
+        let bufs: Vec<Vec<f32>> = (0..parts)
+            .into_par_iter()
+            .map(|part| {
+                let mut buf = vec![0f32; c * nvox];
+                for k in part * per..((part + 1) * per).min(oz) {
+                    for j in 0..oy {
+                        for i in 0..ox {
+                            let v = (k * oy + j) * ox + i;
+                            let p = self.point(&m, &sec, nout, i, j, k, v);
+                            scatter(&mut buf, nvox, &gv(v), &corners(p, s, self.border));
+                        }
+                    }
+                }
+                buf
+            })
+            .collect();
+        let gi = Tensor::from_vec(reduce_buffers(bufs, c * nvox), image.shape(), image.device())?;
+        Ok((Some(gi), Some(grad_second)))
+    }
+}
+
+fn check_image(image: &Tensor) -> Result<()> {
+    if image.dtype() != DType::F32 || image.rank() != 4 {
+        candle_core::bail!("warp: image must be (C, Z, Y, X) f32, got {:?} {:?}", image.dims(), image.dtype());
+    }
+    Ok(())
+}
+
+/// `out(v) = image(M (i, j, k, 1))` on a target grid of `out` voxels (x, y, z): `(C, Z', Y', X')`.
+/// `matrix` is `(3, 4)` f32, target voxel indices to image voxel indices. Differentiable in both.
+pub fn warp_affine(image: &Tensor, matrix: &Tensor, out: [usize; 3], border: bool) -> Result<Tensor> {
+    check_image(image)?;
+    if matrix.dims() != [3, 4] || matrix.dtype() != DType::F32 {
+        candle_core::bail!("warp_affine: matrix must be (3, 4) f32, got {:?}", matrix.dims());
+    }
+    image.contiguous()?.apply_op2(&matrix.contiguous()?, Warp { out, points: Points::Affine, border })
+}
+
+/// `out(v) = image(M (i, j, k, 1) + R u(v))` for a displacement `field` `(3, Z', Y', X')` (world mm, on the
+/// target grid): `M` maps target voxel indices to image voxel indices (3x4 row-major), `R` world mm to
+/// image voxel offsets (3x3 row-major). Differentiable in the image and the field.
+pub fn warp_field(image: &Tensor, field: &Tensor, m: [f64; 12], r: [f64; 9], border: bool) -> Result<Tensor> {
+    check_image(image)?;
+    let d = field.dims();
+    if d.len() != 4 || d[0] != 3 || field.dtype() != DType::F32 {
+        candle_core::bail!("warp_field: field must be (3, Z, Y, X) f32, got {:?}", d);
+    }
+    let out = [d[3], d[2], d[1]];
+    image.contiguous()?.apply_op2(&field.contiguous()?, Warp { out, points: Points::Field { m, r }, border })
+}
