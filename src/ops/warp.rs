@@ -12,7 +12,7 @@
 use candle_core::{CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::trilinear::{corners, grad_point, reduce_buffers, sample, scatter};
+use super::trilinear::{corners, grad_point, reduce_buffers, sample, sample_f32, scatter};
 use super::{f32_slice, scatter_chunks};
 
 /// How sample points are formed.
@@ -77,11 +77,28 @@ impl CustomOp2 for Warp {
         out.par_chunks_mut(ox * oy).enumerate().for_each(|(ck, slab)| {
             let (ch, k) = (ck / oz, ck % oz);
             let im = &img[ch * nvox..(ch + 1) * nvox];
-            for j in 0..oy {
-                for i in 0..ox {
-                    let v = (k * oy + j) * ox + i;
-                    let p = self.point(&m, second, nout, i, j, k, v);
-                    slab[j * ox + i] = sample(im, s, p, self.border);
+            match self.points {
+                Points::Affine => {
+                    // Along a row the point moves by the matrix's first column: p = p0 + i * dp.
+                    let dp = [m[0], m[4], m[8]];
+                    let lim = [(s[0] - 1) as f32, (s[1] - 1) as f32, (s[2] - 1) as f32];
+                    for j in 0..oy {
+                        let p0 = self.point(&m, second, nout, 0, j, k, 0);
+                        for (i, o) in slab[j * ox..(j + 1) * ox].iter_mut().enumerate() {
+                            let f = i as f64;
+                            let p = [(p0[0] + f * dp[0]) as f32, (p0[1] + f * dp[1]) as f32, (p0[2] + f * dp[2]) as f32];
+                            *o = sample_f32(im, s, lim, p, self.border);
+                        }
+                    }
+                }
+                Points::Field { .. } => {
+                    for j in 0..oy {
+                        for i in 0..ox {
+                            let v = (k * oy + j) * ox + i;
+                            let p = self.point(&m, second, nout, i, j, k, v);
+                            slab[j * ox + i] = sample(im, s, p, self.border);
+                        }
+                    }
                 }
             }
         });
