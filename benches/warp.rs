@@ -1,4 +1,5 @@
-//! Warp throughput: forward and forward+backward of the affine and DDF warp at 160x192x224 (x, y, z).
+//! Warp throughput: forward and forward+backward of the affine and DDF warp at 160x192x224 (x, y, z);
+//! backward to the transform (registration) and, for the affine, to the image too.
 //! Prints one JSON object per case on stdout. Run through `scripts/bench-warp.sh`, which also times
 //! SimpleITK's resampler in the same run and reports the ratios.
 
@@ -31,9 +32,10 @@ fn main() {
     let [nx, ny, nz] = shape;
     let vals: Vec<f32> = (0..n).map(|i| ((i as f32 * 0.618_034).fract())).collect();
     let moving = Tensor::from_vec(vals, (1, nz, ny, nx), &Device::Cpu).unwrap();
-    let p = [2.5, -3.0, 1.5, 0.05, -0.03, 0.04, 1.02, 0.98, 1.01, 0.01, 0.0, -0.01];
+    // The same matrix, translation and centre as the SimpleITK side (tests/python/bench_sitk.py).
+    let p = [1.02, 0.01, 0.0, 2.5, -0.01, 0.98, 0.02, -3.0, 0.0, -0.02, 1.01, 1.5];
     let params = Var::from_tensor(&Tensor::from_vec(p.map(|v| v as f32).to_vec(), 12, &Device::Cpu).unwrap()).unwrap();
-    let aff = Linear::new(LinearKind::Affine, params.as_tensor().clone(), g.centre()).unwrap();
+    let aff = Linear::new(LinearKind::Matrix, params.as_tensor().clone(), g.centre()).unwrap();
     let field: Vec<f32> = (0..3 * n).map(|i| ((i as f32 * 0.377_1).fract() - 0.5) * 2.0).collect();
     let fvar = Var::from_tensor(&Tensor::from_vec(field, (3, nz, ny, nx), &Device::Cpu).unwrap()).unwrap();
     let ddf = Ddf::new(fvar.as_tensor().clone(), g.clone()).unwrap();
@@ -51,8 +53,17 @@ fn main() {
             warp_tensor(&moving, &g, &aff, &g, SampleMode::Linear, Padding::Zero).unwrap();
         }),
     );
+    // Registration case: gradient to the 12 parameters, the image a constant.
     report(
         "affine_forward_backward",
+        median_seconds(reps, || {
+            let out = warp_tensor(&moving, &g, &aff, &g, SampleMode::Linear, Padding::Zero).unwrap();
+            out.sqr().unwrap().mean_all().unwrap().backward().unwrap();
+        }),
+    );
+    // Gradient to the image as well (a network's input path).
+    report(
+        "affine_forward_backward_image",
         median_seconds(reps, || {
             let out = warp_tensor(mvar.as_tensor(), &g, &aff, &g, SampleMode::Linear, Padding::Zero).unwrap();
             out.sqr().unwrap().mean_all().unwrap().backward().unwrap();
@@ -67,7 +78,7 @@ fn main() {
     report(
         "ddf_forward_backward",
         median_seconds(reps, || {
-            let out = warp_tensor(mvar.as_tensor(), &g, &ddf, &g, SampleMode::Linear, Padding::Zero).unwrap();
+            let out = warp_tensor(&moving, &g, &ddf, &g, SampleMode::Linear, Padding::Zero).unwrap();
             out.sqr().unwrap().mean_all().unwrap().backward().unwrap();
         }),
     );

@@ -15,12 +15,12 @@ theirs=$("$PY" tests/python/bench_sitk.py "$THREADS" "$REPS")
 import json, sys
 ours = {d["case"]: d for d in map(json.loads, sys.argv[1].splitlines())}
 theirs = {d["case"]: d for d in map(json.loads, sys.argv[2].splitlines())}
-print(f"{'case':28} {'regsh s':>9} {'Mvox/s':>8} {'SimpleITK s':>12} {'ratio':>7}")
+print(f"{'case':30} {'regsh s':>9} {'Mvox/s':>8} {'SimpleITK s':>12} {'ratio':>7}")
 for case, d in ours.items():
     ref = case.replace("_backward", "")
     t = theirs.get(ref) if case == ref else None
     ratio = f"{t['seconds'] / d['seconds']:7.2f}" if t else "      -"
     ts = f"{t['seconds']:12.4f}" if t else " " * 12
-    print(f"{case:28} {d['seconds']:9.4f} {d['voxels_per_second'] / 1e6:8.1f} {ts} {ratio}")
+    print(f"{case:30} {d['seconds']:9.4f} {d['voxels_per_second'] / 1e6:8.1f} {ts} {ratio}")
 print(f"threads: {d['threads']}; ratio = SimpleITK seconds / regsh seconds (forward only; SimpleITK has no backward)")
 PY

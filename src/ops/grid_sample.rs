@@ -11,7 +11,7 @@
 use candle_core::{CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::trilinear::{corners, grad_point, reduce_buffers, sample, scatter};
+use super::trilinear::{corners_fast, grad_point, reduce_buffers, sample, scatter};
 use super::{f32_slice, scatter_chunks};
 use crate::image::resample::Padding;
 
@@ -104,33 +104,45 @@ impl CustomOp2 for GridSample {
         let g = grad.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
         let n = pts.len() / 3;
         let pt = |i: usize| [pts[3 * i] as f64, pts[3 * i + 1] as f64, pts[3 * i + 2] as f64];
-        let gv = |i: usize| -> Vec<f32> { (0..c).map(|ch| g[ch * n + i]).collect() };
+        // Upstream gradient of point i for every channel, into a reused buffer.
+        let gv = |i: usize, buf: &mut [f32]| {
+            for (ch, b) in buf.iter_mut().enumerate() {
+                *b = g[ch * n + i];
+            }
+        };
         // d out / d points: per point, summed over channels.
         let mut gp = vec![0f32; 3 * n];
         gp.par_chunks_mut(3 * 1024).enumerate().for_each(|(b, chunk)| {
+            let mut gb = vec![0f32; c];
             for t in 0..chunk.len() / 3 {
                 let i = b * 1024 + t;
-                let d = grad_point(&img, nvox, &gv(i), &corners(pt(i), shape, self.border));
+                gv(i, &mut gb);
+                let d = grad_point(&img, nvox, &gb, &corners_fast(pt(i), shape, self.border));
                 chunk[3 * t..3 * t + 3].copy_from_slice(&d);
             }
         });
-        // d out / d image: scatter-add of weights, one buffer per worker, then summed.
+        let dev = image.device();
+        let gp = Tensor::from_vec(gp, points.shape(), dev)?;
+        // d out / d image: scatter-add of weights, one buffer per worker, then summed (skipped for a
+        // constant image).
+        if !image.track_op() {
+            return Ok((None, Some(gp)));
+        }
         let parts = scatter_chunks(n);
         let per = n.div_ceil(parts);
         let bufs: Vec<Vec<f32>> = (0..parts)
             .into_par_iter()
             .map(|p| {
                 let mut buf = vec![0f32; c * nvox];
+                let mut gb = vec![0f32; c];
                 for i in p * per..((p + 1) * per).min(n) {
-                    scatter(&mut buf, nvox, &gv(i), &corners(pt(i), shape, self.border));
+                    gv(i, &mut gb);
+                    scatter(&mut buf, nvox, &gb, &corners_fast(pt(i), shape, self.border));
                 }
                 buf
             })
             .collect();
-        let gi = reduce_buffers(bufs, c * nvox);
-        let dev = image.device();
-        let gi = Tensor::from_vec(gi, image.shape(), dev)?;
-        let gp = Tensor::from_vec(gp, points.shape(), dev)?;
+        let gi = Tensor::from_vec(reduce_buffers(bufs, c * nvox), image.shape(), dev)?;
         Ok((Some(gi), Some(gp)))
     }
 }

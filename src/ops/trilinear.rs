@@ -13,19 +13,7 @@ pub(crate) fn sample(img: &[f32], s: Shape3, p: [f64; 3], border: bool) -> f32 {
     // Interior fast path: all 8 neighbours inside. For p >= 0 truncation is floor (and, unlike `floor`,
     // needs no libm call on baseline x86-64).
     if p[0] >= 0.0 && p[1] >= 0.0 && p[2] >= 0.0 && p[0] < (nx - 1) as f64 && p[1] < (ny - 1) as f64 && p[2] < (nz - 1) as f64 {
-        let (x0, y0, z0) = (p[0] as usize, p[1] as usize, p[2] as usize);
-        let (tx, ty, tz) = ((p[0] - x0 as f64) as f32, (p[1] - y0 as f64) as f32, (p[2] - z0 as f64) as f32);
-        let nxy = nx * ny;
-        let i = (z0 * ny + y0) * nx + x0;
-        // One bounds check for the farthest neighbour covers the other seven.
-        let n = &img[i..=i + nxy + nx + 1];
-        let c00 = n[0] + tx * (n[1] - n[0]);
-        let c10 = n[nx] + tx * (n[nx + 1] - n[nx]);
-        let c01 = n[nxy] + tx * (n[nxy + 1] - n[nxy]);
-        let c11 = n[nxy + nx] + tx * (n[nxy + nx + 1] - n[nxy + nx]);
-        let c0 = c00 + ty * (c10 - c00);
-        let c1 = c01 + ty * (c11 - c01);
-        return c0 + tz * (c1 - c0);
+        return sample_interior(img, nx, nx * ny, p);
     }
     let c = corners(p, s, border);
     let mut acc = 0f32;
@@ -37,25 +25,45 @@ pub(crate) fn sample(img: &[f32], s: Shape3, p: [f64; 3], border: bool) -> f32 {
     acc
 }
 
-/// [`sample`] with the interior fast path in f32 (for the affine row loop); the border path is the same.
-#[inline(always)]
-pub(crate) fn sample_f32(img: &[f32], s: Shape3, lim: [f32; 3], p: [f32; 3], border: bool) -> f32 {
-    let [nx, ny, _] = s;
-    if p[0] >= 0.0 && p[1] >= 0.0 && p[2] >= 0.0 && p[0] < lim[0] && p[1] < lim[1] && p[2] < lim[2] {
-        let (x0, y0, z0) = (p[0] as usize, p[1] as usize, p[2] as usize);
-        let (tx, ty, tz) = (p[0] - x0 as f32, p[1] - y0 as f32, p[2] - z0 as f32);
-        let nxy = nx * ny;
-        let i = (z0 * ny + y0) * nx + x0;
-        let n = &img[i..=i + nxy + nx + 1];
-        let c00 = n[0] + tx * (n[1] - n[0]);
-        let c10 = n[nx] + tx * (n[nx + 1] - n[nx]);
-        let c01 = n[nxy] + tx * (n[nxy + 1] - n[nxy]);
-        let c11 = n[nxy + nx] + tx * (n[nxy + nx + 1] - n[nxy + nx]);
-        let c0 = c00 + ty * (c10 - c00);
-        let c1 = c01 + ty * (c11 - c01);
-        return c0 + tz * (c1 - c0);
+/// The range of `i` in `0..n` for which `p0 + i * dp` stays strictly inside `[0, lim)` on every axis
+/// (the trilinear interior), shrunk by one step at each end so rounding can never put a point outside.
+pub(crate) fn interior_span(p0: [f64; 3], dp: [f64; 3], lim: [f64; 3], n: usize) -> (usize, usize) {
+    let (mut lo, mut hi) = (0f64, n as f64);
+    for a in 0..3 {
+        if dp[a] == 0.0 {
+            if !(p0[a] >= 0.0 && p0[a] < lim[a]) {
+                return (0, 0);
+            }
+            continue;
+        }
+        // 0 <= p0 + i dp < lim
+        let (t0, t1) = ((0.0 - p0[a]) / dp[a], (lim[a] - p0[a]) / dp[a]);
+        let (a0, a1) = if dp[a] > 0.0 { (t0, t1) } else { (t1, t0) };
+        lo = lo.max(a0.ceil() + 1.0);
+        hi = hi.min(a1.floor() - 1.0);
     }
-    sample(img, s, [p[0] as f64, p[1] as f64, p[2] as f64], border)
+    if hi <= lo {
+        return (0, 0);
+    }
+    (lo.max(0.0) as usize, (hi.max(0.0) as usize).min(n))
+}
+
+/// Interior trilinear sample without the padding checks: the caller guarantees all 8 neighbours exist
+/// (see [`interior_span`]).
+#[inline(always)]
+pub(crate) fn sample_interior(img: &[f32], nx: usize, nxy: usize, p: [f64; 3]) -> f32 {
+    // Floor and fraction in f64: an f32 rounding could carry a point onto the next voxel.
+    let (x0, y0, z0) = (p[0] as usize, p[1] as usize, p[2] as usize);
+    let (tx, ty, tz) = ((p[0] - x0 as f64) as f32, (p[1] - y0 as f64) as f32, (p[2] - z0 as f64) as f32);
+    let i = z0 * nxy + y0 * nx + x0;
+    let n = &img[i..=i + nxy + nx + 1];
+    let c00 = n[0] + tx * (n[1] - n[0]);
+    let c10 = n[nx] + tx * (n[nx + 1] - n[nx]);
+    let c01 = n[nxy] + tx * (n[nxy + 1] - n[nxy]);
+    let c11 = n[nxy + nx] + tx * (n[nxy + nx + 1] - n[nxy + nx]);
+    let c0 = c00 + ty * (c10 - c00);
+    let c1 = c01 + ty * (c11 - c01);
+    c0 + tz * (c1 - c0)
 }
 
 /// Corner indices and weights of one trilinear sample, with the weights' derivatives.
@@ -109,6 +117,35 @@ pub(crate) fn corners(p: [f64; 3], s: Shape3, border: bool) -> Corners {
         c.dw[k] = [da[0] * wa[1] * wa[2], wa[0] * da[1] * wa[2], wa[0] * wa[1] * da[2]];
     }
     c
+}
+
+/// The 8 corners of the trilinear sample at `p`: an interior fast path (no padding logic), else
+/// [`corners`].
+#[inline(always)]
+pub(crate) fn corners_fast(p: [f64; 3], s: Shape3, border: bool) -> Corners {
+    let [nx, ny, nz] = s;
+    if p[0] >= 0.0 && p[1] >= 0.0 && p[2] >= 0.0 && p[0] < (nx - 1) as f64 && p[1] < (ny - 1) as f64 && p[2] < (nz - 1) as f64 {
+        let (x0, y0, z0) = (p[0] as usize, p[1] as usize, p[2] as usize);
+        let (tx, ty, tz) = ((p[0] - x0 as f64) as f32, (p[1] - y0 as f64) as f32, (p[2] - z0 as f64) as f32);
+        let i = (z0 * ny + y0) * nx + x0;
+        let nxy = nx * ny;
+        let (ux, uy, uz) = (1.0 - tx, 1.0 - ty, 1.0 - tz);
+        // Corner k: offsets (k & 1, k >> 1 & 1, k >> 2 & 1).
+        let idx = [i, i + 1, i + nx, i + nx + 1, i + nxy, i + nxy + 1, i + nxy + nx, i + nxy + nx + 1];
+        let w = [ux * uy * uz, tx * uy * uz, ux * ty * uz, tx * ty * uz, ux * uy * tz, tx * uy * tz, ux * ty * tz, tx * ty * tz];
+        let dw = [
+            [-uy * uz, -ux * uz, -ux * uy],
+            [uy * uz, -tx * uz, -tx * uy],
+            [-ty * uz, ux * uz, -ux * ty],
+            [ty * uz, tx * uz, -tx * ty],
+            [-uy * tz, -ux * tz, ux * uy],
+            [uy * tz, -tx * tz, tx * uy],
+            [-ty * tz, ux * tz, ux * ty],
+            [ty * tz, tx * tz, tx * ty],
+        ];
+        return Corners { idx, w, dw };
+    }
+    corners(p, s, border)
 }
 
 /// Derivative of the sampled value with respect to `p`, summed over channels with upstream weights

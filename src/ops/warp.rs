@@ -12,7 +12,7 @@
 use candle_core::{CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::trilinear::{corners, grad_point, reduce_buffers, sample, sample_f32, scatter};
+use super::trilinear::{corners_fast, grad_point, interior_span, reduce_buffers, sample, sample_interior, scatter};
 use super::{f32_slice, scatter_chunks};
 
 /// How sample points are formed.
@@ -80,14 +80,27 @@ impl CustomOp2 for Warp {
             match self.points {
                 Points::Affine => {
                     // Along a row the point moves by the matrix's first column: p = p0 + i * dp.
+                    // Along a row the point moves by the matrix's first column: p = p0 + i * dp. The span
+                    // of the row whose samples are interior runs without any padding logic.
                     let dp = [m[0], m[4], m[8]];
-                    let lim = [(s[0] - 1) as f32, (s[1] - 1) as f32, (s[2] - 1) as f32];
+                    let lim = [(s[0] - 1) as f64, (s[1] - 1) as f64, (s[2] - 1) as f64];
+                    let (nxs, nxy) = (s[0], s[0] * s[1]);
                     for j in 0..oy {
                         let p0 = self.point(&m, second, nout, 0, j, k, 0);
-                        for (i, o) in slab[j * ox..(j + 1) * ox].iter_mut().enumerate() {
+                        let row = &mut slab[j * ox..(j + 1) * ox];
+                        let at = |i: usize| {
                             let f = i as f64;
-                            let p = [(p0[0] + f * dp[0]) as f32, (p0[1] + f * dp[1]) as f32, (p0[2] + f * dp[2]) as f32];
-                            *o = sample_f32(im, s, lim, p, self.border);
+                            [p0[0] + f * dp[0], p0[1] + f * dp[1], p0[2] + f * dp[2]]
+                        };
+                        let (lo, hi) = interior_span(p0, dp, lim, ox);
+                        for (i, o) in row.iter_mut().enumerate().take(lo) {
+                            *o = sample(im, s, at(i), self.border);
+                        }
+                        for (i, o) in row.iter_mut().enumerate().take(hi).skip(lo) {
+                            *o = sample_interior(im, nxs, nxy, at(i));
+                        }
+                        for (i, o) in row.iter_mut().enumerate().skip(hi.max(lo)) {
+                            *o = sample(im, s, at(i), self.border);
                         }
                     }
                 }
@@ -115,7 +128,12 @@ impl CustomOp2 for Warp {
         let sec = second.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
         let g = grad.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
         let m = self.matrix(&sec);
-        let gv = |v: usize| -> Vec<f32> { (0..c).map(|ch| g[ch * nout + v]).collect() };
+        // Upstream gradient of voxel v for every channel, into a reused buffer (no allocation per voxel).
+        let gv = |v: usize, buf: &mut [f32]| {
+            for (ch, b) in buf.iter_mut().enumerate() {
+                *b = g[ch * nout + v];
+            }
+        };
 
         // Gradient with respect to the sample points, reduced to the second input.
         let grad_second = match self.points {
@@ -124,11 +142,13 @@ impl CustomOp2 for Warp {
                     .into_par_iter()
                     .map(|k| {
                         let mut a = [0f64; 12];
+                        let mut gb = vec![0f32; c];
                         for j in 0..oy {
                             for i in 0..ox {
                                 let v = (k * oy + j) * ox + i;
                                 let p = self.point(&m, &sec, nout, i, j, k, v);
-                                let d = grad_point(&img, nvox, &gv(v), &corners(p, s, self.border));
+                                gv(v, &mut gb);
+                                let d = grad_point(&img, nvox, &gb, &corners_fast(p, s, self.border));
                                 let h = [i as f64, j as f64, k as f64, 1.0];
                                 for r in 0..3 {
                                     for col in 0..4 {
@@ -155,11 +175,13 @@ impl CustomOp2 for Warp {
                     .zip(g2.par_chunks_mut(ox * oy))
                     .enumerate()
                     .for_each(|(k, ((a0, a1), a2))| {
+                        let mut gb = vec![0f32; c];
                         for j in 0..oy {
                             for i in 0..ox {
                                 let v = (k * oy + j) * ox + i;
                                 let p = self.point(&m, &sec, nout, i, j, k, v);
-                                let d = grad_point(&img, nvox, &gv(v), &corners(p, s, self.border));
+                                gv(v, &mut gb);
+                                let d = grad_point(&img, nvox, &gb, &corners_fast(p, s, self.border));
                                 let t = j * ox + i;
                                 a0[t] = r[0] as f32 * d[0] + r[3] as f32 * d[1] + r[6] as f32 * d[2];
                                 a1[t] = r[1] as f32 * d[0] + r[4] as f32 * d[1] + r[7] as f32 * d[2];
@@ -171,19 +193,25 @@ impl CustomOp2 for Warp {
             }
         };
 
-        // Gradient with respect to the image: scatter-add, one buffer per worker.
+        // Gradient with respect to the image: scatter-add, one buffer per worker. Skipped when the image
+        // is a constant (the usual case in registration), which halves the cost of the backward pass.
+        if !image.track_op() {
+            return Ok((None, Some(grad_second)));
+        }
         let parts = scatter_chunks(oz);
         let per = oz.div_ceil(parts);
         let bufs: Vec<Vec<f32>> = (0..parts)
             .into_par_iter()
             .map(|part| {
                 let mut buf = vec![0f32; c * nvox];
+                let mut gb = vec![0f32; c];
                 for k in part * per..((part + 1) * per).min(oz) {
                     for j in 0..oy {
                         for i in 0..ox {
                             let v = (k * oy + j) * ox + i;
                             let p = self.point(&m, &sec, nout, i, j, k, v);
-                            scatter(&mut buf, nvox, &gv(v), &corners(p, s, self.border));
+                            gv(v, &mut gb);
+                            scatter(&mut buf, nvox, &gb, &corners_fast(p, s, self.border));
                         }
                     }
                 }
