@@ -151,3 +151,56 @@ fn fused_field_warp_matches_slow_twin_forward_and_backward() {
     assert!(max_abs_diff(gf.get(img.as_tensor()).unwrap(), gs.get(img.as_tensor()).unwrap()) < 1e-5, "d/dimage");
     assert!(max_abs_diff(gf.get(field.as_tensor()).unwrap(), gs.get(field.as_tensor()).unwrap()) < 1e-5, "d/dfield");
 }
+
+#[test]
+fn local_filter_matches_conv1d_twin_forward_and_backward() {
+    use regsh::ops::local_filter::{box_kernel, gaussian_kernel};
+    use regsh::ops::{local_filter, local_filter_slow};
+    let t = Var::from_tensor(&image(2, 41)).unwrap();
+    let w = Tensor::from_vec(rand_vec(2 * 210, 42), (2, 5, 6, 7), &Device::Cpu).unwrap();
+    for ks in [[box_kernel(3), box_kernel(5), box_kernel(1)], [gaussian_kernel(1.0), gaussian_kernel(0.5), gaussian_kernel(0.6)]] {
+        let fast = local_filter(&t, ks.clone()).unwrap();
+        let slow = local_filter_slow(&t, ks.clone()).unwrap();
+        assert!(max_abs_diff(&fast, &slow) < 1e-5);
+        let gf = (&fast * &w).unwrap().sum_all().unwrap().backward().unwrap();
+        let gs = (&slow * &w).unwrap().sum_all().unwrap().backward().unwrap();
+        assert!(max_abs_diff(gf.get(t.as_tensor()).unwrap(), gs.get(t.as_tensor()).unwrap()) < 1e-5);
+    }
+    // A box of ones sums its window: the centre voxel of a constant 1 volume sees 3 * 5 * 1 voxels.
+    let ones = Tensor::ones((1, 5, 6, 7), DType::F32, &Device::Cpu).unwrap();
+    let s = local_filter(&ones, [box_kernel(3), box_kernel(5), box_kernel(1)]).unwrap();
+    assert_eq!(s.get(0).unwrap().get(2).unwrap().get(3).unwrap().get(3).unwrap().to_scalar::<f32>().unwrap(), 15.0);
+}
+
+#[test]
+fn parzen_kernels_match_dense_twins_with_patches_and_mask() {
+    use regsh::ops::parzen::{parzen_joint, parzen_joint_slow, parzen_moments, parzen_moments_slow, Parzen, PatchLayout};
+    use std::sync::Arc;
+    let shape = [7usize, 6, 5];
+    let n = 210;
+    let bins = 8;
+    // Bin coordinates spread over [0, bins - 1], away from bin centres.
+    let u = Var::from_tensor(&Tensor::from_vec(rand_vec(n, 51).iter().map(|v| v * 6.9 + 0.037).collect::<Vec<f32>>(), (5, 6, 7), &Device::Cpu).unwrap()).unwrap();
+    let y = Var::from_tensor(&Tensor::from_vec(rand_vec(n, 52).iter().map(|v| v * 6.9 + 0.041).collect::<Vec<f32>>(), (5, 6, 7), &Device::Cpu).unwrap()).unwrap();
+    let mask: Vec<f32> = rand_vec(n, 53).iter().map(|v| if *v > 0.2 { 1.0 } else { 0.0 }).collect();
+    for (layout, sigma) in [(PatchLayout::global(shape), 0.5), (PatchLayout::new(shape, [4, 3, 3], [2, 1, 1]), 0.8)] {
+        let pz = Parzen { bins, sigma };
+        let m = Some(Arc::new(mask.clone()));
+        for joint in [false, true] {
+            let (fast, slow) = if joint {
+                (parzen_joint(&u, &y, &layout, pz, m.clone()).unwrap(), parzen_joint_slow(&u, &y, &layout, pz, m.clone()).unwrap())
+            } else {
+                (parzen_moments(&u, &y, &layout, pz, m.clone()).unwrap(), parzen_moments_slow(&u, &y, &layout, pz, m.clone()).unwrap())
+            };
+            assert_eq!(fast.dims(), slow.dims());
+            assert!(max_abs_diff(&fast, &slow) < 1e-4, "joint {joint} forward: {}", max_abs_diff(&fast, &slow));
+            let w = Tensor::from_vec(rand_vec(fast.elem_count(), 54), fast.dims(), &Device::Cpu).unwrap();
+            let gf = (&fast * &w).unwrap().sum_all().unwrap().backward().unwrap();
+            let gs = (&slow * &w).unwrap().sum_all().unwrap().backward().unwrap();
+            for v in [&u, &y] {
+                let (a, b) = (gf.get(v.as_tensor()).unwrap(), gs.get(v.as_tensor()).unwrap());
+                assert!(max_abs_diff(a, b) < 1e-3, "joint {joint} backward: {}", max_abs_diff(a, b));
+            }
+        }
+    }
+}
