@@ -1,0 +1,279 @@
+//! Stateless similarity maths on tensors. Inputs are the fixed and the (warped) moving image on the same
+//! grid, `(Z, Y, X)` or `(1, Z, Y, X)` f32, and an optional mask of the same size (non-zero = inside).
+//! Every function returns a 0-d f32 tensor of the measure itself (not a loss), differentiable with
+//! respect to both images.
+
+use std::sync::Arc;
+
+use candle_core::{DType, Tensor};
+
+use crate::error::{Error, Result};
+use crate::ops::local_filter;
+use crate::ops::local_filter::{box_kernel, gaussian_kernel};
+use crate::ops::parzen::{parzen_joint, parzen_moments, Parzen, PatchLayout};
+
+/// Guards divisions.
+const EPS: f64 = 1e-8;
+
+/// The `(Z, Y, X)` dims of an image tensor, checking the two agree.
+pub fn zyx_of(fixed: &Tensor, moving: &Tensor) -> Result<[usize; 3]> {
+    let f = fixed.dims();
+    let strip = |d: &[usize]| -> Option<[usize; 3]> {
+        match d {
+            [z, y, x] | [1, z, y, x] => Some([*z, *y, *x]),
+            _ => None,
+        }
+    };
+    match (strip(f), strip(moving.dims())) {
+        (Some(a), Some(b)) if a == b => Ok(a),
+        _ => Err(Error::Shape {
+            op: "similarity".into(),
+            expected: "fixed and moving of one shape, (Z, Y, X) or (1, Z, Y, X)".into(),
+            actual: format!("{:?} and {:?}", fixed.dims(), moving.dims()),
+        }),
+    }
+}
+
+fn flat(t: &Tensor) -> Result<Tensor> {
+    let t = if t.dtype() == DType::F32 { t.clone() } else { t.to_dtype(DType::F32)? };
+    Ok(t.flatten_all()?)
+}
+
+/// Mask as flat f32 weights (1 inside), or `None`. Errors: a mask of another size.
+fn mask_weights(mask: Option<&Tensor>, n: usize) -> Result<Option<Tensor>> {
+    let Some(m) = mask else { return Ok(None) };
+    if m.elem_count() != n {
+        return Err(Error::Shape { op: "similarity mask".into(), expected: format!("{n} voxels"), actual: format!("{:?}", m.dims()) });
+    }
+    Ok(Some(flat(m)?.ne(0f32)?.to_dtype(DType::F32)?.detach()))
+}
+
+/// Weighted mean of a flat tensor.
+fn wmean(v: &Tensor, w: &Option<Tensor>) -> Result<Tensor> {
+    Ok(match w {
+        None => v.mean_all()?,
+        Some(w) => ((v * w)?.sum_all()? / (w.sum_all()?.to_scalar::<f32>()? as f64).max(1.0))?,
+    })
+}
+
+/// Mean squared difference `mean((f - m)^2)` over the mask (ANTs' MeanSquares). Range `[0, inf)`, 0 for
+/// identical images.
+pub fn mse(fixed: &Tensor, moving: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
+    zyx_of(fixed, moving)?;
+    let (f, m) = (flat(fixed)?, flat(moving)?);
+    let w = mask_weights(mask, f.elem_count())?;
+    wmean(&(f - m)?.sqr()?, &w)
+}
+
+/// Global normalized cross-correlation (Pearson) over the mask, in `[-1, 1]`; 1 for identical images.
+pub fn ncc(fixed: &Tensor, moving: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
+    zyx_of(fixed, moving)?;
+    let (f, m) = (flat(fixed)?, flat(moving)?);
+    let w = mask_weights(mask, f.elem_count())?;
+    let fc = f.broadcast_sub(&wmean(&f, &w)?)?;
+    let mc = m.broadcast_sub(&wmean(&m, &w)?)?;
+    let cov = wmean(&(&fc * &mc)?, &w)?;
+    let sd = (wmean(&fc.sqr()?, &w)?.sqrt()? * wmean(&mc.sqr()?, &w)?.sqrt()?)?;
+    Ok((cov / (sd + 1e-12)?)?)
+}
+
+/// The window of LNCC.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Window {
+    /// A cube of `n` voxels per side (odd).
+    Box(usize),
+    /// A Gaussian of standard deviation `sigma` voxels (cut at 3 sigma).
+    Gaussian(f64),
+}
+
+/// Local normalized cross-correlation, VoxelMorph / MONAI form: in each window,
+/// `cc = cov(f, m)^2 / (var(f) var(m) + eps)`, then the mean of `cc` over the mask. Range `[0, 1]`, 1 for
+/// identical images (where both vary locally). Windows are zero-padded at the border.
+pub fn lncc(fixed: &Tensor, moving: &Tensor, window: Window, mask: Option<&Tensor>) -> Result<Tensor> {
+    let [z, y, x] = zyx_of(fixed, moving)?;
+    let kern = match window {
+        Window::Box(n) => box_kernel(n),
+        Window::Gaussian(s) => gaussian_kernel(s),
+    };
+    let kernels = [kern.clone(), kern.clone(), kern.clone()];
+    let (f, m) = (flat(fixed)?.reshape((z, y, x))?, flat(moving)?.reshape((z, y, x))?);
+    // Local means from the normalized window.
+    let wsum: f32 = kern.iter().sum::<f32>().powi(3);
+    let lf = |t: &Tensor| -> Result<Tensor> { Ok((local_filter(t, kernels.clone())? / wsum as f64)?) };
+    let (mf, mm) = (lf(&f)?, lf(&m)?);
+    let cross = (lf(&(&f * &m)?)? - (&mf * &mm)?)?;
+    let vf = (lf(&f.sqr()?)? - mf.sqr()?)?;
+    let vm = (lf(&m.sqr()?)? - mm.sqr()?)?;
+    // VoxelMorph's 1e-5 guards sums over the window; on means it becomes 1e-5 / n^2, with n the window's
+    // (effective) number of voxels.
+    let n_eff = (kern.iter().sum::<f32>().powi(2) / kern.iter().map(|w| w * w).sum::<f32>()).powi(3) as f64;
+    let cc = (cross.sqr()? / ((vf * vm)? + 1e-5 / (n_eff * n_eff))?)?;
+    let w = mask_weights(mask, z * y * x)?;
+    wmean(&cc.flatten_all()?, &w)
+}
+
+/// Options of the Parzen-window measures.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ParzenOptions {
+    /// Number of bins (default 32).
+    pub bins: usize,
+    /// Gaussian kernel standard deviation in bin widths (default 0.5, MONAI's `sigma_ratio`).
+    pub sigma: f64,
+    /// Intensity range of the fixed image mapped onto the bins; `None`: its min and max (inside the mask).
+    pub range_fixed: Option<(f64, f64)>,
+    /// Intensity range of the moving image; `None`: its min and max.
+    pub range_moving: Option<(f64, f64)>,
+}
+
+impl Default for ParzenOptions {
+    fn default() -> Self {
+        ParzenOptions { bins: 32, sigma: 0.5, range_fixed: None, range_moving: None }
+    }
+}
+
+/// Bin coordinates `(v - lo) / (hi - lo) * (bins - 1)`, clamped to the bins (differentiable inside).
+fn to_bins(v: &Tensor, range: Option<(f64, f64)>, bins: usize, mask: &Option<Vec<f32>>) -> Result<Tensor> {
+    let (lo, hi) = match range {
+        Some(r) => r,
+        None => {
+            let vals = v.flatten_all()?.to_vec1::<f32>()?;
+            let it = vals.iter().enumerate().filter(|(i, x)| x.is_finite() && mask.as_ref().is_none_or(|m| m[*i] != 0.0));
+            let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
+            for (_, &x) in it {
+                lo = lo.min(x as f64);
+                hi = hi.max(x as f64);
+            }
+            if !lo.is_finite() {
+                return Err(Error::arg("parzen", "no finite voxel inside the mask"));
+            }
+            (lo, hi)
+        }
+    };
+    let span = if hi > lo { hi - lo } else { 1.0 };
+    let u = ((v - lo)? * ((bins - 1) as f64 / span))?;
+    Ok(u.clamp(0f32, (bins - 1) as f32)?)
+}
+
+fn mask_vec(mask: Option<&Tensor>, n: usize) -> Result<Option<Vec<f32>>> {
+    Ok(match mask_weights(mask, n)? {
+        Some(w) => Some(w.to_vec1::<f32>()?),
+        None => None,
+    })
+}
+
+/// Patch layout for patch size `patch` voxels (0: global) and offset.
+pub fn layout(shape_zyx: [usize; 3], patch: usize, offset: usize) -> PatchLayout {
+    let shape = [shape_zyx[2], shape_zyx[1], shape_zyx[0]];
+    if patch == 0 {
+        PatchLayout::global(shape)
+    } else {
+        PatchLayout::new(shape, [patch; 3], [offset; 3])
+    }
+}
+
+/// Per-patch mutual information and entropies `(P,)` each, plus the patch weights (1 where the patch
+/// holds samples), from the Parzen joint histogram.
+fn joint_entropies(fixed: &Tensor, moving: &Tensor, opts: &ParzenOptions, lay: &PatchLayout, mask: Option<&Tensor>) -> Result<(Tensor, Tensor, Tensor, Tensor)> {
+    let n = fixed.elem_count();
+    let mv = mask_vec(mask, n)?;
+    let a = to_bins(&flat(fixed)?, opts.range_fixed, opts.bins, &mv)?;
+    let b = to_bins(&flat(moving)?, opts.range_moving, opts.bins, &mv)?;
+    let pz = Parzen { bins: opts.bins, sigma: opts.sigma };
+    let h = parzen_joint(&a, &b, lay, pz, mv.map(Arc::new))?;
+    let bb = opts.bins * opts.bins;
+    let joint = h.narrow(1, 0, bb)?.reshape((h.dim(0)?, opts.bins, opts.bins))?;
+    let total = joint.sum_keepdim((1, 2))?;
+    let valid = total.flatten_all()?.gt(1e-6)?.to_dtype(DType::F32)?.detach();
+    let p = joint.broadcast_div(&(total + 1e-12)?)?;
+    let pa = p.sum(2)?; // (P, B) fixed marginal
+    let pb = p.sum(1)?; // (P, B) moving marginal
+    let ent = |q: &Tensor, dims: Vec<usize>| -> Result<Tensor> {
+        let t = (q * (q + 1e-12)?.log()?)?;
+        let mut s = t;
+        for d in dims.into_iter().rev() {
+            s = s.sum(d)?;
+        }
+        Ok(s.neg()?)
+    };
+    let hab = ent(&p, vec![1, 2])?;
+    let ha = ent(&pa, vec![1])?;
+    let hb = ent(&pb, vec![1])?;
+    Ok((ha, hb, hab, valid))
+}
+
+fn patch_mean(v: &Tensor, valid: &Tensor) -> Result<Tensor> {
+    let n = valid.sum_all()?.to_scalar::<f32>()?;
+    if n == 0.0 {
+        return Err(Error::arg("similarity", "no patch holds any voxel inside the mask"));
+    }
+    Ok(((v * valid)?.sum_all()? / n as f64)?)
+}
+
+/// Mutual information (nats) with Gaussian Parzen windowing (seed `001` eqs. 3-6), global (`patch` 0) or
+/// the mean over patches of `patch` voxels. `MI = H(F) + H(M) - H(F, M)` of the normalized joint
+/// histogram; 0 for independent images, the entropy of the image for identical ones (as sigma -> 0).
+pub fn mutual_information(fixed: &Tensor, moving: &Tensor, opts: &ParzenOptions, patch: usize, mask: Option<&Tensor>) -> Result<Tensor> {
+    let zyx = zyx_of(fixed, moving)?;
+    let (ha, hb, hab, valid) = joint_entropies(fixed, moving, opts, &layout(zyx, patch, 0), mask)?;
+    patch_mean(&((ha + hb)? - hab)?, &valid)
+}
+
+/// Normalized mutual information `(H(F) + H(M)) / H(F, M)` (Studholme et al. 1999), in `[1, 2]`; 2 for
+/// identical images (as sigma -> 0), 1 for independent ones.
+pub fn normalized_mutual_information(fixed: &Tensor, moving: &Tensor, opts: &ParzenOptions, patch: usize, mask: Option<&Tensor>) -> Result<Tensor> {
+    let zyx = zyx_of(fixed, moving)?;
+    let (ha, hb, hab, valid) = joint_entropies(fixed, moving, opts, &layout(zyx, patch, 0), mask)?;
+    patch_mean(&((ha + hb)? / (hab + 1e-12)?)?, &valid)
+}
+
+/// Per-patch correlation ratio `eta(Y | X)` (seed `000` eqs. 1-3) and patch weights: X binned with
+/// Parzen windows, Y's conditional means per bin. Patches where Y is constant get weight 0.
+fn eta(x: &Tensor, y: &Tensor, range_x: Option<(f64, f64)>, opts: &ParzenOptions, lay: &PatchLayout, mv: &Option<Vec<f32>>) -> Result<(Tensor, Tensor)> {
+    let u = to_bins(x, range_x, opts.bins, mv)?;
+    let pz = Parzen { bins: opts.bins, sigma: opts.sigma };
+    let mo = parzen_moments(&u, y, lay, pz, mv.clone().map(Arc::new))?;
+    let b = opts.bins;
+    let s0 = mo.narrow(1, 0, b)?;
+    let s1 = mo.narrow(1, b, b)?;
+    let n = mo.narrow(1, 2 * b, 1)?;
+    let sy = mo.narrow(1, 2 * b + 1, 1)?;
+    let syy = mo.narrow(1, 2 * b + 2, 1)?;
+    let nn = (&n + 1e-12)?;
+    let mean = (&sy / &nn)?;
+    let var = ((&syy / &nn)? - mean.sqr()?)?;
+    let ybar_k = (&s1 / (&s0 + 1e-12)?)?;
+    let nk = s0.broadcast_div(&(s0.sum_keepdim(1)? + 1e-12)?)?;
+    let cond = (nk * ybar_k.broadcast_sub(&mean)?.sqr()?)?.sum_keepdim(1)?;
+    let eta = (cond / (&var + EPS)?)?.flatten_all()?;
+    // Weight: patches with samples and non-constant Y (relative to the global scale of Y).
+    let scale = {
+        let yv = y.flatten_all()?;
+        (yv.max(0)?.to_scalar::<f32>()? - yv.min(0)?.to_scalar::<f32>()?).max(1e-12) as f64
+    };
+    let valid = n.flatten_all()?.gt(0.5)?.to_dtype(DType::F32)?.mul(&var.flatten_all()?.gt(1e-6 * scale * scale)?.to_dtype(DType::F32)?)?.detach();
+    Ok((eta, valid))
+}
+
+/// Symmetric correlation ratio `(eta(M | F) + eta(F | M)) / 2` with Gaussian Parzen windowing (seed
+/// `000`), global (`patch` 0) or the mean over patches of `patch` voxels; with `shifted`, also over the
+/// patch grid moved by half a patch (the authors' code), both passes averaged. Range `[0, 1]`: 1 when one
+/// image is a function of the other (as sigma -> 0), near 0 for independent images.
+pub fn correlation_ratio(fixed: &Tensor, moving: &Tensor, opts: &ParzenOptions, patch: usize, shifted: bool, mask: Option<&Tensor>) -> Result<Tensor> {
+    let zyx = zyx_of(fixed, moving)?;
+    let (f, m) = (flat(fixed)?, flat(moving)?);
+    let mv = mask_vec(mask, f.elem_count())?;
+    let offsets: Vec<usize> = if patch > 0 && shifted { vec![0, patch / 2] } else { vec![0] };
+    let mut total: Option<Tensor> = None;
+    for off in &offsets {
+        let lay = layout(zyx, patch, *off);
+        let (e1, v1) = eta(&f, &m, opts.range_fixed, opts, &lay, &mv)?;
+        let (e2, v2) = eta(&m, &f, opts.range_moving, opts, &lay, &mv)?;
+        let s = ((patch_mean(&e1, &v1)? + patch_mean(&e2, &v2)?)? * 0.5)?;
+        total = Some(match total {
+            None => s,
+            Some(t) => (t + s)?,
+        });
+    }
+    let t = total.ok_or_else(|| Error::arg("correlation_ratio", "no pass"))?;
+    Ok((t / offsets.len() as f64)?)
+}

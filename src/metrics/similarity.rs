@@ -1,0 +1,230 @@
+//! Similarity measures as values with names and options, found through one registry (aliases, "did you
+//! mean"), so the DSL and the command line can pass them around.
+//!
+//! | name (aliases) | measure | loss (lower is better) | range of the measure |
+//! |---|---|---|---|
+//! | `ssd` (`mse`, `meansquares`) | mean squared difference | the measure | `[0, inf)`, 0 when identical |
+//! | `ncc` | global normalized cross-correlation | `-ncc` | `[-1, 1]`, 1 when identical |
+//! | `lncc` (`lcc`) | local NCC squared, mean over windows | `-lncc` | `[0, 1]` |
+//! | `mi` | Parzen mutual information (nats) | `-mi` | `[0, H]` |
+//! | `mi_patch` | mean of per-patch Parzen MI | `-mi_patch` | `[0, H]` |
+//! | `nmi` | `(H(F) + H(M)) / H(F, M)` | `-nmi` | `[1, 2]` |
+//! | `cr` | symmetric Parzen correlation ratio | `-cr` | `[0, 1]` |
+//! | `cr_patch` | mean of per-patch symmetric CR, two passes | `-cr_patch` | `[0, 1]` |
+//!
+//! Options (with defaults): `bins` 32, `sigma` 0.5 (bin widths) for the Parzen measures; `patch` 16
+//! (voxels) and `shifted` true for the patch measures; `window` 9 (voxels, box) or `gaussian` sigma for
+//! LNCC; `range_fixed` / `range_moving` (intensity ranges mapped onto the bins; default: each image's
+//! min and max).
+
+use candle_core::Tensor;
+
+use super::functional::{self as f, ParzenOptions, Window};
+use crate::error::{Error, Result};
+use crate::names;
+
+/// The kinds of similarity measure.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MetricKind {
+    Mse,
+    Ncc,
+    Lncc,
+    Mi,
+    MiPatch,
+    Nmi,
+    Cr,
+    CrPatch,
+}
+
+/// Every name and alias the registry knows.
+pub const METRIC_NAMES: [(&str, MetricKind); 12] = [
+    ("ssd", MetricKind::Mse),
+    ("mse", MetricKind::Mse),
+    ("meansquares", MetricKind::Mse),
+    ("ncc", MetricKind::Ncc),
+    ("lncc", MetricKind::Lncc),
+    ("lcc", MetricKind::Lncc),
+    ("mi", MetricKind::Mi),
+    ("mi_patch", MetricKind::MiPatch),
+    ("nmi", MetricKind::Nmi),
+    ("cr", MetricKind::Cr),
+    ("cr_patch", MetricKind::CrPatch),
+    ("correlation_ratio", MetricKind::Cr),
+];
+
+/// An option value.
+#[derive(Clone, Debug, PartialEq)]
+pub enum OptionValue {
+    Number(f64),
+    Bool(bool),
+    Range(f64, f64),
+}
+
+/// A similarity measure with its options.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Metric {
+    kind: MetricKind,
+    name: String,
+    parzen: ParzenOptions,
+    patch: usize,
+    shifted: bool,
+    window: Window,
+}
+
+impl Metric {
+    /// The measure called `name` (or an alias) with default options.
+    ///
+    /// Errors: [`Error::UnknownName`] with the nearest name.
+    pub fn new(name: &str) -> Result<Self> {
+        let kind = names::lookup("metric", name, &METRIC_NAMES)?;
+        let canonical = METRIC_NAMES.iter().find(|(_, k)| *k == kind).map(|(n, _)| *n).unwrap_or(name);
+        Ok(Metric {
+            kind,
+            name: canonical.to_string(),
+            parzen: ParzenOptions::default(),
+            patch: if matches!(kind, MetricKind::CrPatch | MetricKind::MiPatch) { 16 } else { 0 },
+            shifted: true,
+            window: Window::Box(9),
+        })
+    }
+
+    /// The canonical name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+    /// The kind.
+    pub fn kind(&self) -> MetricKind {
+        self.kind
+    }
+
+    /// The option names this measure accepts.
+    pub fn option_names(&self) -> &'static [&'static str] {
+        match self.kind {
+            MetricKind::Mse | MetricKind::Ncc => &[],
+            MetricKind::Lncc => &["window", "gaussian"],
+            MetricKind::Mi | MetricKind::Nmi | MetricKind::Cr => &["bins", "sigma", "range_fixed", "range_moving"],
+            MetricKind::MiPatch => &["bins", "sigma", "range_fixed", "range_moving", "patch"],
+            MetricKind::CrPatch => &["bins", "sigma", "range_fixed", "range_moving", "patch", "shifted"],
+        }
+    }
+
+    /// Sets an option. Errors: [`Error::UnknownName`] (with the nearest valid option of this measure),
+    /// [`Error::InvalidArgument`] for a value of the wrong type or range.
+    pub fn set(&mut self, key: &str, value: OptionValue) -> Result<()> {
+        let valid = self.option_names();
+        if !valid.contains(&key) {
+            return Err(Error::UnknownName {
+                kind: format!("option of `{}`", self.name),
+                name: key.into(),
+                suggestion: names::suggest(key, valid.iter().copied()),
+                valid: valid.iter().map(|s| s.to_string()).collect(),
+            });
+        }
+        let bad = |why: &str| Error::arg(format!("{} option `{key}`", self.name), why.to_string());
+        let num = |v: &OptionValue| match v {
+            OptionValue::Number(x) if x.is_finite() => Ok(*x),
+            _ => Err(bad("expected a number")),
+        };
+        match key {
+            "bins" => {
+                let b = num(&value)?;
+                if !(2.0..=1024.0).contains(&b) || b.fract() != 0.0 {
+                    return Err(bad("an integer between 2 and 1024"));
+                }
+                self.parzen.bins = b as usize;
+            }
+            "sigma" => {
+                let s = num(&value)?;
+                if !(s > 0.0 && s <= 7.5) {
+                    return Err(bad("in (0, 7.5] bin widths"));
+                }
+                self.parzen.sigma = s;
+            }
+            "patch" => {
+                let p = num(&value)?;
+                if !(p >= 2.0 && p.fract() == 0.0) {
+                    return Err(bad("an integer number of voxels >= 2"));
+                }
+                self.patch = p as usize;
+            }
+            "window" => {
+                let w = num(&value)?;
+                if !(w >= 1.0 && w.fract() == 0.0 && (w as usize) % 2 == 1) {
+                    return Err(bad("an odd number of voxels"));
+                }
+                self.window = Window::Box(w as usize);
+            }
+            "gaussian" => {
+                let s = num(&value)?;
+                if s <= 0.0 {
+                    return Err(bad("a positive sigma in voxels"));
+                }
+                self.window = Window::Gaussian(s);
+            }
+            "shifted" => match value {
+                OptionValue::Bool(b) => self.shifted = b,
+                _ => return Err(bad("true or false")),
+            },
+            "range_fixed" | "range_moving" => match value {
+                OptionValue::Range(lo, hi) if hi > lo => {
+                    if key == "range_fixed" {
+                        self.parzen.range_fixed = Some((lo, hi));
+                    } else {
+                        self.parzen.range_moving = Some((lo, hi));
+                    }
+                }
+                _ => return Err(bad("a range [lo, hi] with lo < hi")),
+            },
+            _ => unreachable!("checked against option_names"),
+        }
+        Ok(())
+    }
+
+    /// Whether larger values of the measure mean better alignment.
+    pub fn higher_is_better(&self) -> bool {
+        self.kind != MetricKind::Mse
+    }
+
+    /// The measure itself (0-d tensor), differentiable in both images. Inputs: `(Z, Y, X)` or
+    /// `(1, Z, Y, X)` f32 on the same grid; mask of the same size (non-zero inside).
+    ///
+    /// Errors: [`Error::Shape`] for mismatched inputs; tensor errors.
+    pub fn measure(&self, fixed: &Tensor, moving: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
+        match self.kind {
+            MetricKind::Mse => f::mse(fixed, moving, mask),
+            MetricKind::Ncc => f::ncc(fixed, moving, mask),
+            MetricKind::Lncc => f::lncc(fixed, moving, self.window, mask),
+            MetricKind::Mi | MetricKind::MiPatch => f::mutual_information(fixed, moving, &self.parzen, self.patch, mask),
+            MetricKind::Nmi => f::normalized_mutual_information(fixed, moving, &self.parzen, self.patch, mask),
+            MetricKind::Cr | MetricKind::CrPatch => f::correlation_ratio(fixed, moving, &self.parzen, self.patch, self.shifted, mask),
+        }
+    }
+
+    /// The loss to minimize: the measure, negated where higher is better (see the module table).
+    pub fn loss(&self, fixed: &Tensor, moving: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
+        let m = self.measure(fixed, moving, mask)?;
+        Ok(if self.higher_is_better() { m.neg()? } else { m })
+    }
+
+    /// The measure as a number.
+    pub fn value(&self, fixed: &Tensor, moving: &Tensor, mask: Option<&Tensor>) -> Result<f64> {
+        Ok(self.measure(fixed, moving, mask)?.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?)
+    }
+}
+
+impl std::fmt::Display for Metric {
+    fn fmt(&self, fm: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(fm, "{}", self.name)?;
+        match self.kind {
+            MetricKind::Mse | MetricKind::Ncc => Ok(()),
+            MetricKind::Lncc => write!(fm, "({:?})", self.window),
+            _ => {
+                write!(fm, "(bins={}, sigma={}", self.parzen.bins, self.parzen.sigma)?;
+                if self.patch > 0 {
+                    write!(fm, ", patch={}", self.patch)?;
+                }
+                write!(fm, ")")
+            }
+        }
+    }
+}
