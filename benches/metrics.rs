@@ -3,7 +3,7 @@
 //! process (`cargo bench --bench metrics -- NAME`), so the peak-memory reading is that measure's own;
 //! `scripts/bench-metrics.sh` runs them all and prints ratios against SSD measured in the same run.
 
-use std::time::Instant;
+mod util;
 
 use candle_core::Var;
 use regsh::image::io::load;
@@ -17,19 +17,6 @@ fn status_kb(key: &str) -> u64 {
         .unwrap_or(0)
 }
 
-fn median(reps: usize, mut f: impl FnMut()) -> f64 {
-    f();
-    let mut t: Vec<f64> = (0..reps)
-        .map(|_| {
-            let s = Instant::now();
-            f();
-            s.elapsed().as_secs_f64()
-        })
-        .collect();
-    t.sort_by(f64::total_cmp);
-    t[reps / 2]
-}
-
 fn main() {
     let name = std::env::args().skip(1).find(|a| !a.starts_with('-')).unwrap_or_else(|| "ssd".into());
     let reps: usize = std::env::var("REPS").ok().and_then(|v| v.parse().ok()).unwrap_or(3);
@@ -40,10 +27,10 @@ fn main() {
     let moving = Var::from_tensor(&(255.0 - &fixed).unwrap()).unwrap();
     let metric = Metric::new(&name).expect("metric name");
     let base = status_kb("VmHWM:");
-    let fwd = median(reps, || {
+    let fwd = util::median_seconds(reps, || {
         metric.loss(&fixed, &moving, None).unwrap();
     });
-    let bwd = median(reps, || {
+    let bwd = util::median_seconds(reps, || {
         metric.loss(&fixed, &moving, None).unwrap().backward().unwrap();
     });
     let peak = status_kb("VmHWM:").saturating_sub(base);

@@ -3,7 +3,7 @@
 //! Prints one JSON object per case on stdout. Run through `scripts/bench-warp.sh`, which also times
 //! SimpleITK's resampler in the same run and reports the ratios.
 
-use std::time::Instant;
+mod util;
 
 use candle_core::{Device, Tensor, Var};
 use regsh::image::resample::Padding;
@@ -11,26 +11,13 @@ use regsh::image::Grid;
 use regsh::ops::SampleMode;
 use regsh::spatial::{warp_tensor, Ddf, Linear, LinearKind};
 
-fn median_seconds(reps: usize, mut f: impl FnMut()) -> f64 {
-    f(); // warm-up
-    let mut t: Vec<f64> = (0..reps)
-        .map(|_| {
-            let s = Instant::now();
-            f();
-            s.elapsed().as_secs_f64()
-        })
-        .collect();
-    t.sort_by(f64::total_cmp);
-    t[reps / 2]
-}
-
 fn main() {
     let shape = [160usize, 192, 224];
     let reps: usize = std::env::var("REPS").ok().and_then(|v| v.parse().ok()).unwrap_or(5);
     let g = Grid::axis_aligned(shape, [1.0; 3], [0.0; 3]).unwrap();
     let n = g.num_voxels();
     let [nx, ny, nz] = shape;
-    let vals: Vec<f32> = (0..n).map(|i| ((i as f32 * 0.618_034).fract())).collect();
+    let vals: Vec<f32> = (0..n).map(|i| (i as f32 * 0.618_034).fract()).collect();
     let moving = Tensor::from_vec(vals, (1, nz, ny, nx), &Device::Cpu).unwrap();
     // The same matrix, translation and centre as the SimpleITK side (tests/python/bench_sitk.py).
     let p = [1.02, 0.01, 0.0, 2.5, -0.01, 0.98, 0.02, -3.0, 0.0, -0.02, 1.01, 1.5];
@@ -49,14 +36,14 @@ fn main() {
     };
     report(
         "affine_forward",
-        median_seconds(reps, || {
+        util::median_seconds(reps, || {
             warp_tensor(&moving, &g, &aff, &g, SampleMode::Linear, Padding::Zero).unwrap();
         }),
     );
     // Registration case: gradient to the 12 parameters, the image a constant.
     report(
         "affine_forward_backward",
-        median_seconds(reps, || {
+        util::median_seconds(reps, || {
             let out = warp_tensor(&moving, &g, &aff, &g, SampleMode::Linear, Padding::Zero).unwrap();
             out.sqr().unwrap().mean_all().unwrap().backward().unwrap();
         }),
@@ -64,20 +51,20 @@ fn main() {
     // Gradient to the image as well (a network's input path).
     report(
         "affine_forward_backward_image",
-        median_seconds(reps, || {
+        util::median_seconds(reps, || {
             let out = warp_tensor(mvar.as_tensor(), &g, &aff, &g, SampleMode::Linear, Padding::Zero).unwrap();
             out.sqr().unwrap().mean_all().unwrap().backward().unwrap();
         }),
     );
     report(
         "ddf_forward",
-        median_seconds(reps, || {
+        util::median_seconds(reps, || {
             warp_tensor(&moving, &g, &ddf, &g, SampleMode::Linear, Padding::Zero).unwrap();
         }),
     );
     report(
         "ddf_forward_backward",
-        median_seconds(reps, || {
+        util::median_seconds(reps, || {
             let out = warp_tensor(&moving, &g, &ddf, &g, SampleMode::Linear, Padding::Zero).unwrap();
             out.sqr().unwrap().mean_all().unwrap().backward().unwrap();
         }),

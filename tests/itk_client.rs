@@ -14,13 +14,6 @@ use regsh::image::Image;
 use regsh::spatial::io::{save_displacement, save_transform};
 use regsh::spatial::{Ddf, Linear, LinearKind};
 
-fn python() -> PathBuf {
-    let env = std::env::var_os("REGSH_PYENV").map(PathBuf::from).unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/pyenv"));
-    let py = env.join("bin/python");
-    assert!(py.is_file(), "no Python environment at {}: run scripts/setup-python.sh (scripts/test.sh does)", env.display());
-    py
-}
-
 fn run(cmd: &mut Command) {
     let out = cmd.output().expect("spawn");
     assert!(out.status.success(), "{:?} failed:\n{}\n{}", cmd, String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
@@ -28,7 +21,7 @@ fn run(cmd: &mut Command) {
 
 fn sitk(args: &[&str]) {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/sitk_ref.py");
-    run(Command::new(python()).arg(script).args(args));
+    run(Command::new(common::python()).arg(script).args(args));
 }
 
 fn regsh_apply(moving: &Path, reference: &Path, transforms: &[&Path], out: &Path) {

@@ -6,6 +6,7 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
+use common::rand_vec;
 use candle_core::{DType, Device, Tensor, Var};
 use regsh::image::io::{load, save};
 use regsh::image::resample::Padding;
@@ -13,18 +14,6 @@ use regsh::image::{Grid, Image};
 use regsh::metrics::regularizers::{bending_energy, diffusion, folding, jacobian_det};
 use regsh::metrics::{Metric, OptionValue};
 use regsh::spatial::{warp_tensor, Linear, LinearKind};
-
-fn rand_vec(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            (s >> 40) as f32 / (1u64 << 24) as f32
-        })
-        .collect()
-}
 
 fn vol(v: Vec<f32>, n: usize) -> Tensor {
     Tensor::from_vec(v, (n, n, n), &Device::Cpu).unwrap()
@@ -98,13 +87,6 @@ fn independent_noise_gives_mi_and_cr_near_zero() {
     assert!((metric("ncc", &[]).value(&a, &inv, None).unwrap() + 1.0).abs() < 1e-5);
 }
 
-fn python() -> std::path::PathBuf {
-    let env = std::env::var_os("REGSH_PYENV").map(std::path::PathBuf::from).unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/pyenv"));
-    let py = env.join("bin/python");
-    assert!(py.is_file(), "no Python environment at {}: run scripts/setup-python.sh (scripts/test.sh does)", env.display());
-    py
-}
-
 #[test]
 fn parzen_measures_converge_to_numpy_and_sklearn_discrete_references_on_real_images() {
     let dir = tempfile::tempdir().unwrap();
@@ -121,7 +103,7 @@ fn parzen_measures_converge_to_numpy_and_sklearn_discrete_references_on_real_ima
     save(&t1, &pf).unwrap();
     save(&t2, &pm).unwrap();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/metric_ref.py");
-    let out = Command::new(python()).arg(script).arg(&pf).arg(&pm).arg(bins.to_string()).output().unwrap();
+    let out = Command::new(common::python()).arg(script).arg(&pf).arg(&pm).arg(bins.to_string()).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let range = OptionValue::Range(0.0, (bins - 1) as f64);

@@ -1,21 +1,11 @@
 //! Fused kernels against their slow twins (forward values and gradients), and finite-difference checks.
 
+mod common;
+
+use common::rand_vec;
 use candle_core::{DType, Device, Tensor, Var};
 use regsh::image::resample::Padding;
 use regsh::ops::{affine_grid, affine_grid_slow, grid_sample, grid_sample_slow, SampleMode};
-
-/// A deterministic pseudo-random sequence in [0, 1) (xorshift), so tests need no RNG crate.
-fn rand_vec(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            (s >> 40) as f32 / (1u64 << 24) as f32
-        })
-        .collect()
-}
 
 fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
     (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap()

@@ -1,8 +1,11 @@
 //! Transforms and the warp: known answers, inverses, Jacobians, gradients by finite differences, and the
 //! transform files (ITK `.tfm`, ANTs `.mat`, displacement fields).
 
+mod common;
+
 use std::sync::Arc;
 
+use common::rand_vec;
 use candle_core::{DType, Device, Tensor, Var};
 use nalgebra::{Matrix3, Rotation3, Vector3};
 use regsh::image::resample::Padding;
@@ -13,18 +16,6 @@ use regsh::spatial::{
     grid_points, jacobian_determinant, warp, warp_tensor, BSpline, Composite, Ddf, Linear, LinearKind, Svf, Transform,
     WarpInterpolation,
 };
-
-fn rand_vec(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            (s >> 40) as f32 / (1u64 << 24) as f32
-        })
-        .collect()
-}
 
 fn oblique(shape: [usize; 3], spacing: [f64; 3]) -> Grid {
     let r = Rotation3::from_euler_angles(0.2, -0.1, 0.3);

@@ -163,23 +163,32 @@ impl Svf {
     }
 }
 
-impl Transform for Svf {
-    fn name(&self) -> String {
-        "svf".into()
-    }
-    fn map_points(&self, points: &Tensor) -> Result<Tensor> {
-        self.to_ddf()?.map_points(points)
-    }
-    fn world_points(&self, grid: &Grid) -> Result<Tensor> {
-        self.to_ddf()?.world_points(grid)
-    }
-    fn displacement_on(&self, grid: &Grid) -> Result<Tensor> {
-        self.to_ddf()?.displacement_on(grid)
-    }
-    fn inverse(&self) -> Result<Arc<dyn Transform>> {
-        Ok(Arc::new(Svf::new(self.velocity.neg()?.detach(), self.grid.clone(), self.steps)?))
-    }
+/// `Transform` for a dense model that evaluates through its displacement field (`to_ddf`); `$inverse`
+/// maps `self` to the inverse transform.
+macro_rules! transform_via_ddf {
+    ($t:ty, $name:literal, $inverse:expr) => {
+        impl Transform for $t {
+            fn name(&self) -> String {
+                $name.into()
+            }
+            fn map_points(&self, points: &Tensor) -> Result<Tensor> {
+                self.to_ddf()?.map_points(points)
+            }
+            fn world_points(&self, grid: &Grid) -> Result<Tensor> {
+                self.to_ddf()?.world_points(grid)
+            }
+            fn displacement_on(&self, grid: &Grid) -> Result<Tensor> {
+                self.to_ddf()?.displacement_on(grid)
+            }
+            fn inverse(&self) -> Result<Arc<dyn Transform>> {
+                let f: fn(&$t) -> Result<Arc<dyn Transform>> = $inverse;
+                f(self)
+            }
+        }
+    };
 }
+
+transform_via_ddf!(Svf, "svf", |s| Ok(Arc::new(Svf::new(s.velocity.neg()?.detach(), s.grid.clone(), s.steps)?)));
 
 /// A cubic B-spline free-form deformation (Rueckert et al. 1999): control points every
 /// `control_spacing` mm along the grid's axes, one extra ring outside (so `ceil((n - 1) / r) + 3`
@@ -265,20 +274,4 @@ impl BSpline {
     }
 }
 
-impl Transform for BSpline {
-    fn name(&self) -> String {
-        "bspline".into()
-    }
-    fn map_points(&self, points: &Tensor) -> Result<Tensor> {
-        self.to_ddf()?.map_points(points)
-    }
-    fn world_points(&self, grid: &Grid) -> Result<Tensor> {
-        self.to_ddf()?.world_points(grid)
-    }
-    fn displacement_on(&self, grid: &Grid) -> Result<Tensor> {
-        self.to_ddf()?.displacement_on(grid)
-    }
-    fn inverse(&self) -> Result<Arc<dyn Transform>> {
-        Ok(Arc::new(self.to_ddf()?.invert(50, 1e-4)?))
-    }
-}
+transform_via_ddf!(BSpline, "bspline", |b| Ok(Arc::new(b.to_ddf()?.invert(50, 1e-4)?)));

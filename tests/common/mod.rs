@@ -120,3 +120,25 @@ pub fn correlation(a: &[f64], b: &[f64]) -> f64 {
     }
     sab / (saa * sbb).sqrt()
 }
+
+/// A deterministic pseudo-random sequence in [0, 1) (xorshift), so tests need no RNG crate.
+pub fn rand_vec(n: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s >> 40) as f32 / (1u64 << 24) as f32
+        })
+        .collect()
+}
+
+/// The reference Python environment's interpreter (`scripts/setup-python.sh` makes it), at
+/// `$REGSH_PYENV` or `<repo>/target/pyenv`.
+pub fn python() -> PathBuf {
+    let env = std::env::var_os("REGSH_PYENV").map(PathBuf::from).unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/pyenv"));
+    let py = env.join("bin/python");
+    assert!(py.is_file(), "no Python environment at {}: run scripts/setup-python.sh (scripts/test.sh does)", env.display());
+    py
+}
