@@ -66,6 +66,33 @@ pub enum Command {
         #[arg(long)]
         dtype: Option<String>,
     },
+    /// Measure the similarity of two images, like ANTs' MeasureImageSimilarity / NiftyReg's reg_measure.
+    ///
+    /// Image measures: ssd, ncc, lncc, mi, nmi, cr, cr_patch, mi_patch (options in brackets), ssim, psnr; e.g.
+    /// `mi[bins=64,sigma=0.3]`, `cr_patch[patch=8,shifted=false]`, `lncc[window=5]`. Label measures (need
+    /// --labels-fixed and --labels-moving): dice, hd95 (mm). When the grids differ, the moving image
+    /// (linear) and its labels (nearest) are resampled onto the fixed grid first, and a note says so.
+    Measure {
+        /// The fixed image (its grid is where everything is compared).
+        fixed: PathBuf,
+        /// The moving image.
+        moving: PathBuf,
+        /// Only voxels where this image is non-zero count.
+        #[arg(long)]
+        mask: Option<PathBuf>,
+        /// Comma-separated measures (default: mi,nmi,cr,cr_patch,ncc,lncc,ssd, plus dice,hd95 with labels).
+        #[arg(long)]
+        metrics: Option<String>,
+        /// Label map on the fixed grid (for dice, hd95).
+        #[arg(long)]
+        labels_fixed: Option<PathBuf>,
+        /// Label map of the moving image (for dice, hd95).
+        #[arg(long)]
+        labels_moving: Option<PathBuf>,
+        /// Print one JSON object keyed by measure name.
+        #[arg(long)]
+        json: bool,
+    },
     /// Write the Jacobian determinant of transforms on a reference grid (det <= 0 marks folding).
     Jacobian {
         /// A transform file (repeatable), in point order as for `apply`.
@@ -117,6 +144,17 @@ pub fn run(cli: Cli) -> Result<()> {
             let t = load_chain(&transforms)?;
             let out = warp(&moving, t.as_ref(), fixed.grid(), interp, padding)?;
             save_with(&out, &output, &SaveOptions { dtype, ..Default::default() })?;
+        }
+        Command::Measure { fixed, moving, mask, metrics, labels_fixed, labels_moving, json } => {
+            crate::measure::run(&crate::measure::MeasureArgs {
+                fixed,
+                moving,
+                mask,
+                metrics,
+                labels_fixed,
+                labels_moving,
+                json,
+            })?;
         }
         Command::Jacobian { transforms, reference, output } => {
             let fixed = load(&reference)?;

@@ -16,6 +16,7 @@ pub mod error;
 pub mod image;
 pub mod cli;
 pub mod info;
+pub mod measure;
 pub mod metrics;
 pub mod names;
 

@@ -94,3 +94,39 @@ fn apply_and_jacobian_on_real_data() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("did you mean `nearest`"));
 }
+
+#[test]
+fn measure_reports_image_and_label_measures_as_json() {
+    let t1 = common::data("avg152/avg152T1.nii");
+    let t2 = common::data("avg152/avg152T2.nii");
+    let aal = common::data("colin27/aal.nii.gz");
+    let out = regsh(&["measure", t1.to_str().unwrap(), t2.to_str().unwrap(), "--metrics", "mi[bins=16],nmi,cr,cr_patch[patch=8],ncc,lncc[window=5],ssd,ssim,psnr", "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for k in ["mi", "nmi", "cr", "cr_patch", "ncc", "lncc", "ssd", "ssim", "psnr"] {
+        assert!(v[k].is_number(), "{k} missing in {v}");
+    }
+    // The same measures as the library computes.
+    let (a, b) = (regsh::image::io::load(&t1).unwrap(), regsh::image::io::load(&t2).unwrap());
+    let mut mi = regsh::metrics::Metric::new("mi").unwrap();
+    mi.set("bins", regsh::metrics::OptionValue::Number(16.0)).unwrap();
+    assert!((v["mi"].as_f64().unwrap() - mi.value(a.data(), b.data(), None).unwrap()).abs() < 1e-6);
+    assert!(v["nmi"].as_f64().unwrap() > 1.0 && v["nmi"].as_f64().unwrap() < 2.0);
+    // Labels on another grid: resampled onto the fixed grid with a note; identical maps score 1 and 0.
+    let out = regsh(&["measure", t1.to_str().unwrap(), aal.to_str().unwrap(), "--labels-fixed", aal.to_str().unwrap(), "--labels-moving", aal.to_str().unwrap(), "--metrics", "dice,hd95,ssd", "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("resampled onto the fixed grid"), "{err}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["dice"]["mean"], 1.0);
+    assert_eq!(v["hd95"]["mean"], 0.0);
+    assert_eq!(v["dice"]["1"], 1.0);
+    assert!(v["dice"].as_object().unwrap().len() > 100);
+    // Typos get suggestions; label measures without labels are refused.
+    let bad = regsh(&["measure", t1.to_str().unwrap(), t2.to_str().unwrap(), "--metrics", "cr_pach"]);
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("did you mean `cr_patch`"));
+    let bad = regsh(&["measure", t1.to_str().unwrap(), t2.to_str().unwrap(), "--metrics", "mi[binz=3]"]);
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("did you mean `bins`"));
+    let bad = regsh(&["measure", t1.to_str().unwrap(), t2.to_str().unwrap(), "--metrics", "dice"]);
+    assert!(!bad.status.success() && String::from_utf8_lossy(&bad.stderr).contains("needs --labels-fixed"));
+}
