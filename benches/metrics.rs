@@ -13,7 +13,12 @@ use regsh::metrics::Metric;
 fn status_kb(key: &str) -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with(key)).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse().ok()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(key))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
         .unwrap_or(0)
 }
 
@@ -21,7 +26,8 @@ fn main() {
     let name = std::env::args().skip(1).find(|a| !a.starts_with('-')).unwrap_or_else(|| "ssd".into());
     let reps: usize = std::env::var("REPS").ok().and_then(|v| v.parse().ok()).unwrap_or(3);
     let data = std::env::var("REGSH_DATA").unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/data").into());
-    let t1 = load(format!("{data}/icbm152_2009a/mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz")).expect("run scripts/fetch-data.sh");
+    let t1 = load(format!("{data}/icbm152_2009a/mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz"))
+        .expect("run scripts/fetch-data.sh");
     let fixed = t1.data().clone();
     // A second contrast: the inverted T1, as moving.
     let moving = Var::from_tensor(&(255.0 - &fixed).unwrap()).unwrap();

@@ -13,7 +13,10 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub enum Error {
     /// The path does not exist.
     #[error("{path}: no such file")]
-    #[diagnostic(code(regsh::io::not_found), help("check the path; relative paths are taken from the current directory"))]
+    #[diagnostic(
+        code(regsh::io::not_found),
+        help("check the path; relative paths are taken from the current directory")
+    )]
     NotFound { path: PathBuf },
 
     /// The path is a directory where a file was expected.
@@ -58,7 +61,10 @@ pub enum Error {
 
     /// Refusing to overwrite a file that was read as an input in this session.
     #[error("{path}: refusing to overwrite an input image")]
-    #[diagnostic(code(regsh::io::overwrite_input), help("write to another path, or pass overwrite=true to replace it"))]
+    #[diagnostic(
+        code(regsh::io::overwrite_input),
+        help("write to another path, or pass overwrite=true to replace it")
+    )]
     OverwriteInput { path: PathBuf },
 
     /// The file name has no extension regsh knows how to write.

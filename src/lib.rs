@@ -11,10 +11,10 @@
 //! | [`names`] | lookup by name with "did you mean" |
 //! | [`device`] | compute device choice (CPU; CUDA with the `cuda` feature) |
 
+pub mod cli;
 pub mod device;
 pub mod error;
 pub mod image;
-pub mod cli;
 pub mod info;
 pub mod measure;
 pub mod metrics;

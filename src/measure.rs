@@ -47,19 +47,24 @@ pub fn split_list(s: &str) -> Vec<String> {
 /// ranges. Errors: unknown names or options (with suggestions), malformed values.
 pub fn parse_metric(spec: &str) -> Result<Metric> {
     let (name, opts) = match spec.split_once('[') {
-        Some((n, rest)) => (n.trim(), rest.strip_suffix(']').ok_or_else(|| Error::arg("measure", format!("missing `]` in `{spec}`")))?),
+        Some((n, rest)) => {
+            (n.trim(), rest.strip_suffix(']').ok_or_else(|| Error::arg("measure", format!("missing `]` in `{spec}`")))?)
+        }
         None => (spec.trim(), ""),
     };
     let mut m = Metric::new(name)?;
     for kv in opts.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-        let (k, v) = kv.split_once('=').ok_or_else(|| Error::arg("measure", format!("option `{kv}` is not key=value")))?;
+        let (k, v) =
+            kv.split_once('=').ok_or_else(|| Error::arg("measure", format!("option `{kv}` is not key=value")))?;
         let v = v.trim();
         let value = if v.eq_ignore_ascii_case("true") {
             OptionValue::Bool(true)
         } else if v.eq_ignore_ascii_case("false") {
             OptionValue::Bool(false)
         } else if let Some((a, b)) = v.split_once(':') {
-            let p = |x: &str| x.trim().parse::<f64>().map_err(|_| Error::arg("measure", format!("bad number `{x}` in `{kv}`")));
+            let p = |x: &str| {
+                x.trim().parse::<f64>().map_err(|_| Error::arg("measure", format!("bad number `{x}` in `{kv}`")))
+            };
             OptionValue::Range(p(a)?, p(b)?)
         } else {
             OptionValue::Number(v.parse().map_err(|_| Error::arg("measure", format!("bad value `{v}` in `{kv}`")))?)
@@ -73,10 +78,13 @@ fn onto(img: Image, grid: &Grid, interp: Interpolation, what: &str, notes: &mut 
     if img.grid().same_as(grid, 1e-4) {
         return Ok(img);
     }
-    notes.push(format!("{what} resampled onto the fixed grid ({})", match interp {
-        Interpolation::Linear => "linear",
-        Interpolation::Nearest => "nearest",
-    }));
+    notes.push(format!(
+        "{what} resampled onto the fixed grid ({})",
+        match interp {
+            Interpolation::Linear => "linear",
+            Interpolation::Nearest => "nearest",
+        }
+    ));
     resample(&img, grid, interp, Padding::Zero)
 }
 
@@ -109,7 +117,8 @@ pub fn run(a: &MeasureArgs) -> Result<()> {
         (None, None) => None,
         _ => return Err(Error::arg("measure", "give both --labels-fixed and --labels-moving")),
     };
-    let default = if labels.is_some() { "mi,nmi,cr,cr_patch,ncc,lncc,ssd,dice,hd95" } else { "mi,nmi,cr,cr_patch,ncc,lncc,ssd" };
+    let default =
+        if labels.is_some() { "mi,nmi,cr,cr_patch,ncc,lncc,ssd,dice,hd95" } else { "mi,nmi,cr,cr_patch,ncc,lncc,ssd" };
     let specs = split_list(a.metrics.as_deref().unwrap_or(default));
     let (f, m) = (fixed.channel(0)?, moving.channel(0)?);
     let mask_t = mask.as_ref().map(|m| m.channel(0).map(|c| c.data().clone())).transpose()?;
@@ -119,7 +128,9 @@ pub fn run(a: &MeasureArgs) -> Result<()> {
         let key = spec.split('[').next().unwrap_or(spec).trim().to_ascii_lowercase();
         let value = match key.as_str() {
             "dice" | "hd95" => {
-                let (lf, lm) = labels.as_ref().ok_or_else(|| Error::arg("measure", format!("{key} needs --labels-fixed and --labels-moving")))?;
+                let (lf, lm) = labels
+                    .as_ref()
+                    .ok_or_else(|| Error::arg("measure", format!("{key} needs --labels-fixed and --labels-moving")))?;
                 let s = if key == "dice" { dice(lf, lm, None)? } else { hd95(lf, lm, None)? };
                 scores_json(&s)
             }

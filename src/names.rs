@@ -21,10 +21,7 @@ pub fn edit_distance(a: &str, b: &str) -> usize {
 /// (at most a third of its length in edits, and at least 2).
 pub fn suggest<'a>(name: &str, valid: impl IntoIterator<Item = &'a str>) -> Option<String> {
     let lower = name.to_lowercase();
-    let best = valid
-        .into_iter()
-        .map(|v| (edit_distance(&lower, &v.to_lowercase()), v))
-        .min_by_key(|(d, _)| *d)?;
+    let best = valid.into_iter().map(|v| (edit_distance(&lower, &v.to_lowercase()), v)).min_by_key(|(d, _)| *d)?;
     let limit = (name.chars().count() / 3).max(2);
     (best.0 <= limit).then(|| best.1.to_string())
 }

@@ -20,7 +20,12 @@ fn info_json_on_real_data_has_nibabels_geometry() {
     assert_eq!(v["orientation"], "LAS");
     assert_eq!(
         v["affine"],
-        serde_json::json!([[-2.0, 0.0, 0.0, 90.0], [0.0, 2.0, 0.0, -126.0], [0.0, 0.0, 2.0, -72.0], [0.0, 0.0, 0.0, 1.0]])
+        serde_json::json!([
+            [-2.0, 0.0, 0.0, 90.0],
+            [0.0, 2.0, 0.0, -126.0],
+            [0.0, 0.0, 2.0, -72.0],
+            [0.0, 0.0, 0.0, 1.0]
+        ])
     );
     assert_eq!(v["min"], 0.0);
     assert!((v["max"].as_f64().unwrap() - 1.0).abs() < 1e-6);
@@ -72,15 +77,25 @@ fn apply_and_jacobian_on_real_data() {
     let tfm = dir.path().join("s.tfm");
     std::fs::write(&tfm, "#Insight Transform File V1.0\n#Transform 0\nTransform: AffineTransform_double_3_3\nParameters: 1.1 0 0 0 0.9 0 0 0 1.2 0 0 0\nFixedParameters: 0 0 0\n").unwrap();
     let jac = dir.path().join("jac.nii.gz");
-    let out = regsh(&["jacobian", "-t", tfm.to_str().unwrap(), "-r", fixed.to_str().unwrap(), "-o", jac.to_str().unwrap()]);
+    let out =
+        regsh(&["jacobian", "-t", tfm.to_str().unwrap(), "-r", fixed.to_str().unwrap(), "-o", jac.to_str().unwrap()]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let j = regsh::image::io::load(&jac).unwrap().stats().unwrap();
     assert!((j.min - 1.188).abs() < 1e-6 && (j.max - 1.188).abs() < 1e-6, "{j:?}");
     // Labels through `apply` with label interpolation stay labels, on the reference grid.
     let warped = dir.path().join("aal_2mm.nii.gz");
     let out = regsh(&[
-        "apply", "-i", labels.to_str().unwrap(), "-r", fixed.to_str().unwrap(), "-t", tfm.to_str().unwrap(),
-        "-o", warped.to_str().unwrap(), "--interpolation", "label",
+        "apply",
+        "-i",
+        labels.to_str().unwrap(),
+        "-r",
+        fixed.to_str().unwrap(),
+        "-t",
+        tfm.to_str().unwrap(),
+        "-o",
+        warped.to_str().unwrap(),
+        "--interpolation",
+        "label",
     ]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let (img, meta) = regsh::image::io::load_with_meta(&warped).unwrap();
@@ -89,7 +104,15 @@ fn apply_and_jacobian_on_real_data() {
     assert!(img.to_vec_f64().unwrap().iter().all(|v| v.fract() == 0.0 && *v <= 116.0));
     // A typo in an option gets a suggestion.
     let out = regsh(&[
-        "apply", "-i", labels.to_str().unwrap(), "-r", fixed.to_str().unwrap(), "-o", warped.to_str().unwrap(), "-n", "neares",
+        "apply",
+        "-i",
+        labels.to_str().unwrap(),
+        "-r",
+        fixed.to_str().unwrap(),
+        "-o",
+        warped.to_str().unwrap(),
+        "-n",
+        "neares",
     ]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("did you mean `nearest`"));
@@ -100,7 +123,14 @@ fn measure_reports_image_and_label_measures_as_json() {
     let t1 = common::data("avg152/avg152T1.nii");
     let t2 = common::data("avg152/avg152T2.nii");
     let aal = common::data("colin27/aal.nii.gz");
-    let out = regsh(&["measure", t1.to_str().unwrap(), t2.to_str().unwrap(), "--metrics", "mi[bins=16],nmi,cr,cr_patch[patch=8],ncc,lncc[window=5],ssd,ssim,psnr", "--json"]);
+    let out = regsh(&[
+        "measure",
+        t1.to_str().unwrap(),
+        t2.to_str().unwrap(),
+        "--metrics",
+        "mi[bins=16],nmi,cr,cr_patch[patch=8],ncc,lncc[window=5],ssd,ssim,psnr",
+        "--json",
+    ]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     for k in ["mi", "nmi", "cr", "cr_patch", "ncc", "lncc", "ssd", "ssim", "psnr"] {
@@ -113,7 +143,18 @@ fn measure_reports_image_and_label_measures_as_json() {
     assert!((v["mi"].as_f64().unwrap() - mi.value(a.data(), b.data(), None).unwrap()).abs() < 1e-6);
     assert!(v["nmi"].as_f64().unwrap() > 1.0 && v["nmi"].as_f64().unwrap() < 2.0);
     // Labels on another grid: resampled onto the fixed grid with a note; identical maps score 1 and 0.
-    let out = regsh(&["measure", t1.to_str().unwrap(), aal.to_str().unwrap(), "--labels-fixed", aal.to_str().unwrap(), "--labels-moving", aal.to_str().unwrap(), "--metrics", "dice,hd95,ssd", "--json"]);
+    let out = regsh(&[
+        "measure",
+        t1.to_str().unwrap(),
+        aal.to_str().unwrap(),
+        "--labels-fixed",
+        aal.to_str().unwrap(),
+        "--labels-moving",
+        aal.to_str().unwrap(),
+        "--metrics",
+        "dice,hd95,ssd",
+        "--json",
+    ]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("resampled onto the fixed grid"), "{err}");

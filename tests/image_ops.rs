@@ -2,7 +2,9 @@
 //! smoothing, pyramids, crop / pad, normalization, thresholds, one-hot.
 
 use nalgebra::{Matrix3, Rotation3, Vector3};
-use regsh::image::ops::{bounding_box, crop, normalize, one_hot, pad, percentile, replace_non_finite, threshold, Normalization};
+use regsh::image::ops::{
+    bounding_box, crop, normalize, one_hot, pad, percentile, replace_non_finite, threshold, Normalization,
+};
 use regsh::image::resample::{resample, Interpolation, Padding};
 use regsh::image::smooth::{gaussian_kernel, pyramid, smooth, SigmaUnit};
 use regsh::image::{DataType, Grid, Image};
@@ -127,7 +129,10 @@ fn pyramid_keeps_world_extent() {
     let g = oblique([40, 36, 30], [1.0, 1.0, 1.2]);
     let img = ramp(&g);
     let levels = pyramid(&img, &[8.0, 4.0, 2.0, 1.0], None).unwrap();
-    assert_eq!(levels.iter().map(|l| l.image.grid().shape()).collect::<Vec<_>>(), vec![[5, 5, 4], [10, 9, 8], [20, 18, 15], [40, 36, 30]]);
+    assert_eq!(
+        levels.iter().map(|l| l.image.grid().shape()).collect::<Vec<_>>(),
+        vec![[5, 5, 4], [10, 9, 8], [20, 18, 15], [40, 36, 30]]
+    );
     for l in &levels {
         let lg = l.image.grid();
         for (a, b) in lg.corners().iter().zip(g.corners()) {

@@ -16,7 +16,13 @@ use regsh::spatial::{Ddf, Linear, LinearKind};
 
 fn run(cmd: &mut Command) {
     let out = cmd.output().expect("spawn");
-    assert!(out.status.success(), "{:?} failed:\n{}\n{}", cmd, String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{:?} failed:\n{}\n{}",
+        cmd,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 fn sitk(args: &[&str]) {
@@ -63,7 +69,10 @@ fn inside_mask(dir: &Path, moving: &Path, reference: &Path, transforms: &[&Path]
 }
 
 fn paths() -> (PathBuf, PathBuf) {
-    (common::data("avg152/avg152T1.nii"), common::data("icbm152_2009a/mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz"))
+    (
+        common::data("avg152/avg152T1.nii"),
+        common::data("icbm152_2009a/mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz"),
+    )
 }
 
 #[test]
@@ -71,13 +80,25 @@ fn simpleitk_reads_regsh_affine_files_and_resamples_the_same() {
     let dir = tempfile::tempdir().unwrap();
     let (moving, reference) = paths();
     let centre = load(&reference).unwrap().grid().centre();
-    let t = Linear::from_params(LinearKind::Affine, &[5.0, -4.0, 3.0, 0.1, -0.05, 0.08, 1.05, 0.95, 1.02, 0.03, -0.02, 0.01], centre).unwrap();
+    let t = Linear::from_params(
+        LinearKind::Affine,
+        &[5.0, -4.0, 3.0, 0.1, -0.05, 0.08, 1.05, 0.95, 1.02, 0.03, -0.02, 0.01],
+        centre,
+    )
+    .unwrap();
     for name in ["a.tfm", "a.mat"] {
         let tf = dir.path().join(name);
         save_transform(&t, &tf, centre, None).unwrap();
-        let (ours, theirs) = (dir.path().join(format!("regsh_{name}.nii.gz")), dir.path().join(format!("sitk_{name}.nii.gz")));
+        let (ours, theirs) =
+            (dir.path().join(format!("regsh_{name}.nii.gz")), dir.path().join(format!("sitk_{name}.nii.gz")));
         regsh_apply(&moving, &reference, &[&tf], &ours);
-        sitk(&["resample", moving.to_str().unwrap(), reference.to_str().unwrap(), theirs.to_str().unwrap(), tf.to_str().unwrap()]);
+        sitk(&[
+            "resample",
+            moving.to_str().unwrap(),
+            reference.to_str().unwrap(),
+            theirs.to_str().unwrap(),
+            tf.to_str().unwrap(),
+        ]);
         let inside = inside_mask(dir.path(), &moving, &reference, &[&tf]);
         let d = relative_mad(&ours, &theirs, &inside);
         eprintln!("{name}: mean |regsh - SimpleITK| = {d:.2e} of the range");
@@ -97,7 +118,13 @@ fn regsh_reads_a_simpleitk_affine_and_resamples_the_same() {
     sitk(&["write-affine", tf.to_str().unwrap()]);
     let (ours, theirs) = (dir.path().join("regsh.nii.gz"), dir.path().join("sitk.nii.gz"));
     regsh_apply(&moving, &reference, &[&tf], &ours);
-    sitk(&["resample", moving.to_str().unwrap(), reference.to_str().unwrap(), theirs.to_str().unwrap(), tf.to_str().unwrap()]);
+    sitk(&[
+        "resample",
+        moving.to_str().unwrap(),
+        reference.to_str().unwrap(),
+        theirs.to_str().unwrap(),
+        tf.to_str().unwrap(),
+    ]);
     let inside = inside_mask(dir.path(), &moving, &reference, &[&tf]);
     let d = relative_mad(&ours, &theirs, &inside);
     eprintln!("SimpleITK's .tfm: mean |regsh - SimpleITK| = {d:.2e} of the range");
@@ -112,19 +139,31 @@ fn simpleitk_reads_regsh_displacement_fields_and_composites_in_the_same_order() 
     // A smooth field of up to 4 mm on a 2 mm version of the reference grid.
     let g = fixed.grid().downsampled(2.0).unwrap();
     let [nx, ny, nz] = g.shape();
-    let noise: Vec<f32> = (0..3 * g.num_voxels()).map(|i| ((i as f32 * 0.618_034).fract() - 0.5) * (1.0 + (i % 7) as f32)).collect();
-    let s = smooth(&Image::from_vec(noise, 3, g.clone()).unwrap(), [4.0; 3], SigmaUnit::Voxels).unwrap().to_vec_f32().unwrap();
+    let noise: Vec<f32> =
+        (0..3 * g.num_voxels()).map(|i| ((i as f32 * 0.618_034).fract() - 0.5) * (1.0 + (i % 7) as f32)).collect();
+    let s = smooth(&Image::from_vec(noise, 3, g.clone()).unwrap(), [4.0; 3], SigmaUnit::Voxels)
+        .unwrap()
+        .to_vec_f32()
+        .unwrap();
     let max = s.iter().fold(0f32, |m, v| m.max(v.abs()));
-    let field = Tensor::from_vec(s.iter().map(|v| v / max * 4.0).collect::<Vec<_>>(), (3, nz, ny, nx), &Device::Cpu).unwrap();
+    let field =
+        Tensor::from_vec(s.iter().map(|v| v / max * 4.0).collect::<Vec<_>>(), (3, nz, ny, nx), &Device::Cpu).unwrap();
     let df = dir.path().join("warp.nii.gz");
     save_displacement(&Ddf::new(field, g).unwrap(), &df).unwrap();
     let centre = fixed.grid().centre();
     let aff = dir.path().join("aff.tfm");
-    save_transform(&Linear::from_params(LinearKind::Rigid, &[3.0, 2.0, -1.0, 0.05, 0.1, -0.08], centre).unwrap(), &aff, centre, None).unwrap();
+    save_transform(
+        &Linear::from_params(LinearKind::Rigid, &[3.0, 2.0, -1.0, 0.05, 0.1, -0.08], centre).unwrap(),
+        &aff,
+        centre,
+        None,
+    )
+    .unwrap();
     for chain in [vec![df.as_path()], vec![df.as_path(), aff.as_path()], vec![aff.as_path(), df.as_path()]] {
         let (ours, theirs) = (dir.path().join("regsh.nii.gz"), dir.path().join("sitk.nii.gz"));
         regsh_apply(&moving, &reference, &chain, &ours);
-        let mut args = vec!["resample", moving.to_str().unwrap(), reference.to_str().unwrap(), theirs.to_str().unwrap()];
+        let mut args =
+            vec!["resample", moving.to_str().unwrap(), reference.to_str().unwrap(), theirs.to_str().unwrap()];
         args.extend(chain.iter().map(|p| p.to_str().unwrap()));
         sitk(&args);
         let inside = inside_mask(dir.path(), &moving, &reference, &chain);
@@ -134,7 +173,8 @@ fn simpleitk_reads_regsh_displacement_fields_and_composites_in_the_same_order() 
         if chain.len() == 2 {
             // The order matters, and SimpleITK given the other order disagrees.
             let swapped = dir.path().join("sitk_swapped.nii.gz");
-            let mut args = vec!["resample", moving.to_str().unwrap(), reference.to_str().unwrap(), swapped.to_str().unwrap()];
+            let mut args =
+                vec!["resample", moving.to_str().unwrap(), reference.to_str().unwrap(), swapped.to_str().unwrap()];
             args.extend(chain.iter().rev().map(|p| p.to_str().unwrap()));
             sitk(&args);
             let ds = relative_mad(&ours, &swapped, &inside);

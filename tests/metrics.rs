@@ -6,8 +6,8 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use common::rand_vec;
 use candle_core::{DType, Device, Tensor, Var};
+use common::rand_vec;
 use regsh::image::io::{load, save};
 use regsh::image::resample::Padding;
 use regsh::image::{Grid, Image};
@@ -58,7 +58,12 @@ fn identical_images_give_the_known_answers() {
     // Quantize to bin centres so sigma 0.15 makes the windows exact indicators (neighbour weight e^-22).
     let q: Vec<f32> = blobs(24, 0.0).iter().map(|v| (v.clamp(0.0, 1.0) * 15.0).round()).collect();
     let qa = vol(q.clone(), 24);
-    let narrow = [("bins", OptionValue::Number(16.0)), ("sigma", OptionValue::Number(0.15)), ("range_fixed", OptionValue::Range(0.0, 15.0)), ("range_moving", OptionValue::Range(0.0, 15.0))];
+    let narrow = [
+        ("bins", OptionValue::Number(16.0)),
+        ("sigma", OptionValue::Number(0.15)),
+        ("range_fixed", OptionValue::Range(0.0, 15.0)),
+        ("range_moving", OptionValue::Range(0.0, 15.0)),
+    ];
     assert!((metric("cr", &narrow).value(&qa, &qa, None).unwrap() - 1.0).abs() < 1e-5);
     assert!((metric("nmi", &narrow).value(&qa, &qa, None).unwrap() - 2.0).abs() < 1e-5);
     let mut counts = [0f64; 16];
@@ -67,7 +72,9 @@ fn identical_images_give_the_known_answers() {
     let mi = metric("mi", &narrow).value(&qa, &qa, None).unwrap();
     assert!((mi - h).abs() < 1e-5, "MI {mi} vs entropy {h}");
     // Wider kernels smooth the histogram and lower MI below the entropy.
-    let wide = metric("mi", &[("bins", OptionValue::Number(16.0)), ("sigma", OptionValue::Number(1.0))]).value(&qa, &qa, None).unwrap();
+    let wide = metric("mi", &[("bins", OptionValue::Number(16.0)), ("sigma", OptionValue::Number(1.0))])
+        .value(&qa, &qa, None)
+        .unwrap();
     assert!(wide < h - 0.05, "{wide} vs {h}");
 }
 
@@ -109,11 +116,20 @@ fn parzen_measures_converge_to_numpy_and_sklearn_discrete_references_on_real_ima
     let range = OptionValue::Range(0.0, (bins - 1) as f64);
     let mut errs = Vec::new();
     for sigma in [0.5, 0.3, 0.15] {
-        let opts = [("bins", OptionValue::Number(bins as f64)), ("sigma", OptionValue::Number(sigma)), ("range_fixed", range.clone()), ("range_moving", range.clone())];
+        let opts = [
+            ("bins", OptionValue::Number(bins as f64)),
+            ("sigma", OptionValue::Number(sigma)),
+            ("range_fixed", range.clone()),
+            ("range_moving", range.clone()),
+        ];
         let mi = metric("mi", &opts).value(t1.data(), t2.data(), None).unwrap();
         let nmi = metric("nmi", &opts).value(t1.data(), t2.data(), None).unwrap();
         let cr = metric("cr", &opts).value(t1.data(), t2.data(), None).unwrap();
-        let e = [(mi - r["mi"].as_f64().unwrap()).abs(), (nmi - r["nmi"].as_f64().unwrap()).abs(), (cr - r["cr"].as_f64().unwrap()).abs()];
+        let e = [
+            (mi - r["mi"].as_f64().unwrap()).abs(),
+            (nmi - r["nmi"].as_f64().unwrap()).abs(),
+            (cr - r["cr"].as_f64().unwrap()).abs(),
+        ];
         eprintln!("sigma {sigma}: |MI - sklearn| {:.2e}, |NMI - numpy| {:.2e}, |CR - Roche| {:.2e}", e[0], e[1], e[2]);
         errs.push(e);
     }
@@ -134,11 +150,48 @@ fn gradients_of_every_measure_match_finite_differences() {
         metric("ncc", &[]),
         metric("lncc", &[("window", OptionValue::Number(5.0))]),
         metric("lncc", &[("gaussian", OptionValue::Number(1.0))]),
-        metric("mi", &[("bins", OptionValue::Number(16.0)), ("range_fixed", OptionValue::Range(-0.2, 1.3)), ("range_moving", OptionValue::Range(-0.2, 1.3))]),
-        metric("nmi", &[("bins", OptionValue::Number(16.0)), ("range_fixed", OptionValue::Range(-0.2, 1.3)), ("range_moving", OptionValue::Range(-0.2, 1.3))]),
-        metric("cr", &[("bins", OptionValue::Number(16.0)), ("range_fixed", OptionValue::Range(-0.2, 1.3)), ("range_moving", OptionValue::Range(-0.2, 1.3))]),
-        metric("cr_patch", &[("bins", OptionValue::Number(16.0)), ("patch", OptionValue::Number(6.0)), ("range_fixed", OptionValue::Range(-0.2, 1.3)), ("range_moving", OptionValue::Range(-0.2, 1.3))]),
-        metric("mi_patch", &[("bins", OptionValue::Number(16.0)), ("patch", OptionValue::Number(7.0)), ("range_fixed", OptionValue::Range(-0.2, 1.3)), ("range_moving", OptionValue::Range(-0.2, 1.3))]),
+        metric(
+            "mi",
+            &[
+                ("bins", OptionValue::Number(16.0)),
+                ("range_fixed", OptionValue::Range(-0.2, 1.3)),
+                ("range_moving", OptionValue::Range(-0.2, 1.3)),
+            ],
+        ),
+        metric(
+            "nmi",
+            &[
+                ("bins", OptionValue::Number(16.0)),
+                ("range_fixed", OptionValue::Range(-0.2, 1.3)),
+                ("range_moving", OptionValue::Range(-0.2, 1.3)),
+            ],
+        ),
+        metric(
+            "cr",
+            &[
+                ("bins", OptionValue::Number(16.0)),
+                ("range_fixed", OptionValue::Range(-0.2, 1.3)),
+                ("range_moving", OptionValue::Range(-0.2, 1.3)),
+            ],
+        ),
+        metric(
+            "cr_patch",
+            &[
+                ("bins", OptionValue::Number(16.0)),
+                ("patch", OptionValue::Number(6.0)),
+                ("range_fixed", OptionValue::Range(-0.2, 1.3)),
+                ("range_moving", OptionValue::Range(-0.2, 1.3)),
+            ],
+        ),
+        metric(
+            "mi_patch",
+            &[
+                ("bins", OptionValue::Number(16.0)),
+                ("patch", OptionValue::Number(7.0)),
+                ("range_fixed", OptionValue::Range(-0.2, 1.3)),
+                ("range_moving", OptionValue::Range(-0.2, 1.3)),
+            ],
+        ),
     ];
     for met in cases {
         let mv = Var::from_tensor(&vol(m0.clone(), n)).unwrap();
@@ -156,7 +209,11 @@ fn gradients_of_every_measure_match_finite_differences() {
             };
             let fd = (eval(h) - eval(-h)) / (2.0 * h as f64);
             let tol = 0.05 * fd.abs() + 2e-3 * gmax;
-            assert!((fd - grad[idx] as f64).abs() < tol, "{met} voxel {idx}: fd {fd:.3e} vs autograd {:.3e}", grad[idx]);
+            assert!(
+                (fd - grad[idx] as f64).abs() < tol,
+                "{met} voxel {idx}: fd {fd:.3e} vs autograd {:.3e}",
+                grad[idx]
+            );
         }
     }
 }
@@ -184,7 +241,8 @@ fn regularizers_give_known_values() {
             for i in 0..nx {
                 let x = g.index_to_world([i as f64, j as f64, k as f64]);
                 for c in 0..3 {
-                    v[c * nx * ny * nz + (k * ny + j) * nx + i] = (a[c][0] * x[0] + a[c][1] * x[1] + a[c][2] * x[2]) as f32;
+                    v[c * nx * ny * nz + (k * ny + j) * nx + i] =
+                        (a[c][0] * x[0] + a[c][1] * x[1] + a[c][2] * x[2]) as f32;
                 }
             }
         }
@@ -235,7 +293,8 @@ fn multimodal_sweeps_peak_at_zero_for_mi_nmi_cr_but_not_ssd_ncc() {
     let g = t1.grid().clone();
     // Inside the brain, where T2 and PD contrast differs from T1's (the background would reward any
     // measure for aligning the head outline).
-    let mask = regsh::image::ops::threshold(&load(common::data("avg152/brainmask.nii")).unwrap(), 0.5, f64::INFINITY).unwrap();
+    let mask =
+        regsh::image::ops::threshold(&load(common::data("avg152/brainmask.nii")).unwrap(), 0.5, f64::INFINITY).unwrap();
     let mask = mask.data().clone();
     let steps: Vec<f64> = (-4..=4).map(|s| s as f64 * 5.0).collect(); // mm / degrees
     let names = ["mi", "nmi", "cr", "cr_patch", "ssd", "ncc"];
@@ -254,7 +313,8 @@ fn multimodal_sweeps_peak_at_zero_for_mi_nmi_cr_but_not_ssd_ncc() {
                     _ => [0.0, 0.0, 0.0, 0.0, 0.0, s.to_radians()],
                 };
                 let t = Linear::from_params(LinearKind::Rigid, &p, g.centre()).unwrap();
-                let w = warp_tensor(mov.data(), mov.grid(), &t, &g, regsh::ops::SampleMode::Linear, Padding::Zero).unwrap();
+                let w =
+                    warp_tensor(mov.data(), mov.grid(), &t, &g, regsh::ops::SampleMode::Linear, Padding::Zero).unwrap();
                 for (i, m) in mets.iter().enumerate() {
                     vals[i].push(m.value(t1.data(), &w, Some(&mask)).unwrap());
                 }
@@ -281,7 +341,10 @@ fn multimodal_sweeps_peak_at_zero_for_mi_nmi_cr_but_not_ssd_ncc() {
     }
     // SSD and NCC are the wrong tool for T2 vs T1: some sweep's optimum is away from zero.
     for name in ["ssd", "ncc"] {
-        assert!(table.iter().any(|(m, _, n, b)| *m == "T2" && *n == name && *b != 0.0), "{name} peaks at zero on every T2 sweep");
+        assert!(
+            table.iter().any(|(m, _, n, b)| *m == "T2" && *n == name && *b != 0.0),
+            "{name} peaks at zero on every T2 sweep"
+        );
     }
     let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-output");
     std::fs::create_dir_all(&out).unwrap();

@@ -80,7 +80,12 @@ fn saved_qform_agrees_with_sform() {
     let h = nifti::NiftiHeader::from_file(&path).unwrap();
     assert_eq!((h.sform_code, h.qform_code), (2, 1));
     let zooms = [h.pixdim[1] as f64, h.pixdim[2] as f64, h.pixdim[3] as f64];
-    let q = io::qform_matrix([h.quatern_b, h.quatern_c, h.quatern_d], h.pixdim[0], zooms, [h.quatern_x, h.quatern_y, h.quatern_z]);
+    let q = io::qform_matrix(
+        [h.quatern_b, h.quatern_c, h.quatern_d],
+        h.pixdim[0],
+        zooms,
+        [h.quatern_x, h.quatern_y, h.quatern_z],
+    );
     let d = q - img.grid().voxel_to_world();
     assert!(d.iter().all(|v| v.abs() < 1e-5), "qform differs from sform by {d}");
 }
@@ -142,7 +147,12 @@ fn header_affine(h: &RawHeader) -> (Matrix4<f64>, GeometrySource) {
 fn assert_affine(a: &Matrix4<f64>, rows: [[f64; 4]; 3], tol: f64) {
     for r in 0..3 {
         for c in 0..4 {
-            assert!((a[(r, c)] - rows[r][c]).abs() <= tol, "affine[{r}][{c}] = {} expected {}\n{a}", a[(r, c)], rows[r][c]);
+            assert!(
+                (a[(r, c)] - rows[r][c]).abs() <= tol,
+                "affine[{r}][{c}] = {} expected {}\n{a}",
+                a[(r, c)],
+                rows[r][c]
+            );
         }
     }
 }

@@ -2,8 +2,8 @@
 
 mod common;
 
-use common::rand_vec;
 use candle_core::{DType, Device, Tensor, Var};
+use common::rand_vec;
 use regsh::image::resample::Padding;
 use regsh::ops::{affine_grid, affine_grid_slow, grid_sample, grid_sample_slow, SampleMode};
 
@@ -72,7 +72,12 @@ fn grid_sample_gradient_matches_finite_differences() {
 fn grid_sample_nearest_picks_voxels_and_refuses_gradients() {
     let img = image(1, 11);
     let p = Tensor::from_vec(vec![2.4f32, 3.6, 1.2, -0.7, 0.0, 0.0], (2, 3), &Device::Cpu).unwrap();
-    let out = grid_sample(&img, &p, SampleMode::Nearest, Padding::Zero).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let out = grid_sample(&img, &p, SampleMode::Nearest, Padding::Zero)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
     let want = img.get(0).unwrap().get(1).unwrap().get(4).unwrap().get(2).unwrap().to_scalar::<f32>().unwrap();
     assert_eq!(out, vec![want, 0.0]);
     let v = Var::from_tensor(&img).unwrap();
@@ -99,8 +104,12 @@ fn fused_affine_warp_matches_slow_twin_forward_and_backward() {
         let img = Var::from_tensor(&image(2, 21)).unwrap();
         // Target 6x5x4 voxels mapped into and beyond the (7, 6, 5) image, away from voxel centres.
         let m = Var::from_tensor(
-            &Tensor::from_vec(vec![1.1f32, 0.1, -0.05, -0.73, -0.08, 0.95, 0.12, 0.41, 0.03, -0.1, 1.2, -0.37], (3, 4), &Device::Cpu)
-                .unwrap(),
+            &Tensor::from_vec(
+                vec![1.1f32, 0.1, -0.05, -0.73, -0.08, 0.95, 0.12, 0.41, 0.03, -0.1, 1.2, -0.37],
+                (3, 4),
+                &Device::Cpu,
+            )
+            .unwrap(),
         )
         .unwrap();
         let w = Tensor::from_vec(rand_vec(2 * 120, 22), (2, 4, 5, 6), &Device::Cpu).unwrap();
@@ -110,7 +119,10 @@ fn fused_affine_warp_matches_slow_twin_forward_and_backward() {
         assert!(max_abs_diff(&fast, &slow) < 1e-5, "{padding:?} forward");
         let gf = (&fast * &w).unwrap().sum_all().unwrap().backward().unwrap();
         let gs = (&slow * &w).unwrap().sum_all().unwrap().backward().unwrap();
-        assert!(max_abs_diff(gf.get(img.as_tensor()).unwrap(), gs.get(img.as_tensor()).unwrap()) < 1e-5, "{padding:?} d/dimage");
+        assert!(
+            max_abs_diff(gf.get(img.as_tensor()).unwrap(), gs.get(img.as_tensor()).unwrap()) < 1e-5,
+            "{padding:?} d/dimage"
+        );
         let (a, b) = (gf.get(m.as_tensor()).unwrap(), gs.get(m.as_tensor()).unwrap());
         assert!(max_abs_diff(a, b) < 1e-3, "{padding:?} d/dmatrix {a} vs {b}");
     }
@@ -122,7 +134,12 @@ fn fused_field_warp_matches_slow_twin_forward_and_backward() {
     let img = Var::from_tensor(&image(1, 31)).unwrap();
     // A (3, 4, 5, 6) field of up to 1.5 mm; target voxel -> image voxel m; mm -> voxel r (2 mm voxels, rotated).
     let field = Var::from_tensor(
-        &Tensor::from_vec(rand_vec(3 * 120, 32).iter().map(|v| (v - 0.5) * 3.0).collect::<Vec<f32>>(), (3, 4, 5, 6), &Device::Cpu).unwrap(),
+        &Tensor::from_vec(
+            rand_vec(3 * 120, 32).iter().map(|v| (v - 0.5) * 3.0).collect::<Vec<f32>>(),
+            (3, 4, 5, 6),
+            &Device::Cpu,
+        )
+        .unwrap(),
     )
     .unwrap();
     let m = [1.0, 0.05, 0.0, 0.31, 0.0, 1.0, 0.02, 0.27, -0.03, 0.0, 1.0, 0.19];
@@ -133,7 +150,9 @@ fn fused_field_warp_matches_slow_twin_forward_and_backward() {
     let mt = Tensor::from_vec(m.map(|v| v as f32).to_vec(), (3, 4), &Device::Cpu).unwrap();
     let rt = Tensor::from_vec(r.map(|v| v as f32).to_vec(), (3, 3), &Device::Cpu).unwrap();
     let u = field.as_tensor().permute((1, 2, 3, 0)).unwrap().reshape((120, 3)).unwrap();
-    let pts = (affine_grid_slow(&mt, [6, 5, 4]).unwrap().reshape((120, 3)).unwrap() + u.matmul(&rt.t().unwrap()).unwrap()).unwrap();
+    let pts = (affine_grid_slow(&mt, [6, 5, 4]).unwrap().reshape((120, 3)).unwrap()
+        + u.matmul(&rt.t().unwrap()).unwrap())
+    .unwrap();
     let slow = grid_sample_slow(&img, &pts.reshape((4, 5, 6, 3)).unwrap(), Padding::Zero).unwrap();
     assert!(max_abs_diff(&fast, &slow) < 1e-5, "forward");
     let gf = (&fast * &w).unwrap().sum_all().unwrap().backward().unwrap();
@@ -148,7 +167,10 @@ fn local_filter_matches_conv1d_twin_forward_and_backward() {
     use regsh::ops::{local_filter, local_filter_slow};
     let t = Var::from_tensor(&image(2, 41)).unwrap();
     let w = Tensor::from_vec(rand_vec(2 * 210, 42), (2, 5, 6, 7), &Device::Cpu).unwrap();
-    for ks in [[box_kernel(3), box_kernel(5), box_kernel(1)], [gaussian_kernel(1.0), gaussian_kernel(0.5), gaussian_kernel(0.6)]] {
+    for ks in [
+        [box_kernel(3), box_kernel(5), box_kernel(1)],
+        [gaussian_kernel(1.0), gaussian_kernel(0.5), gaussian_kernel(0.6)],
+    ] {
         let fast = local_filter(&t, ks.clone()).unwrap();
         let slow = local_filter_slow(&t, ks.clone()).unwrap();
         assert!(max_abs_diff(&fast, &slow) < 1e-5);
@@ -164,23 +186,47 @@ fn local_filter_matches_conv1d_twin_forward_and_backward() {
 
 #[test]
 fn parzen_kernels_match_dense_twins_with_patches_and_mask() {
-    use regsh::ops::parzen::{parzen_joint, parzen_joint_slow, parzen_moments, parzen_moments_slow, Parzen, PatchLayout};
+    use regsh::ops::parzen::{
+        parzen_joint, parzen_joint_slow, parzen_moments, parzen_moments_slow, Parzen, PatchLayout,
+    };
     use std::sync::Arc;
     let shape = [7usize, 6, 5];
     let n = 210;
     let bins = 8;
     // Bin coordinates spread over [0, bins - 1], away from bin centres.
-    let u = Var::from_tensor(&Tensor::from_vec(rand_vec(n, 51).iter().map(|v| v * 6.9 + 0.037).collect::<Vec<f32>>(), (5, 6, 7), &Device::Cpu).unwrap()).unwrap();
-    let y = Var::from_tensor(&Tensor::from_vec(rand_vec(n, 52).iter().map(|v| v * 6.9 + 0.041).collect::<Vec<f32>>(), (5, 6, 7), &Device::Cpu).unwrap()).unwrap();
+    let u = Var::from_tensor(
+        &Tensor::from_vec(
+            rand_vec(n, 51).iter().map(|v| v * 6.9 + 0.037).collect::<Vec<f32>>(),
+            (5, 6, 7),
+            &Device::Cpu,
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let y = Var::from_tensor(
+        &Tensor::from_vec(
+            rand_vec(n, 52).iter().map(|v| v * 6.9 + 0.041).collect::<Vec<f32>>(),
+            (5, 6, 7),
+            &Device::Cpu,
+        )
+        .unwrap(),
+    )
+    .unwrap();
     let mask: Vec<f32> = rand_vec(n, 53).iter().map(|v| if *v > 0.2 { 1.0 } else { 0.0 }).collect();
     for (layout, sigma) in [(PatchLayout::global(shape), 0.5), (PatchLayout::new(shape, [4, 3, 3], [2, 1, 1]), 0.8)] {
         let pz = Parzen { bins, sigma };
         let m = Some(Arc::new(mask.clone()));
         for joint in [false, true] {
             let (fast, slow) = if joint {
-                (parzen_joint(&u, &y, &layout, pz, m.clone()).unwrap(), parzen_joint_slow(&u, &y, &layout, pz, m.clone()).unwrap())
+                (
+                    parzen_joint(&u, &y, &layout, pz, m.clone()).unwrap(),
+                    parzen_joint_slow(&u, &y, &layout, pz, m.clone()).unwrap(),
+                )
             } else {
-                (parzen_moments(&u, &y, &layout, pz, m.clone()).unwrap(), parzen_moments_slow(&u, &y, &layout, pz, m.clone()).unwrap())
+                (
+                    parzen_moments(&u, &y, &layout, pz, m.clone()).unwrap(),
+                    parzen_moments_slow(&u, &y, &layout, pz, m.clone()).unwrap(),
+                )
             };
             assert_eq!(fast.dims(), slow.dims());
             assert!(max_abs_diff(&fast, &slow) < 1e-4, "joint {joint} forward: {}", max_abs_diff(&fast, &slow));

@@ -103,7 +103,11 @@ fn every_fetched_image_has_nibabels_shape_affine_and_values() {
         for (ijk, want) in e.values {
             let got = img.value_at(0, ijk).unwrap();
             // Scaled uint8 data is held as f32: compare at f32 precision; unscaled data is exact.
-            assert!((got - want).abs() <= 1e-6 * want.abs().max(1e-6), "{} at {ijk:?}: {got} vs nibabel {want}", e.file);
+            assert!(
+                (got - want).abs() <= 1e-6 * want.abs().max(1e-6),
+                "{} at {ijk:?}: {got} vs nibabel {want}",
+                e.file
+            );
         }
     }
 }

@@ -5,13 +5,16 @@ mod common;
 
 use std::sync::Arc;
 
-use common::rand_vec;
 use candle_core::{DType, Device, Tensor, Var};
+use common::rand_vec;
 use nalgebra::{Matrix3, Rotation3, Vector3};
 use regsh::image::resample::Padding;
 use regsh::image::smooth::{smooth, SigmaUnit};
 use regsh::image::{Grid, Image};
-use regsh::spatial::io::{load_displacement, load_transform, read_itk_tfm, save_displacement, save_transform, write_ants_mat, write_itk_affine};
+use regsh::spatial::io::{
+    load_displacement, load_transform, read_itk_tfm, save_displacement, save_transform, write_ants_mat,
+    write_itk_affine,
+};
 use regsh::spatial::{
     grid_points, jacobian_determinant, warp, warp_tensor, BSpline, Composite, Ddf, Linear, LinearKind, Svf, Transform,
     WarpInterpolation,
@@ -44,7 +47,9 @@ fn blobs(g: &Grid) -> Image {
 fn identity_warp_returns_the_input_exactly() {
     let g = oblique([9, 8, 7], [2.0, 2.0, 3.0]);
     let img = blobs(&g);
-    for kind in [LinearKind::Translation, LinearKind::Rigid, LinearKind::Similarity, LinearKind::Affine, LinearKind::Matrix] {
+    for kind in
+        [LinearKind::Translation, LinearKind::Rigid, LinearKind::Similarity, LinearKind::Affine, LinearKind::Matrix]
+    {
         let t = Linear::identity(kind, g.centre());
         let out = warp(&img, &t, &g, WarpInterpolation::Linear, Padding::Zero).unwrap();
         assert_eq!(out.to_vec_f32().unwrap(), img.to_vec_f32().unwrap(), "{kind:?}");
@@ -85,7 +90,8 @@ fn affine_parameters_and_matrix_convert_both_ways() {
         assert!((a - b).abs() < 1e-5, "{p:?} vs {back:?}");
     }
     // Rotation about z by 90 degrees maps x to y.
-    let r = Linear::from_params(LinearKind::Rigid, &[0.0, 0.0, 0.0, 0.0, 0.0, std::f64::consts::FRAC_PI_2], [0.0; 3]).unwrap();
+    let r = Linear::from_params(LinearKind::Rigid, &[0.0, 0.0, 0.0, 0.0, 0.0, std::f64::consts::FRAC_PI_2], [0.0; 3])
+        .unwrap();
     let rm = r.linear_matrix().unwrap().unwrap();
     assert!((rm[(1, 0)] - 1.0).abs() < 1e-6 && rm[(0, 0)].abs() < 1e-6);
     // A rigid kind refuses a sheared matrix.
@@ -94,9 +100,19 @@ fn affine_parameters_and_matrix_convert_both_ways() {
 
 #[test]
 fn linear_composed_with_inverse_is_identity() {
-    let t = Linear::from_params(LinearKind::Affine, &[3.0, -2.0, 5.0, 0.1, -0.2, 0.15, 1.1, 0.9, 1.05, 0.05, -0.03, 0.02], [1.0, 2.0, 3.0]).unwrap();
+    let t = Linear::from_params(
+        LinearKind::Affine,
+        &[3.0, -2.0, 5.0, 0.1, -0.2, 0.15, 1.1, 0.9, 1.05, 0.05, -0.03, 0.02],
+        [1.0, 2.0, 3.0],
+    )
+    .unwrap();
     let comp = Composite::new(vec![Arc::new(t.clone()), t.inverse().unwrap()]);
-    let pts = Tensor::from_vec(rand_vec(300, 1).iter().map(|v| v * 200.0 - 100.0).collect::<Vec<f32>>(), (100, 3), &Device::Cpu).unwrap();
+    let pts = Tensor::from_vec(
+        rand_vec(300, 1).iter().map(|v| v * 200.0 - 100.0).collect::<Vec<f32>>(),
+        (100, 3),
+        &Device::Cpu,
+    )
+    .unwrap();
     let back = comp.map_points(&pts).unwrap();
     let err = (back - &pts).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
     assert!(err < 1e-4, "max error {err} mm");
@@ -154,7 +170,12 @@ fn svf_of_a_constant_velocity_is_the_translation() {
 #[test]
 fn jacobian_of_a_scaling_is_its_determinant() {
     let g = oblique([12, 11, 10], [2.0, 2.0, 3.0]);
-    let s = Linear::from_params(LinearKind::Affine, &[0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.1, 0.9, 1.2, 0.0, 0.0, 0.0], g.centre()).unwrap();
+    let s = Linear::from_params(
+        LinearKind::Affine,
+        &[0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.1, 0.9, 1.2, 0.0, 0.0, 0.0],
+        g.centre(),
+    )
+    .unwrap();
     let j = jacobian_determinant(&s, &g).unwrap().to_vec_f32().unwrap();
     assert!(j.iter().all(|v| (v - 1.188).abs() < 1e-5));
     // The same map as a displacement field: finite differences of a linear field are exact.
@@ -202,7 +223,10 @@ fn warp_gradient_wrt_the_12_affine_parameters_matches_finite_differences() {
             let mut p = p0;
             p[i] += d;
             let t = Linear::from_params(LinearKind::Affine, &p, g.centre()).unwrap();
-            ssd(&warp_tensor(moving.data(), &g, &t, &g, regsh::ops::SampleMode::Linear, Padding::Zero).unwrap(), &target)
+            ssd(
+                &warp_tensor(moving.data(), &g, &t, &g, regsh::ops::SampleMode::Linear, Padding::Zero).unwrap(),
+                &target,
+            )
         };
         let fd = (eval(h) - eval(-h)) / (2.0 * h);
         assert!((fd - gp[i] as f64).abs() < 0.02 * fd.abs().max(0.05), "param {i}: fd {fd} vs autograd {}", gp[i]);
@@ -230,7 +254,10 @@ fn warp_gradient_wrt_ddf_and_image_matches_finite_differences() {
             let mut v = base.clone();
             v[i] += d;
             let d = Ddf::new(Tensor::from_vec(v, dims.clone(), &Device::Cpu).unwrap(), g.clone()).unwrap();
-            ssd(&warp_tensor(moving.data(), &g, &d, &g, regsh::ops::SampleMode::Linear, Padding::Zero).unwrap(), &target)
+            ssd(
+                &warp_tensor(moving.data(), &g, &d, &g, regsh::ops::SampleMode::Linear, Padding::Zero).unwrap(),
+                &target,
+            )
         };
         let fd = (eval(h) - eval(-h)) / (2.0 * h as f64);
         assert!((fd - gf[i] as f64).abs() < 0.02 * fd.abs().max(0.05), "field entry {i}: fd {fd} vs {}", gf[i]);
@@ -266,7 +293,12 @@ fn label_warps_keep_label_values() {
 fn itk_and_ants_files_round_trip() {
     let dir = tempfile::tempdir().unwrap();
     let c = [10.0, -20.0, 30.0];
-    let t = Linear::from_params(LinearKind::Affine, &[3.0, -2.0, 5.0, 0.1, -0.2, 0.15, 1.1, 0.9, 1.05, 0.05, -0.03, 0.02], c).unwrap();
+    let t = Linear::from_params(
+        LinearKind::Affine,
+        &[3.0, -2.0, 5.0, 0.1, -0.2, 0.15, 1.1, 0.9, 1.05, 0.05, -0.03, 0.02],
+        c,
+    )
+    .unwrap();
     let m = t.linear_matrix().unwrap().unwrap();
     for name in ["a.tfm", "a.txt", "a.mat"] {
         let p = dir.path().join(name);
@@ -298,7 +330,8 @@ fn itk_files_written_by_others_are_read() {
     // LPS: x' = Rz(90) x + (1, 0, 0). RAS point (1, 0, 0) is LPS (-1, 0, 0) -> (1, -1, 0) LPS -> RAS (-1, 1, 0).
     let q = m * nalgebra::Vector4::new(1.0, 0.0, 0.0, 1.0);
     assert!((q[0] + 1.0).abs() < 1e-9 && (q[1] - 1.0).abs() < 1e-9 && q[2].abs() < 1e-9, "{q}");
-    std::fs::write(&p, "#Insight Transform File V1.0\nTransform: BSplineTransform_double_3_3\nParameters: 1\n").unwrap();
+    std::fs::write(&p, "#Insight Transform File V1.0\nTransform: BSplineTransform_double_3_3\nParameters: 1\n")
+        .unwrap();
     assert!(read_itk_tfm(&p).unwrap_err().to_string().contains("unsupported ITK transform type"));
     std::fs::write(&p, "hello").unwrap();
     assert!(read_itk_tfm(&p).is_err());

@@ -281,8 +281,7 @@ impl Grid {
 
     /// Whether two grids sample the same points (shape equal, affines equal within `tol` mm).
     pub fn same_as(&self, other: &Grid, tol: f64) -> bool {
-        self.shape == other.shape
-            && (self.voxel_to_world() - other.voxel_to_world()).iter().all(|d| d.abs() <= tol)
+        self.shape == other.shape && (self.voxel_to_world() - other.voxel_to_world()).iter().all(|d| d.abs() <= tol)
     }
 
     /// Rows of the voxel-to-world matrix, row-major (as `regsh info --json` prints it).

@@ -121,7 +121,9 @@ fn header_path(path: &Path, fmt: Format) -> PathBuf {
     let s = path.to_string_lossy();
     match fmt {
         Format::Hdr if s.to_ascii_lowercase().ends_with(".img") => PathBuf::from(format!("{}.hdr", &s[..s.len() - 4])),
-        Format::HdrGz if s.to_ascii_lowercase().ends_with(".img.gz") => PathBuf::from(format!("{}.hdr.gz", &s[..s.len() - 7])),
+        Format::HdrGz if s.to_ascii_lowercase().ends_with(".img.gz") => {
+            PathBuf::from(format!("{}.hdr.gz", &s[..s.len() - 7]))
+        }
         _ => path.to_path_buf(),
     }
 }
@@ -183,11 +185,19 @@ fn check_header(path: &Path, raw: &[u8], fmt: Format) -> Result<Checked> {
     };
     let i16_at = |o: usize| {
         let b = [raw[o], raw[o + 1]];
-        if little { i16::from_le_bytes(b) } else { i16::from_be_bytes(b) }
+        if little {
+            i16::from_le_bytes(b)
+        } else {
+            i16::from_be_bytes(b)
+        }
     };
     let f32_at = |o: usize| {
         let b = [raw[o], raw[o + 1], raw[o + 2], raw[o + 3]];
-        if little { f32::from_le_bytes(b) } else { f32::from_be_bytes(b) }
+        if little {
+            f32::from_le_bytes(b)
+        } else {
+            f32::from_be_bytes(b)
+        }
     };
     let magic = &raw[344..348];
     if magic != b"n+1\0" && magic != b"ni1\0" {
@@ -209,7 +219,11 @@ fn check_header(path: &Path, raw: &[u8], fmt: Format) -> Result<Checked> {
     let dims: Vec<i64> = (0..8).map(|i| i16_at(40 + 2 * i) as i64).collect();
     let ndim = dims[0];
     if !(1..=7).contains(&ndim) {
-        return Err(Error::InvalidDimensions { path: path.into(), dims, reason: "dim[0] must be between 1 and 7".into() });
+        return Err(Error::InvalidDimensions {
+            path: path.into(),
+            dims,
+            reason: "dim[0] must be between 1 and 7".into(),
+        });
     }
     if let Some(bad) = dims[1..=ndim as usize].iter().find(|&&d| d <= 0) {
         return Err(Error::InvalidDimensions {
@@ -371,12 +385,25 @@ pub fn grid_from_header(path: &Path, h: &NiftiHeader, shape: [usize; 3]) -> Resu
     let zooms = [h.pixdim[1] as f64, h.pixdim[2] as f64, h.pixdim[3] as f64];
     // Axes beyond the file's dimensionality have no meaningful pixdim: nibabel takes 1.
     let ndim = h.dim[0] as usize;
-    let zooms = [0, 1, 2].map(|a| if a < ndim { zooms[a] } else if zooms[a] > 0.0 { zooms[a] } else { 1.0 });
+    let zooms = [0, 1, 2].map(|a| {
+        if a < ndim {
+            zooms[a]
+        } else if zooms[a] > 0.0 {
+            zooms[a]
+        } else {
+            1.0
+        }
+    });
     if zooms.iter().any(|&z| !(z.is_finite() && z > 0.0)) {
         return Err(Error::InvalidGrid(format!("{}: pixdim[1..4] must be positive, got {zooms:?}", path.display())));
     }
     if h.qform_code > 0 {
-        let a = qform_matrix([h.quatern_b, h.quatern_c, h.quatern_d], h.pixdim[0], zooms, [h.quatern_x, h.quatern_y, h.quatern_z]);
+        let a = qform_matrix(
+            [h.quatern_b, h.quatern_c, h.quatern_d],
+            h.pixdim[0],
+            zooms,
+            [h.quatern_x, h.quatern_y, h.quatern_z],
+        );
         return Ok((Grid::from_affine(shape, &a).map_err(ctx)?, GeometrySource::Qform));
     }
     Ok((Grid::from_affine(shape, &pixdim_matrix(shape, zooms)).map_err(ctx)?, GeometrySource::Pixdim))

@@ -59,7 +59,10 @@ impl Image {
             });
         }
         if !matches!(data.dtype(), DType::F32 | DType::F64) {
-            return Err(Error::arg("Image::new", format!("tensor element type must be f32 or f64, got {:?}", data.dtype())));
+            return Err(Error::arg(
+                "Image::new",
+                format!("tensor element type must be f32 or f64, got {:?}", data.dtype()),
+            ));
         }
         Ok(Image { data, grid, dtype })
     }
@@ -131,7 +134,10 @@ impl Image {
     pub fn value_at(&self, c: usize, ijk: [usize; 3]) -> Result<f64> {
         let [nx, ny, nz] = self.grid.shape();
         if c >= self.channels() || ijk[0] >= nx || ijk[1] >= ny || ijk[2] >= nz {
-            return Err(Error::arg("value_at", format!("index {c}, {ijk:?} outside ({}, {nx}, {ny}, {nz})", self.channels())));
+            return Err(Error::arg(
+                "value_at",
+                format!("index {c}, {ijk:?} outside ({}, {nx}, {ny}, {nz})", self.channels()),
+            ));
         }
         let v = self.data.get(c)?.get(ijk[2])?.get(ijk[1])?.get(ijk[0])?;
         Ok(v.to_dtype(DType::F64)?.to_scalar::<f64>()?)

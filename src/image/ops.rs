@@ -159,7 +159,10 @@ pub fn normalize(image: &Image, method: Normalization, mask: Option<&Image>) -> 
         Normalization::MinMax => (st.min, st.max - st.min, None),
         Normalization::Percentile { lo, hi } => {
             if !(0.0..=100.0).contains(&lo) || !(0.0..=100.0).contains(&hi) || lo >= hi {
-                return Err(Error::arg("normalize", format!("percentiles must satisfy 0 <= lo < hi <= 100, got {lo}, {hi}")));
+                return Err(Error::arg(
+                    "normalize",
+                    format!("percentiles must satisfy 0 <= lo < hi <= 100, got {lo}, {hi}"),
+                ));
             }
             let a = percentile(&sample, lo).unwrap_or(st.min);
             let b = percentile(&sample, hi).unwrap_or(st.max);
@@ -210,7 +213,11 @@ pub fn threshold(image: &Image, lo: f64, hi: f64) -> Result<Image> {
 /// non-finite values, or more than 1024 labels.
 pub fn one_hot(image: &Image, labels: Option<&[i64]>) -> Result<(Image, Vec<i64>)> {
     if image.channels() != 1 {
-        return Err(Error::Shape { op: "one_hot".into(), expected: "1 channel".into(), actual: format!("{} channels", image.channels()) });
+        return Err(Error::Shape {
+            op: "one_hot".into(),
+            expected: "1 channel".into(),
+            actual: format!("{} channels", image.channels()),
+        });
     }
     let v = image.to_vec_f64()?;
     if let Some(bad) = v.iter().find(|x| !x.is_finite() || x.fract() != 0.0) {

@@ -53,7 +53,11 @@ pub enum Padding {
 impl Padding {
     /// Parses `zero` / `zeros` / `border` (with "did you mean").
     pub fn parse(name: &str) -> Result<Self> {
-        names::lookup("padding", name, &[("zero", Padding::Zero), ("zeros", Padding::Zero), ("border", Padding::Border)])
+        names::lookup(
+            "padding",
+            name,
+            &[("zero", Padding::Zero), ("zeros", Padding::Zero), ("border", Padding::Border)],
+        )
     }
 }
 
@@ -120,7 +124,11 @@ pub(crate) fn trilinear(
                 let f = i as f64;
                 let mut p = [base[0] + m[(0, 0)] * f, base[1] + m[(1, 0)] * f, base[2] + m[(2, 0)] * f];
                 if border {
-                    p = [p[0].clamp(0.0, (nx - 1) as f64), p[1].clamp(0.0, (ny - 1) as f64), p[2].clamp(0.0, (nz - 1) as f64)];
+                    p = [
+                        p[0].clamp(0.0, (nx - 1) as f64),
+                        p[1].clamp(0.0, (ny - 1) as f64),
+                        p[2].clamp(0.0, (nz - 1) as f64),
+                    ];
                 }
                 slab[j * ox + i] = sample_trilinear(img, [nx, ny, nz], p, pad);
             }

@@ -139,7 +139,8 @@ pub fn pyramid(image: &Image, factors: &[f64], sigmas: Option<&[f64]>) -> Result
             let grid: Grid = image.grid().downsampled(f)?;
             let sigma = sigmas.map(|s| s[l]).unwrap_or_else(|| default_pyramid_sigma(f));
             let smoothed = if sigma > 0.0 { smooth(image, [sigma; 3], SigmaUnit::Voxels)? } else { image.clone() };
-            let level = if f == 1.0 { smoothed } else { resample(&smoothed, &grid, Interpolation::Linear, Padding::Border)? };
+            let level =
+                if f == 1.0 { smoothed } else { resample(&smoothed, &grid, Interpolation::Linear, Padding::Border)? };
             Ok(PyramidLevel { factor: f, sigma, image: level })
         })
         .collect()

@@ -43,7 +43,11 @@ fn flat(t: &Tensor) -> Result<Tensor> {
 fn mask_weights(mask: Option<&Tensor>, n: usize) -> Result<Option<Tensor>> {
     let Some(m) = mask else { return Ok(None) };
     if m.elem_count() != n {
-        return Err(Error::Shape { op: "similarity mask".into(), expected: format!("{n} voxels"), actual: format!("{:?}", m.dims()) });
+        return Err(Error::Shape {
+            op: "similarity mask".into(),
+            expected: format!("{n} voxels"),
+            actual: format!("{:?}", m.dims()),
+        });
     }
     Ok(Some(flat(m)?.ne(0f32)?.to_dtype(DType::F32)?.detach()))
 }
@@ -137,7 +141,8 @@ fn to_bins(v: &Tensor, range: Option<(f64, f64)>, bins: usize, mask: &Option<Vec
         Some(r) => r,
         None => {
             let vals = v.flatten_all()?.to_vec1::<f32>()?;
-            let it = vals.iter().enumerate().filter(|(i, x)| x.is_finite() && mask.as_ref().is_none_or(|m| m[*i] != 0.0));
+            let it =
+                vals.iter().enumerate().filter(|(i, x)| x.is_finite() && mask.as_ref().is_none_or(|m| m[*i] != 0.0));
             let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
             for (_, &x) in it {
                 lo = lo.min(x as f64);
@@ -173,7 +178,13 @@ pub fn layout(shape_zyx: [usize; 3], patch: usize, offset: usize) -> PatchLayout
 
 /// Per-patch mutual information and entropies `(P,)` each, plus the patch weights (1 where the patch
 /// holds samples), from the Parzen joint histogram.
-fn joint_entropies(fixed: &Tensor, moving: &Tensor, opts: &ParzenOptions, lay: &PatchLayout, mask: Option<&Tensor>) -> Result<(Tensor, Tensor, Tensor, Tensor)> {
+fn joint_entropies(
+    fixed: &Tensor,
+    moving: &Tensor,
+    opts: &ParzenOptions,
+    lay: &PatchLayout,
+    mask: Option<&Tensor>,
+) -> Result<(Tensor, Tensor, Tensor, Tensor)> {
     let n = fixed.elem_count();
     let mv = mask_vec(mask, n)?;
     let a = to_bins(&flat(fixed)?, opts.range_fixed, opts.bins, &mv)?;
@@ -212,7 +223,13 @@ fn patch_mean(v: &Tensor, valid: &Tensor) -> Result<Tensor> {
 /// Mutual information (nats) with Gaussian Parzen windowing (seed `001` eqs. 3-6), global (`patch` 0) or
 /// the mean over patches of `patch` voxels. `MI = H(F) + H(M) - H(F, M)` of the normalized joint
 /// histogram; 0 for independent images, the entropy of the image for identical ones (as sigma -> 0).
-pub fn mutual_information(fixed: &Tensor, moving: &Tensor, opts: &ParzenOptions, patch: usize, mask: Option<&Tensor>) -> Result<Tensor> {
+pub fn mutual_information(
+    fixed: &Tensor,
+    moving: &Tensor,
+    opts: &ParzenOptions,
+    patch: usize,
+    mask: Option<&Tensor>,
+) -> Result<Tensor> {
     let zyx = zyx_of(fixed, moving)?;
     let (ha, hb, hab, valid) = joint_entropies(fixed, moving, opts, &layout(zyx, patch, 0), mask)?;
     patch_mean(&((ha + hb)? - hab)?, &valid)
@@ -220,7 +237,13 @@ pub fn mutual_information(fixed: &Tensor, moving: &Tensor, opts: &ParzenOptions,
 
 /// Normalized mutual information `(H(F) + H(M)) / H(F, M)` (Studholme et al. 1999), in `[1, 2]`; 2 for
 /// identical images (as sigma -> 0), 1 for independent ones.
-pub fn normalized_mutual_information(fixed: &Tensor, moving: &Tensor, opts: &ParzenOptions, patch: usize, mask: Option<&Tensor>) -> Result<Tensor> {
+pub fn normalized_mutual_information(
+    fixed: &Tensor,
+    moving: &Tensor,
+    opts: &ParzenOptions,
+    patch: usize,
+    mask: Option<&Tensor>,
+) -> Result<Tensor> {
     let zyx = zyx_of(fixed, moving)?;
     let (ha, hb, hab, valid) = joint_entropies(fixed, moving, opts, &layout(zyx, patch, 0), mask)?;
     patch_mean(&((ha + hb)? / (hab + 1e-12)?)?, &valid)
@@ -228,7 +251,14 @@ pub fn normalized_mutual_information(fixed: &Tensor, moving: &Tensor, opts: &Par
 
 /// Per-patch correlation ratio `eta(Y | X)` (seed `000` eqs. 1-3) and patch weights: X binned with
 /// Parzen windows, Y's conditional means per bin. Patches where Y is constant get weight 0.
-fn eta(x: &Tensor, y: &Tensor, range_x: Option<(f64, f64)>, opts: &ParzenOptions, lay: &PatchLayout, mv: &Option<Vec<f32>>) -> Result<(Tensor, Tensor)> {
+fn eta(
+    x: &Tensor,
+    y: &Tensor,
+    range_x: Option<(f64, f64)>,
+    opts: &ParzenOptions,
+    lay: &PatchLayout,
+    mv: &Option<Vec<f32>>,
+) -> Result<(Tensor, Tensor)> {
     let u = to_bins(x, range_x, opts.bins, mv)?;
     let pz = Parzen { bins: opts.bins, sigma: opts.sigma };
     let mo = parzen_moments(&u, y, lay, pz, mv.clone().map(Arc::new))?;
@@ -250,7 +280,12 @@ fn eta(x: &Tensor, y: &Tensor, range_x: Option<(f64, f64)>, opts: &ParzenOptions
         let yv = y.flatten_all()?;
         (yv.max(0)?.to_scalar::<f32>()? - yv.min(0)?.to_scalar::<f32>()?).max(1e-12) as f64
     };
-    let valid = n.flatten_all()?.gt(0.5)?.to_dtype(DType::F32)?.mul(&var.flatten_all()?.gt(1e-6 * scale * scale)?.to_dtype(DType::F32)?)?.detach();
+    let valid = n
+        .flatten_all()?
+        .gt(0.5)?
+        .to_dtype(DType::F32)?
+        .mul(&var.flatten_all()?.gt(1e-6 * scale * scale)?.to_dtype(DType::F32)?)?
+        .detach();
     Ok((eta, valid))
 }
 
@@ -258,7 +293,14 @@ fn eta(x: &Tensor, y: &Tensor, range_x: Option<(f64, f64)>, opts: &ParzenOptions
 /// `000`), global (`patch` 0) or the mean over patches of `patch` voxels; with `shifted`, also over the
 /// patch grid moved by half a patch (the authors' code), both passes averaged. Range `[0, 1]`: 1 when one
 /// image is a function of the other (as sigma -> 0), near 0 for independent images.
-pub fn correlation_ratio(fixed: &Tensor, moving: &Tensor, opts: &ParzenOptions, patch: usize, shifted: bool, mask: Option<&Tensor>) -> Result<Tensor> {
+pub fn correlation_ratio(
+    fixed: &Tensor,
+    moving: &Tensor,
+    opts: &ParzenOptions,
+    patch: usize,
+    shifted: bool,
+    mask: Option<&Tensor>,
+) -> Result<Tensor> {
     let zyx = zyx_of(fixed, moving)?;
     let (f, m) = (flat(fixed)?, flat(moving)?);
     let mv = mask_vec(mask, f.elem_count())?;

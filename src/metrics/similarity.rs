@@ -194,9 +194,13 @@ impl Metric {
             MetricKind::Mse => f::mse(fixed, moving, mask),
             MetricKind::Ncc => f::ncc(fixed, moving, mask),
             MetricKind::Lncc => f::lncc(fixed, moving, self.window, mask),
-            MetricKind::Mi | MetricKind::MiPatch => f::mutual_information(fixed, moving, &self.parzen, self.patch, mask),
+            MetricKind::Mi | MetricKind::MiPatch => {
+                f::mutual_information(fixed, moving, &self.parzen, self.patch, mask)
+            }
             MetricKind::Nmi => f::normalized_mutual_information(fixed, moving, &self.parzen, self.patch, mask),
-            MetricKind::Cr | MetricKind::CrPatch => f::correlation_ratio(fixed, moving, &self.parzen, self.patch, self.shifted, mask),
+            MetricKind::Cr | MetricKind::CrPatch => {
+                f::correlation_ratio(fixed, moving, &self.parzen, self.patch, self.shifted, mask)
+            }
         }
     }
 

@@ -34,7 +34,8 @@ impl CustomOp1 for AffineGrid {
                     let h = [i as f64, j as f64, k as f64];
                     let o = 3 * (j * nx + i);
                     for r in 0..3 {
-                        slab[o + r] = (m[4 * r] * h[0] + m[4 * r + 1] * h[1] + m[4 * r + 2] * h[2] + m[4 * r + 3]) as f32;
+                        slab[o + r] =
+                            (m[4 * r] * h[0] + m[4 * r + 1] * h[1] + m[4 * r + 2] * h[2] + m[4 * r + 3]) as f32;
                     }
                 }
             }
@@ -63,12 +64,15 @@ impl CustomOp1 for AffineGrid {
                 }
                 a
             })
-            .reduce(|| [0f64; 12], |mut a, b| {
-                for (x, y) in a.iter_mut().zip(b) {
-                    *x += y;
-                }
-                a
-            });
+            .reduce(
+                || [0f64; 12],
+                |mut a, b| {
+                    for (x, y) in a.iter_mut().zip(b) {
+                        *x += y;
+                    }
+                    a
+                },
+            );
         let v: Vec<f32> = acc.iter().map(|&x| x as f32).collect();
         Ok(Some(Tensor::from_vec(v, (3, 4), arg.device())?))
     }

@@ -81,7 +81,11 @@ impl CustomOp2 for GridSample {
                         SampleMode::Linear => sample(im, shape, [p[0] as f64, p[1] as f64, p[2] as f64], self.border),
                         SampleMode::Nearest => {
                             let j = nearest_index(p, shape, self.border);
-                            if j == usize::MAX { 0.0 } else { im[j] }
+                            if j == usize::MAX {
+                                0.0
+                            } else {
+                                im[j]
+                            }
                         }
                     };
                 }
@@ -92,7 +96,13 @@ impl CustomOp2 for GridSample {
         Ok((CpuStorage::F32(out), Shape::from(sh)))
     }
 
-    fn bwd(&self, image: &Tensor, points: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+    fn bwd(
+        &self,
+        image: &Tensor,
+        points: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         if self.mode == SampleMode::Nearest {
             candle_core::bail!("grid_sample: nearest interpolation has no gradient (use linear)");
         }
@@ -149,10 +159,18 @@ impl CustomOp2 for GridSample {
 
 fn check(image: &Tensor, points: &Tensor) -> Result<()> {
     if image.dtype() != DType::F32 || points.dtype() != DType::F32 {
-        candle_core::bail!("grid_sample: image and points must be f32, got {:?} and {:?}", image.dtype(), points.dtype());
+        candle_core::bail!(
+            "grid_sample: image and points must be f32, got {:?} and {:?}",
+            image.dtype(),
+            points.dtype()
+        );
     }
     if image.rank() != 4 || points.dims().last() != Some(&3) {
-        candle_core::bail!("grid_sample: expected image (C, Z, Y, X) and points (..., 3), got {:?} and {:?}", image.dims(), points.dims());
+        candle_core::bail!(
+            "grid_sample: expected image (C, Z, Y, X) and points (..., 3), got {:?} and {:?}",
+            image.dims(),
+            points.dims()
+        );
     }
     Ok(())
 }
@@ -181,9 +199,8 @@ pub fn grid_sample_slow(image: &Tensor, points: &Tensor, padding: Padding) -> Re
     let mut p = points.reshape((n, 3))?;
     let lim = [x, y, z];
     if padding == Padding::Border {
-        let cols: Vec<Tensor> = (0..3)
-            .map(|a| p.narrow(1, a, 1)?.clamp(0f32, (lim[a] - 1) as f32))
-            .collect::<Result<_>>()?;
+        let cols: Vec<Tensor> =
+            (0..3).map(|a| p.narrow(1, a, 1)?.clamp(0f32, (lim[a] - 1) as f32)).collect::<Result<_>>()?;
         p = Tensor::cat(&cols, 1)?;
     }
     let p0 = p.detach().floor()?;

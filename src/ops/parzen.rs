@@ -112,7 +112,11 @@ fn mask_at(mask: &Option<Arc<Vec<f32>>>, v: usize) -> f64 {
 }
 
 /// Sums per-slab accumulators of `width` entries per patch (f64), in parallel over z.
-fn accumulate(layout: &PatchLayout, width: usize, f: impl Fn(&mut [f64], usize, usize, usize, usize) + Sync) -> Vec<f64> {
+fn accumulate(
+    layout: &PatchLayout,
+    width: usize,
+    f: impl Fn(&mut [f64], usize, usize, usize, usize) + Sync,
+) -> Vec<f64> {
     let [nx, ny, nz] = layout.shape;
     let c = layout.counts();
     let p = layout.num_patches();
@@ -131,16 +135,24 @@ fn accumulate(layout: &PatchLayout, width: usize, f: impl Fn(&mut [f64], usize, 
                 acc
             },
         )
-        .reduce(|| vec![0f64; p * width], |mut a, b| {
-            a.iter_mut().zip(b).for_each(|(x, y)| *x += y);
-            a
-        })
+        .reduce(
+            || vec![0f64; p * width],
+            |mut a, b| {
+                a.iter_mut().zip(b).for_each(|(x, y)| *x += y);
+                a
+            },
+        )
 }
 
 fn check_same(op: &str, l1: &Layout, l2: &Layout, layout: &PatchLayout) -> Result<()> {
     let n: usize = layout.shape.iter().product();
     if l1.shape().elem_count() != n || l2.shape().elem_count() != n {
-        candle_core::bail!("{op}: inputs must hold {n} voxels ({:?}), got {:?} and {:?}", layout.shape, l1.shape(), l2.shape());
+        candle_core::bail!(
+            "{op}: inputs must hold {n} voxels ({:?}), got {:?} and {:?}",
+            layout.shape,
+            l1.shape(),
+            l2.shape()
+        );
     }
     Ok(())
 }
@@ -297,7 +309,14 @@ impl CustomOp2 for Joint {
     }
 }
 
-fn check_inputs(op: &str, u: &Tensor, y: &Tensor, layout: &PatchLayout, parzen: &Parzen, mask: &Option<Arc<Vec<f32>>>) -> Result<()> {
+fn check_inputs(
+    op: &str,
+    u: &Tensor,
+    y: &Tensor,
+    layout: &PatchLayout,
+    parzen: &Parzen,
+    mask: &Option<Arc<Vec<f32>>>,
+) -> Result<()> {
     let n: usize = layout.shape.iter().product();
     if u.dtype() != DType::F32 || y.dtype() != DType::F32 {
         candle_core::bail!("{op}: f32 inputs only");
@@ -312,7 +331,11 @@ fn check_inputs(op: &str, u: &Tensor, y: &Tensor, layout: &PatchLayout, parzen: 
     }
     // The kernel span must fit the fixed per-voxel buffer (at most 64 bins within 4 sigma on each side).
     if !(parzen.bins >= 2 && parzen.sigma > 0.0 && 2.0 * parzen.radius() + 1.0 <= 64.0) {
-        candle_core::bail!("{op}: need bins >= 2 and 0 < sigma <= 7.5 bins, got {} bins, sigma {}", parzen.bins, parzen.sigma);
+        candle_core::bail!(
+            "{op}: need bins >= 2 and 0 < sigma <= 7.5 bins, got {} bins, sigma {}",
+            parzen.bins,
+            parzen.sigma
+        );
     }
     Ok(())
 }
@@ -321,7 +344,13 @@ fn check_inputs(op: &str, u: &Tensor, y: &Tensor, layout: &PatchLayout, parzen: 
 /// coordinates `u` and values `y` (both `Z*Y*X` voxels, x fastest). Differentiable in `u` and `y`.
 ///
 /// Errors: sizes that do not match the layout or mask; f32 only; `bins < 2`; `sigma` outside (0, 7.5].
-pub fn parzen_moments(u: &Tensor, y: &Tensor, layout: &PatchLayout, parzen: Parzen, mask: Option<Arc<Vec<f32>>>) -> Result<Tensor> {
+pub fn parzen_moments(
+    u: &Tensor,
+    y: &Tensor,
+    layout: &PatchLayout,
+    parzen: Parzen,
+    mask: Option<Arc<Vec<f32>>>,
+) -> Result<Tensor> {
     check_inputs("parzen_moments", u, y, layout, &parzen, &mask)?;
     u.contiguous()?.apply_op2(&y.contiguous()?, Moments { layout: layout.clone(), parzen, mask })
 }
@@ -330,7 +359,13 @@ pub fn parzen_moments(u: &Tensor, y: &Tensor, layout: &PatchLayout, parzen: Parz
 /// bin coordinates `a` and `b`. Differentiable in both.
 ///
 /// Errors: as [`parzen_moments`].
-pub fn parzen_joint(a: &Tensor, b: &Tensor, layout: &PatchLayout, parzen: Parzen, mask: Option<Arc<Vec<f32>>>) -> Result<Tensor> {
+pub fn parzen_joint(
+    a: &Tensor,
+    b: &Tensor,
+    layout: &PatchLayout,
+    parzen: Parzen,
+    mask: Option<Arc<Vec<f32>>>,
+) -> Result<Tensor> {
     check_inputs("parzen_joint", a, b, layout, &parzen, &mask)?;
     a.contiguous()?.apply_op2(&b.contiguous()?, Joint { layout: layout.clone(), parzen, mask })
 }
@@ -363,7 +398,13 @@ fn patch_masks(layout: &PatchLayout, mask: &Option<Arc<Vec<f32>>>, dev: &candle_
 }
 
 /// The slow twin of [`parzen_moments`]: a dense voxels-by-bins weight matrix (small inputs only).
-pub fn parzen_moments_slow(u: &Tensor, y: &Tensor, layout: &PatchLayout, parzen: Parzen, mask: Option<Arc<Vec<f32>>>) -> Result<Tensor> {
+pub fn parzen_moments_slow(
+    u: &Tensor,
+    y: &Tensor,
+    layout: &PatchLayout,
+    parzen: Parzen,
+    mask: Option<Arc<Vec<f32>>>,
+) -> Result<Tensor> {
     let n = u.elem_count();
     let (u, y) = (u.reshape(n)?, y.reshape(n)?);
     let w = dense_weights(&u, parzen)?; // (N, B)
@@ -377,7 +418,13 @@ pub fn parzen_moments_slow(u: &Tensor, y: &Tensor, layout: &PatchLayout, parzen:
 }
 
 /// The slow twin of [`parzen_joint`].
-pub fn parzen_joint_slow(a: &Tensor, b: &Tensor, layout: &PatchLayout, parzen: Parzen, mask: Option<Arc<Vec<f32>>>) -> Result<Tensor> {
+pub fn parzen_joint_slow(
+    a: &Tensor,
+    b: &Tensor,
+    layout: &PatchLayout,
+    parzen: Parzen,
+    mask: Option<Arc<Vec<f32>>>,
+) -> Result<Tensor> {
     let n = a.elem_count();
     let (wa, wb) = (dense_weights(&a.reshape(n)?, parzen)?, dense_weights(&b.reshape(n)?, parzen)?);
     let pm = patch_masks(layout, &mask, a.device())?; // (P, N)

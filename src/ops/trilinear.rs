@@ -12,7 +12,13 @@ pub(crate) fn sample(img: &[f32], s: Shape3, p: [f64; 3], border: bool) -> f32 {
     let [nx, ny, nz] = s;
     // Interior fast path: all 8 neighbours inside. For p >= 0 truncation is floor (and, unlike `floor`,
     // needs no libm call on baseline x86-64).
-    if p[0] >= 0.0 && p[1] >= 0.0 && p[2] >= 0.0 && p[0] < (nx - 1) as f64 && p[1] < (ny - 1) as f64 && p[2] < (nz - 1) as f64 {
+    if p[0] >= 0.0
+        && p[1] >= 0.0
+        && p[2] >= 0.0
+        && p[0] < (nx - 1) as f64
+        && p[1] < (ny - 1) as f64
+        && p[2] < (nz - 1) as f64
+    {
         return sample_interior(img, nx, nx * ny, p);
     }
     let c = corners(p, s, border);
@@ -110,7 +116,8 @@ pub(crate) fn corners(p: [f64; 3], s: Shape3, border: bool) -> Corners {
             da[a] = if o[a] == 1 { live[a] } else { -live[a] };
         }
         if inside {
-            let (x, y, z) = ((i0[0] + o[0] as i64) as usize, (i0[1] + o[1] as i64) as usize, (i0[2] + o[2] as i64) as usize);
+            let (x, y, z) =
+                ((i0[0] + o[0] as i64) as usize, (i0[1] + o[1] as i64) as usize, (i0[2] + o[2] as i64) as usize);
             c.idx[k] = (z * ny + y) * nx + x;
         }
         c.w[k] = wa[0] * wa[1] * wa[2];
@@ -124,7 +131,13 @@ pub(crate) fn corners(p: [f64; 3], s: Shape3, border: bool) -> Corners {
 #[inline(always)]
 pub(crate) fn corners_fast(p: [f64; 3], s: Shape3, border: bool) -> Corners {
     let [nx, ny, nz] = s;
-    if p[0] >= 0.0 && p[1] >= 0.0 && p[2] >= 0.0 && p[0] < (nx - 1) as f64 && p[1] < (ny - 1) as f64 && p[2] < (nz - 1) as f64 {
+    if p[0] >= 0.0
+        && p[1] >= 0.0
+        && p[2] >= 0.0
+        && p[0] < (nx - 1) as f64
+        && p[1] < (ny - 1) as f64
+        && p[2] < (nz - 1) as f64
+    {
         let (x0, y0, z0) = (p[0] as usize, p[1] as usize, p[2] as usize);
         let (tx, ty, tz) = ((p[0] - x0 as f64) as f32, (p[1] - y0 as f64) as f32, (p[2] - z0 as f64) as f32);
         let i = (z0 * ny + y0) * nx + x0;
@@ -132,7 +145,16 @@ pub(crate) fn corners_fast(p: [f64; 3], s: Shape3, border: bool) -> Corners {
         let (ux, uy, uz) = (1.0 - tx, 1.0 - ty, 1.0 - tz);
         // Corner k: offsets (k & 1, k >> 1 & 1, k >> 2 & 1).
         let idx = [i, i + 1, i + nx, i + nx + 1, i + nxy, i + nxy + 1, i + nxy + nx, i + nxy + nx + 1];
-        let w = [ux * uy * uz, tx * uy * uz, ux * ty * uz, tx * ty * uz, ux * uy * tz, tx * uy * tz, ux * ty * tz, tx * ty * tz];
+        let w = [
+            ux * uy * uz,
+            tx * uy * uz,
+            ux * ty * uz,
+            tx * ty * uz,
+            ux * uy * tz,
+            tx * uy * tz,
+            ux * ty * tz,
+            tx * ty * tz,
+        ];
         let dw = [
             [-uy * uz, -ux * uz, -ux * uy],
             [uy * uz, -tx * uz, -tx * uy],

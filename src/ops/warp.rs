@@ -43,7 +43,16 @@ impl Warp {
 
     /// Sample point of target voxel (i, j, k) with flat index `v`.
     #[inline(always)]
-    fn point(&self, m: &[f64; 12], second: &[f32], nvox_out: usize, i: usize, j: usize, k: usize, v: usize) -> [f64; 3] {
+    fn point(
+        &self,
+        m: &[f64; 12],
+        second: &[f32],
+        nvox_out: usize,
+        i: usize,
+        j: usize,
+        k: usize,
+        v: usize,
+    ) -> [f64; 3] {
         let h = [i as f64, j as f64, k as f64];
         let mut p = [0f64; 3];
         for r in 0..3 {
@@ -118,7 +127,13 @@ impl CustomOp2 for Warp {
         Ok((CpuStorage::F32(out), Shape::from((c, oz, oy, ox))))
     }
 
-    fn bwd(&self, image: &Tensor, second: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+    fn bwd(
+        &self,
+        image: &Tensor,
+        second: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let (c, z, y, x) = image.dims4()?;
         let s = [x, y, z];
         let nvox = x * y * z;
@@ -159,10 +174,13 @@ impl CustomOp2 for Warp {
                         }
                         a
                     })
-                    .reduce(|| [0f64; 12], |mut a, b| {
-                        a.iter_mut().zip(b).for_each(|(x, y)| *x += y);
-                        a
-                    });
+                    .reduce(
+                        || [0f64; 12],
+                        |mut a, b| {
+                            a.iter_mut().zip(b).for_each(|(x, y)| *x += y);
+                            a
+                        },
+                    );
                 Tensor::from_vec(acc.iter().map(|&v| v as f32).collect::<Vec<_>>(), (3, 4), image.device())?
             }
             Points::Field { r, .. } => {

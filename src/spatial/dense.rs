@@ -15,7 +15,11 @@ use crate::ops::{affine_grid, grid_sample, SampleMode};
 fn check_field(op: &str, field: &Tensor, grid: &Grid) -> Result<Tensor> {
     let [z, y, x] = grid.zyx();
     if field.dims() != [3, z, y, x] {
-        return Err(Error::Shape { op: op.into(), expected: format!("(3, {z}, {y}, {x})"), actual: format!("{:?}", field.dims()) });
+        return Err(Error::Shape {
+            op: op.into(),
+            expected: format!("(3, {z}, {y}, {x})"),
+            actual: format!("{:?}", field.dims()),
+        });
     }
     Ok(if field.dtype() == DType::F32 { field.clone() } else { field.to_dtype(DType::F32)? })
 }
@@ -226,7 +230,11 @@ impl BSpline {
     /// The same control grid with other coefficients `(3, Cz, Cy, Cx)`. Errors: [`Error::Shape`].
     pub fn with_coeffs(&self, coeffs: Tensor) -> Result<Self> {
         if coeffs.dims() != self.coeffs.dims() {
-            return Err(Error::Shape { op: "BSpline".into(), expected: format!("{:?}", self.coeffs.dims()), actual: format!("{:?}", coeffs.dims()) });
+            return Err(Error::Shape {
+                op: "BSpline".into(),
+                expected: format!("{:?}", self.coeffs.dims()),
+                actual: format!("{:?}", coeffs.dims()),
+            });
         }
         Ok(BSpline { coeffs, grid: self.grid.clone(), control_spacing: self.control_spacing })
     }

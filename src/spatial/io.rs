@@ -166,7 +166,9 @@ pub fn read_itk_tfm(path: &Path) -> Result<Arc<dyn Transform>> {
     for line in text.lines() {
         let line = line.trim();
         let parse = |rest: &str| -> Result<Vec<f64>> {
-            rest.split_whitespace().map(|w| w.parse::<f64>().map_err(|_| bad(path, format!("bad number `{w}`")))).collect()
+            rest.split_whitespace()
+                .map(|w| w.parse::<f64>().map_err(|_| bad(path, format!("bad number `{w}`"))))
+                .collect()
         };
         if let Some(rest) = line.strip_prefix("Transform:") {
             items.push((rest.trim().to_string(), Vec::new(), Vec::new()));
@@ -188,7 +190,11 @@ pub fn read_itk_tfm(path: &Path) -> Result<Arc<dyn Transform>> {
             return Err(bad(path, format!("only 3-D transforms are supported, found {kind}")));
         }
         let m = itk_matrix(path, kind, p, fixed)?;
-        let c = [F[0] * fixed.first().copied().unwrap_or(0.0), F[1] * fixed.get(1).copied().unwrap_or(0.0), F[2] * fixed.get(2).copied().unwrap_or(0.0)];
+        let c = [
+            F[0] * fixed.first().copied().unwrap_or(0.0),
+            F[1] * fixed.get(1).copied().unwrap_or(0.0),
+            F[2] * fixed.get(2).copied().unwrap_or(0.0),
+        ];
         ts.push(Arc::new(Linear::from_matrix(LinearKind::Matrix, &m, c)?));
     }
     if ts.len() == 1 {
@@ -239,7 +245,9 @@ pub fn read_ants_mat(path: &Path) -> Result<Arc<dyn Transform>> {
     let mut params: Option<(String, Vec<f64>)> = None;
     let mut fixed = vec![0.0; 3];
     while pos + 20 <= b.len() {
-        let h: Vec<i32> = (0..5).map(|i| i32::from_le_bytes([b[pos + 4 * i], b[pos + 4 * i + 1], b[pos + 4 * i + 2], b[pos + 4 * i + 3]])).collect();
+        let h: Vec<i32> = (0..5)
+            .map(|i| i32::from_le_bytes([b[pos + 4 * i], b[pos + 4 * i + 1], b[pos + 4 * i + 2], b[pos + 4 * i + 3]]))
+            .collect();
         let (ty, rows, cols, imag, namelen) = (h[0], h[1], h[2], h[3], h[4]);
         if !(0..10000).contains(&ty) || rows < 0 || cols < 0 || imag != 0 || !(1..256).contains(&namelen) {
             return Err(bad(path, "not a MATLAB v4 file as ANTs writes it (big-endian or unsupported layout)"));
@@ -280,7 +288,11 @@ pub fn read_ants_mat(path: &Path) -> Result<Arc<dyn Transform>> {
     }
     let (kind, p) = params.ok_or_else(|| bad(path, "no transform variable in the file"))?;
     let m = itk_matrix(path, &kind, &p, &fixed)?;
-    let c = [F[0] * fixed.first().copied().unwrap_or(0.0), F[1] * fixed.get(1).copied().unwrap_or(0.0), F[2] * fixed.get(2).copied().unwrap_or(0.0)];
+    let c = [
+        F[0] * fixed.first().copied().unwrap_or(0.0),
+        F[1] * fixed.get(1).copied().unwrap_or(0.0),
+        F[2] * fixed.get(2).copied().unwrap_or(0.0),
+    ];
     Ok(Arc::new(Linear::from_matrix(LinearKind::Matrix, &m, c)?))
 }
 
@@ -300,7 +312,10 @@ pub fn save_displacement(ddf: &Ddf, path: &Path) -> Result<()> {
 pub fn load_displacement(path: &Path) -> Result<Ddf> {
     let (img, meta) = load_with_meta(path)?;
     if img.channels() != 3 {
-        return Err(bad(path, format!("a displacement field has 3 components, this image has {} (dims {:?})", img.channels(), meta.dims)));
+        return Err(bad(
+            path,
+            format!("a displacement field has 3 components, this image has {} (dims {:?})", img.channels(), meta.dims),
+        ));
     }
     let flip = Tensor::from_vec(F.map(|v| v as f32).to_vec(), (3, 1, 1, 1), img.data().device())?;
     let ras = crate::image::io::as_f32(img.data())?.broadcast_mul(&flip)?;
@@ -345,11 +360,22 @@ pub fn load_transform(spec: &str) -> Result<Arc<dyn Transform>> {
 ///
 /// Errors: [`Error::InvalidArgument`] when the kind of file does not fit the transform or no grid is
 /// given for a dense one; write errors.
-pub fn save_transform(t: &dyn Transform, path: &Path, centre: [f64; 3], grid: Option<&crate::image::Grid>) -> Result<()> {
+pub fn save_transform(
+    t: &dyn Transform,
+    path: &Path,
+    centre: [f64; 3],
+    grid: Option<&crate::image::Grid>,
+) -> Result<()> {
     let lower = path.to_string_lossy().to_ascii_lowercase();
     if lower.ends_with(".tfm") || lower.ends_with(".txt") || lower.ends_with(".mat") {
-        let m = t.linear_matrix()?.ok_or_else(|| bad(path, "only linear transforms go to .tfm / .mat; use .nii.gz for dense ones"))?;
-        return if lower.ends_with(".mat") { write_ants_mat(path, &m, centre) } else { write_itk_affine(path, &m, centre) };
+        let m = t
+            .linear_matrix()?
+            .ok_or_else(|| bad(path, "only linear transforms go to .tfm / .mat; use .nii.gz for dense ones"))?;
+        return if lower.ends_with(".mat") {
+            write_ants_mat(path, &m, centre)
+        } else {
+            write_itk_affine(path, &m, centre)
+        };
     }
     if lower.ends_with(".nii") || lower.ends_with(".nii.gz") {
         let g = grid.ok_or_else(|| bad(path, "a displacement field needs a grid to be sampled on"))?;

@@ -293,7 +293,8 @@ impl Transform for Linear {
         let m = matrix44_of(&self.matrix()?)?;
         let inv = m.try_inverse().ok_or_else(|| Error::arg("inverse", "the linear transform is singular"))?;
         let kind = if self.kind == LinearKind::Affine { LinearKind::Matrix } else { self.kind };
-        let out = Linear::from_matrix(kind, &inv, self.centre).or_else(|_| Linear::from_matrix(LinearKind::Matrix, &inv, self.centre))?;
+        let out = Linear::from_matrix(kind, &inv, self.centre)
+            .or_else(|_| Linear::from_matrix(LinearKind::Matrix, &inv, self.centre))?;
         Ok(Arc::new(out))
     }
 }

@@ -115,7 +115,13 @@ pub fn warp_tensor(
 /// Linear output is float32; nearest and label-linear keep label values and the datatype.
 /// Errors: [`Error::InvalidArgument`] for label interpolation of a multi-channel or non-integer image;
 /// tensor errors.
-pub fn warp(moving: &Image, transform: &dyn Transform, onto: &Grid, interp: WarpInterpolation, padding: Padding) -> Result<Image> {
+pub fn warp(
+    moving: &Image,
+    transform: &dyn Transform,
+    onto: &Grid,
+    interp: WarpInterpolation,
+    padding: Padding,
+) -> Result<Image> {
     match interp {
         WarpInterpolation::Linear => {
             let t = warp_tensor(moving.data(), moving.grid(), transform, onto, SampleMode::Linear, padding)?;

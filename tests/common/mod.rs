@@ -137,8 +137,14 @@ pub fn rand_vec(n: usize, seed: u64) -> Vec<f32> {
 /// The reference Python environment's interpreter (`scripts/setup-python.sh` makes it), at
 /// `$REGSH_PYENV` or `<repo>/target/pyenv`.
 pub fn python() -> PathBuf {
-    let env = std::env::var_os("REGSH_PYENV").map(PathBuf::from).unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/pyenv"));
+    let env = std::env::var_os("REGSH_PYENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/pyenv"));
     let py = env.join("bin/python");
-    assert!(py.is_file(), "no Python environment at {}: run scripts/setup-python.sh (scripts/test.sh does)", env.display());
+    assert!(
+        py.is_file(),
+        "no Python environment at {}: run scripts/setup-python.sh (scripts/test.sh does)",
+        env.display()
+    );
     py
 }
