@@ -59,7 +59,7 @@ impl Grid {
     /// Errors: [`Error::InvalidGrid`] on a zero dimension, a spacing that is not positive and finite, or a
     /// singular or non-finite direction matrix.
     pub fn new(shape: [usize; 3], spacing: [f64; 3], origin: [f64; 3], direction: Matrix3<f64>) -> Result<Self> {
-        if shape.iter().any(|&n| n == 0) {
+        if shape.contains(&0) {
             return Err(Error::InvalidGrid(format!("zero dimension in shape {shape:?}")));
         }
         if spacing.iter().any(|&s| !(s.is_finite() && s > 0.0)) {
@@ -105,7 +105,7 @@ impl Grid {
         for (c, s) in spacing.iter_mut().enumerate() {
             *s = m.column(c).norm();
         }
-        if spacing.iter().any(|&s| s == 0.0) {
+        if spacing.contains(&0.0) {
             return Err(Error::InvalidGrid(format!("affine has a zero column (spacing {spacing:?})")));
         }
         let origin = [affine[(0, 3)], affine[(1, 3)], affine[(2, 3)]];

@@ -385,15 +385,7 @@ pub fn grid_from_header(path: &Path, h: &NiftiHeader, shape: [usize; 3]) -> Resu
     let zooms = [h.pixdim[1] as f64, h.pixdim[2] as f64, h.pixdim[3] as f64];
     // Axes beyond the file's dimensionality have no meaningful pixdim: nibabel takes 1.
     let ndim = h.dim[0] as usize;
-    let zooms = [0, 1, 2].map(|a| {
-        if a < ndim {
-            zooms[a]
-        } else if zooms[a] > 0.0 {
-            zooms[a]
-        } else {
-            1.0
-        }
-    });
+    let zooms = [0, 1, 2].map(|a| if a < ndim || zooms[a] > 0.0 { zooms[a] } else { 1.0 });
     if zooms.iter().any(|&z| !(z.is_finite() && z > 0.0)) {
         return Err(Error::InvalidGrid(format!("{}: pixdim[1..4] must be positive, got {zooms:?}", path.display())));
     }

@@ -43,6 +43,7 @@ impl Warp {
 
     /// Sample point of target voxel (i, j, k) with flat index `v`.
     #[inline(always)]
+    #[allow(clippy::too_many_arguments)] // the hot inner call: plain values, no struct to build
     fn point(
         &self,
         m: &[f64; 12],
