@@ -93,6 +93,42 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Register a moving image to a fixed one (linear recipes for now): multi-scale instance-specific
+    /// optimization over a Gaussian pyramid with Adam.
+    ///
+    /// Writes PREFIX_warped.nii.gz (moving on the fixed grid), PREFIX_affine.tfm (ITK, LPS; maps fixed to
+    /// moving points, so `regsh apply -i MOVING -r FIXED -t PREFIX_affine.tfm` reproduces the warped
+    /// image) and PREFIX_report.json (stages, per-level losses, iterations, seconds, threads).
+    Register {
+        #[arg(long)]
+        fixed: PathBuf,
+        #[arg(long)]
+        moving: PathBuf,
+        /// Only fixed voxels inside this mask count.
+        #[arg(long)]
+        fixed_mask: Option<PathBuf>,
+        /// translation, rigid, similarity (rigid then similarity), affine (rigid then affine).
+        #[arg(long, default_value = "affine")]
+        transform: String,
+        /// Similarity measure with options, e.g. `mi`, `cr_patch[patch=8]`, `ncc`.
+        #[arg(long, default_value = "mi")]
+        metric: String,
+        /// Number of pyramid levels (factors 2^(scales-1) .. 1).
+        #[arg(long, default_value_t = 4)]
+        scales: usize,
+        /// Iterations per level, coarse to fine (one value for all levels, or one per level).
+        #[arg(long, value_delimiter = ',', default_values_t = vec![100usize, 60, 30, 15])]
+        iterations: Vec<usize>,
+        /// Adam learning rate (mm per step for translations); default 0.25 * factor + 0.25 per level.
+        #[arg(long)]
+        lr: Option<f64>,
+        /// Initialization: identity, centres, moments.
+        #[arg(long, default_value = "moments")]
+        init: String,
+        /// Output prefix.
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Write the Jacobian determinant of transforms on a reference grid (det <= 0 marks folding).
     Jacobian {
         /// A transform file (repeatable), in point order as for `apply`.
@@ -155,6 +191,21 @@ pub fn run(cli: Cli) -> Result<()> {
                 labels_moving,
                 json,
             })?;
+        }
+        Command::Register { fixed, moving, fixed_mask, transform, metric, scales, iterations, lr, init, out } => {
+            let report = crate::register::run(&crate::register::RegisterArgs {
+                fixed,
+                moving,
+                fixed_mask,
+                transform,
+                metric,
+                scales,
+                iterations,
+                lr,
+                init,
+                out,
+            })?;
+            println!("{}", report.display());
         }
         Command::Jacobian { transforms, reference, output } => {
             let fixed = load(&reference)?;

@@ -23,4 +23,6 @@ pub mod names;
 pub use error::{Error, Result};
 pub use image::{Grid, Image};
 pub mod ops;
+pub mod optim;
+pub mod register;
 pub mod spatial;

@@ -180,6 +180,15 @@ impl Metric {
         Ok(())
     }
 
+    /// Whether the intensity range of the fixed (`true`) or moving image is set.
+    pub fn has_range(&self, fixed: bool) -> bool {
+        if fixed {
+            self.parzen.range_fixed.is_some()
+        } else {
+            self.parzen.range_moving.is_some()
+        }
+    }
+
     /// Whether larger values of the measure mean better alignment.
     pub fn higher_is_better(&self) -> bool {
         self.kind != MetricKind::Mse

@@ -1,0 +1,120 @@
+//! First-order optimizers over candle [`Var`]s, with optional per-parameter scales (as ITK's
+//! physical-shift scales: a parameter's step is multiplied by its scale, so millimetres and radians
+//! move sensibly together).
+
+use candle_core::backprop::GradStore;
+use candle_core::{Tensor, Var};
+
+use crate::error::{Error, Result};
+
+/// A first-order optimizer.
+pub trait Optimizer {
+    /// One update of `vars` from their gradients (variables without a gradient are left alone).
+    fn step(&mut self, vars: &[Var], grads: &GradStore) -> Result<()>;
+    /// Sets the learning rate.
+    fn set_lr(&mut self, lr: f64);
+    /// Forgets the moment estimates (at a new pyramid level).
+    fn reset(&mut self);
+}
+
+fn scaled(g: &Tensor, scale: Option<&Tensor>) -> Result<Tensor> {
+    Ok(match scale {
+        Some(s) => g.broadcast_mul(s)?,
+        None => g.clone(),
+    })
+}
+
+/// Adam (Kingma & Ba 2015) with bias correction; `scales[i]` (same shape as `vars[i]`, or `None`)
+/// multiplies the step of each entry.
+pub struct Adam {
+    pub lr: f64,
+    pub beta1: f64,
+    pub beta2: f64,
+    pub eps: f64,
+    scales: Vec<Option<Tensor>>,
+    state: Vec<Option<(Tensor, Tensor)>>,
+    t: i32,
+}
+
+impl Adam {
+    /// Adam with `lr` and the usual betas (0.9, 0.999), eps 1e-8; `scales` per variable.
+    pub fn new(lr: f64, scales: Vec<Option<Tensor>>) -> Self {
+        Adam { lr, beta1: 0.9, beta2: 0.999, eps: 1e-8, scales, state: Vec::new(), t: 0 }
+    }
+}
+
+impl Optimizer for Adam {
+    fn step(&mut self, vars: &[Var], grads: &GradStore) -> Result<()> {
+        self.t += 1;
+        if self.state.len() < vars.len() {
+            self.state.resize(vars.len(), None);
+        }
+        let (b1, b2) = (self.beta1, self.beta2);
+        let c1 = 1.0 - b1.powi(self.t);
+        let c2 = 1.0 - b2.powi(self.t);
+        for (i, v) in vars.iter().enumerate() {
+            let Some(g) = grads.get(v.as_tensor()) else { continue };
+            let (m, s) = match &self.state[i] {
+                Some((m, s)) => ((m * b1)?.add(&(g * (1.0 - b1))?)?, (s * b2)?.add(&(g.sqr()? * (1.0 - b2))?)?),
+                None => ((g * (1.0 - b1))?, (g.sqr()? * (1.0 - b2))?),
+            };
+            let upd = ((&m / c1)? / ((&s / c2)?.sqrt()? + self.eps)?)?;
+            let upd = (scaled(&upd, self.scales.get(i).and_then(|s| s.as_ref()))? * self.lr)?;
+            v.set(&(v.as_tensor() - upd)?.detach())?;
+            self.state[i] = Some((m.detach(), s.detach()));
+        }
+        Ok(())
+    }
+    fn set_lr(&mut self, lr: f64) {
+        self.lr = lr;
+    }
+    fn reset(&mut self) {
+        self.state.clear();
+        self.t = 0;
+    }
+}
+
+/// Stochastic gradient descent with momentum (heavy ball, or Nesterov), per-parameter scales.
+pub struct Sgd {
+    pub lr: f64,
+    pub momentum: f64,
+    pub nesterov: bool,
+    scales: Vec<Option<Tensor>>,
+    velocity: Vec<Option<Tensor>>,
+}
+
+impl Sgd {
+    /// SGD with `lr` and `momentum` in `[0, 1)`. Errors: a momentum outside that range.
+    pub fn new(lr: f64, momentum: f64, nesterov: bool, scales: Vec<Option<Tensor>>) -> Result<Self> {
+        if !(0.0..1.0).contains(&momentum) {
+            return Err(Error::arg("sgd", format!("momentum must be in [0, 1), got {momentum}")));
+        }
+        Ok(Sgd { lr, momentum, nesterov, scales, velocity: Vec::new() })
+    }
+}
+
+impl Optimizer for Sgd {
+    fn step(&mut self, vars: &[Var], grads: &GradStore) -> Result<()> {
+        if self.velocity.len() < vars.len() {
+            self.velocity.resize(vars.len(), None);
+        }
+        for (i, v) in vars.iter().enumerate() {
+            let Some(g) = grads.get(v.as_tensor()) else { continue };
+            let g = scaled(g, self.scales.get(i).and_then(|s| s.as_ref()))?;
+            let vel = match &self.velocity[i] {
+                Some(b) => ((b * self.momentum)? + &g)?,
+                None => g.clone(),
+            };
+            let dir = if self.nesterov { (&g + (&vel * self.momentum)?)? } else { vel.clone() };
+            v.set(&(v.as_tensor() - (dir * self.lr)?)?.detach())?;
+            self.velocity[i] = Some(vel.detach());
+        }
+        Ok(())
+    }
+    fn set_lr(&mut self, lr: f64) {
+        self.lr = lr;
+    }
+    fn reset(&mut self) {
+        self.velocity.clear();
+    }
+}
