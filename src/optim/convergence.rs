@@ -48,7 +48,8 @@ mod tests {
     #[test]
     fn flat_converges_and_falling_does_not() {
         let mut w = WindowedSlope::new(5, 1e-3);
-        assert!(!(0..5).map(|i| w.push(10.0 - i as f64)).any(|c| c));
+        let falling: Vec<bool> = (0..5).map(|i| w.push(10.0 - i as f64)).collect();
+        assert_eq!(falling, vec![false; 5]);
         let mut f = WindowedSlope::new(5, 1e-3);
         let c: Vec<bool> = (0..6).map(|i| f.push(1.0 + 1e-6 * i as f64)).collect();
         assert_eq!(c, vec![false, false, false, false, true, true]);
