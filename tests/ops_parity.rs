@@ -240,3 +240,29 @@ fn parzen_kernels_match_dense_twins_with_patches_and_mask() {
         }
     }
 }
+
+#[test]
+fn border_gradient_is_zero_on_the_edge_voxel_as_pytorch() {
+    // A ramp v = 10 + x along x; a point exactly on the last voxel with border padding: the clamp is
+    // active there, so d/dx = 0 (PyTorch's clip_coordinates_set_grad), not -v (a corner read as 0).
+    let ramp: Vec<f32> = (0..5 * 2 * 2).map(|i| 10.0 + (i % 5) as f32).collect();
+    let img = Tensor::from_vec(ramp, (1, 2, 2, 5), &Device::Cpu).unwrap();
+    for x in [4.0f32, 0.0, 5.5, -1.0] {
+        let p = Var::from_tensor(&Tensor::from_vec(vec![x, 0.5, 0.5], (1, 3), &Device::Cpu).unwrap()).unwrap();
+        for slow in [false, true] {
+            let out = if slow {
+                grid_sample_slow(&img, &p, Padding::Border)
+            } else {
+                grid_sample(&img, &p, SampleMode::Linear, Padding::Border)
+            }
+            .unwrap();
+            let g = out.sum_all().unwrap().backward().unwrap();
+            let d = g.get(p.as_tensor()).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            assert_eq!(d[0], 0.0, "x = {x}, slow twin {slow}");
+        }
+    }
+    // Inside, the derivative is the slope, 1.
+    let p = Var::from_tensor(&Tensor::from_vec(vec![2.3f32, 0.5, 0.5], (1, 3), &Device::Cpu).unwrap()).unwrap();
+    let g = grid_sample(&img, &p, SampleMode::Linear, Padding::Border).unwrap().sum_all().unwrap().backward().unwrap();
+    assert!((g.get(p.as_tensor()).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap()[0] - 1.0).abs() < 1e-6);
+}

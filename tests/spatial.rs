@@ -330,6 +330,18 @@ fn itk_files_written_by_others_are_read() {
     // LPS: x' = Rz(90) x + (1, 0, 0). RAS point (1, 0, 0) is LPS (-1, 0, 0) -> (1, -1, 0) LPS -> RAS (-1, 1, 0).
     let q = m * nalgebra::Vector4::new(1.0, 0.0, 0.0, 1.0);
     assert!((q[0] + 1.0).abs() < 1e-9 && (q[1] - 1.0).abs() < 1e-9 && q[2].abs() < 1e-9, "{q}");
+    // ScaleVersor3D: ITK's matrix is the rotation plus (scale - 1) on the diagonal, not R * S. 90 degrees
+    // about z, scales (2, 1, 1): LPS (1, 0, 0) -> (1, 1, 0); in RAS (-1, 0, 0) -> (-1, -1, 0).
+    let s45 = std::f64::consts::FRAC_PI_4.sin();
+    let text = format!("#Insight Transform File V1.0\nTransform: ScaleVersor3DTransform_double_3_3\nParameters: 0 0 {s45} 0 0 0 2 1 1\nFixedParameters: 0 0 0\n");
+    std::fs::write(&p, text).unwrap();
+    let m = read_itk_tfm(&p).unwrap().linear_matrix().unwrap().unwrap();
+    let q = m * nalgebra::Vector4::new(-1.0, 0.0, 0.0, 1.0);
+    assert!((q[0] + 1.0).abs() < 1e-9 && (q[1] + 1.0).abs() < 1e-9 && q[2].abs() < 1e-9, "{q}");
+    // Non-finite parameters are refused, not applied.
+    let text = "#Insight Transform File V1.0\nTransform: AffineTransform_double_3_3\nParameters: 1 0 0 0 1 0 0 0 1 nan 0 0\nFixedParameters: 0 0 0\n";
+    std::fs::write(&p, text).unwrap();
+    assert!(read_itk_tfm(&p).unwrap_err().to_string().contains("non-finite"));
     std::fs::write(&p, "#Insight Transform File V1.0\nTransform: BSplineTransform_double_3_3\nParameters: 1\n")
         .unwrap();
     assert!(read_itk_tfm(&p).unwrap_err().to_string().contains("unsupported ITK transform type"));

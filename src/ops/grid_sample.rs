@@ -6,7 +6,8 @@
 //!
 //! Padding: `Zero` treats voxels outside the image as 0 (PyTorch `grid_sample`, `padding_mode="zeros"`,
 //! `align_corners=True` after conversion to voxel units); `Border` clamps the points into the image first
-//! (so the gradient with respect to a clamped coordinate is 0).
+//! (so the gradient with respect to a coordinate that is clamped, or exactly on the first or last voxel,
+//! is 0, as PyTorch's `clip_coordinates_set_grad`).
 
 use candle_core::{CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
@@ -199,8 +200,16 @@ pub fn grid_sample_slow(image: &Tensor, points: &Tensor, padding: Padding) -> Re
     let mut p = points.reshape((n, 3))?;
     let lim = [x, y, z];
     if padding == Padding::Border {
-        let cols: Vec<Tensor> =
-            (0..3).map(|a| p.narrow(1, a, 1)?.clamp(0f32, (lim[a] - 1) as f32)).collect::<Result<_>>()?;
+        // Clamp into the image; the gradient is 0 where clamped or on the edge (PyTorch's convention).
+        let cols: Vec<Tensor> = (0..3)
+            .map(|a| {
+                let c = p.narrow(1, a, 1)?;
+                let hi = (lim[a] - 1) as f32;
+                let live = c.detach().gt(0f32)?.mul(&c.detach().lt(hi)?)?.to_dtype(DType::F32)?;
+                let clamped = c.detach().clamp(0f32, hi)?;
+                (c * &live)? + (clamped * (1.0 - &live)?)?
+            })
+            .collect::<Result<_>>()?;
         p = Tensor::cat(&cols, 1)?;
     }
     let p0 = p.detach().floor()?;

@@ -34,6 +34,9 @@ pub(crate) fn sample(img: &[f32], s: Shape3, p: [f64; 3], border: bool) -> f32 {
 /// The range of `i` in `0..n` for which `p0 + i * dp` stays strictly inside `[0, lim)` on every axis
 /// (the trilinear interior), shrunk by one step at each end so rounding can never put a point outside.
 pub(crate) fn interior_span(p0: [f64; 3], dp: [f64; 3], lim: [f64; 3], n: usize) -> (usize, usize) {
+    if p0.iter().chain(&dp).any(|v| !v.is_finite()) {
+        return (0, 0);
+    }
     let (mut lo, mut hi) = (0f64, n as f64);
     for a in 0..3 {
         if dp[a] == 0.0 {
@@ -95,8 +98,10 @@ pub(crate) fn corners(p: [f64; 3], s: Shape3, border: bool) -> Corners {
     if border {
         for a in 0..3 {
             let hi = (s[a] - 1) as f64;
-            if q[a] < 0.0 || q[a] > hi {
-                live[a] = 0.0; // clamped: the sample does not move with this coordinate
+            if q[a] <= 0.0 || q[a] >= hi {
+                // Clamped (or on the clamp's edge): the sample does not move with this coordinate, as
+                // PyTorch's `clip_coordinates_set_grad`.
+                live[a] = 0.0;
                 q[a] = q[a].clamp(0.0, hi);
             }
         }
@@ -131,9 +136,11 @@ pub(crate) fn corners(p: [f64; 3], s: Shape3, border: bool) -> Corners {
 #[inline(always)]
 pub(crate) fn corners_fast(p: [f64; 3], s: Shape3, border: bool) -> Corners {
     let [nx, ny, nz] = s;
-    if p[0] >= 0.0
-        && p[1] >= 0.0
-        && p[2] >= 0.0
+    // With border padding a point on the first voxel is on the clamp's edge (zero gradient): general path.
+    let lo = if border { f64::MIN_POSITIVE } else { 0.0 };
+    if p[0] >= lo
+        && p[1] >= lo
+        && p[2] >= lo
         && p[0] < (nx - 1) as f64
         && p[1] < (ny - 1) as f64
         && p[2] < (nz - 1) as f64

@@ -88,6 +88,9 @@ fn fmt(v: f64) -> String {
 /// One transform of an ITK file, as a RAS world matrix (fixed -> moving).
 fn itk_matrix(path: &Path, kind: &str, p: &[f64], fixed: &[f64]) -> Result<Matrix4<f64>> {
     let base = kind.split('_').next().unwrap_or(kind);
+    if p.iter().chain(fixed).any(|v| !v.is_finite()) {
+        return Err(bad(path, format!("{kind} has non-finite parameters")));
+    }
     let need = |n: usize| -> Result<()> {
         if p.len() < n {
             Err(bad(path, format!("{kind} needs {n} parameters, found {}", p.len())))
@@ -135,7 +138,12 @@ fn itk_matrix(path: &Path, kind: &str, p: &[f64], fixed: &[f64]) -> Result<Matri
         }
         "ScaleVersor3DTransform" => {
             need(9)?;
-            (versor(&p[..3]) * Matrix3::from_diagonal(&Vector3::new(p[6], p[7], p[8])), Vector3::new(p[3], p[4], p[5]))
+            // ITK's ComputeMatrix: the versor's rotation with (scale - 1) added on the diagonal.
+            let mut m = versor(&p[..3]);
+            for a in 0..3 {
+                m[(a, a)] += p[6 + a] - 1.0;
+            }
+            (m, Vector3::new(p[3], p[4], p[5]))
         }
         other => return Err(bad(path, format!("unsupported ITK transform type {other}"))),
     };
@@ -259,7 +267,10 @@ pub fn read_ants_mat(path: &Path) -> Result<Arc<dyn Transform>> {
         }
         let name = String::from_utf8_lossy(&b[pos..end - 1]).to_string();
         pos = end;
-        let n = (rows * cols) as usize;
+        let n = (rows as usize)
+            .checked_mul(cols as usize)
+            .filter(|n| *n <= 1 << 20)
+            .ok_or_else(|| bad(path, "implausible matrix size"))?;
         let prec = (ty / 10) % 10;
         let size = match prec {
             0 => 8,

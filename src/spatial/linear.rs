@@ -109,6 +109,12 @@ impl Linear {
             });
         }
         let params = if params.dtype() == DType::F32 { params } else { params.to_dtype(DType::F32)? };
+        if centre.iter().any(|c| !c.is_finite()) {
+            return Err(Error::arg(
+                format!("{} transform", kind.name()),
+                format!("centre must be finite, got {centre:?}"),
+            ));
+        }
         Ok(Linear { kind, params, centre })
     }
 
@@ -121,8 +127,15 @@ impl Linear {
         Linear { kind, params: t, centre }
     }
 
-    /// A transform of `kind` from parameter values. Errors: a wrong count.
+    /// A transform of `kind` from parameter values. Errors: a wrong count; a non-finite (or absurdly large)
+    /// value.
     pub fn from_params(kind: LinearKind, params: &[f64], centre: [f64; 3]) -> Result<Self> {
+        if let Some(v) = params.iter().find(|v| !v.is_finite() || v.abs() > 1e12) {
+            return Err(Error::arg(
+                format!("{} transform", kind.name()),
+                format!("parameter {v} is not a finite value"),
+            ));
+        }
         let v: Vec<f32> = params.iter().map(|&x| x as f32).collect();
         let n = v.len();
         Linear::new(kind, Tensor::from_vec(v, n, &Device::Cpu)?, centre)
@@ -213,6 +226,9 @@ impl Linear {
     ///
     /// Errors: [`Error::InvalidArgument`] for a singular matrix or one the kind cannot represent.
     pub fn from_matrix(kind: LinearKind, m: &Matrix4<f64>, centre: [f64; 3]) -> Result<Self> {
+        if m.iter().any(|v| !v.is_finite()) {
+            return Err(Error::arg("linear transform", "the matrix has non-finite entries"));
+        }
         let a: Matrix3<f64> = m.fixed_view::<3, 3>(0, 0).into();
         let b = Vector3::new(m[(0, 3)], m[(1, 3)], m[(2, 3)]);
         let c = Vector3::from(centre);
