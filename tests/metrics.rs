@@ -231,7 +231,10 @@ fn unknown_metric_and_option_names_get_suggestions() {
 
 #[test]
 fn regularizers_give_known_values() {
-    let g = Grid::axis_aligned([10, 9, 8], [2.0, 1.0, 0.5], [0.0; 3]).unwrap();
+    // An oblique, left-handed grid (as avg152's LAS, rotated): world derivatives need the direction.
+    let d = nalgebra::Rotation3::from_euler_angles(0.3, -0.2, 0.5).matrix()
+        * nalgebra::Matrix3::from_diagonal(&nalgebra::Vector3::new(-1.0, 1.0, 1.0));
+    let g = Grid::new([10, 9, 8], [2.0, 1.0, 0.5], [5.0, -3.0, 2.0], d).unwrap();
     let [nx, ny, nz] = g.shape();
     // A linear field u = A x (x in mm): constant gradient A, no curvature, det(I + A).
     let a = [[0.1, 0.02, 0.0], [0.0, -0.05, 0.03], [0.01, 0.0, 0.2]];
@@ -253,9 +256,9 @@ fn regularizers_give_known_values() {
     assert!((scalar(&diffusion(&u, sp).unwrap()) - want).abs() < 1e-6);
     assert!(scalar(&bending_energy(&u, sp).unwrap()).abs() < 1e-6);
     let det = nalgebra::Matrix3::from_fn(|r, c| a[r][c] + if r == c { 1.0 } else { 0.0 }).determinant();
-    let jd = jacobian_det(&u, sp).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let jd = jacobian_det(&u, &g).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
     assert!(jd.iter().all(|d| (*d as f64 - det).abs() < 1e-5));
-    assert_eq!(scalar(&folding(&u, sp).unwrap()), 0.0);
+    assert_eq!(scalar(&folding(&u, &g).unwrap()), 0.0);
     // u = -2 x folds space (det = -1): the penalty is 1.
     let mut w = vec![0f32; 3 * nx * ny * nz];
     for k in 0..nz {
@@ -269,8 +272,8 @@ fn regularizers_give_known_values() {
         }
     }
     let uf = Tensor::from_vec(w, (3, nz, ny, nx), &Device::Cpu).unwrap();
-    assert!((scalar(&folding(&uf, sp).unwrap()) - 1.0).abs() < 1e-5);
-    // A quadratic field u_x = x^2 (mm): u_xx = 2, so bending energy = 4 over the interior.
+    assert!((scalar(&folding(&uf, &g).unwrap()) - 1.0).abs() < 1e-5);
+    // A quadratic field u_x = x^2 / 2 (world mm): its Hessian is diag(1, 0, 0).
     let mut q = vec![0f32; 3 * nx * ny * nz];
     for k in 0..nz {
         for j in 0..ny {
@@ -281,7 +284,22 @@ fn regularizers_give_known_values() {
         }
     }
     let uq = Tensor::from_vec(q, (3, nz, ny, nx), &Device::Cpu).unwrap();
-    assert!((scalar(&bending_energy(&uq, sp).unwrap()) - 1.0).abs() < 1e-4);
+    // Bending energy is the squared Frobenius norm of the Hessian, invariant to the grid's rotation: 1.
+    assert!((scalar(&bending_energy(&uq, sp).unwrap()) - 1.0).abs() < 1e-3);
+    // Thin fields: a single slice has no z derivative; a single voxel has none at all.
+    let thin = Grid::axis_aligned([6, 5, 1], [1.0; 3], [0.0; 3]).unwrap();
+    let zero = Tensor::zeros((3, 1, 5, 6), DType::F32, &Device::Cpu).unwrap();
+    assert_eq!(scalar(&folding(&zero, &thin).unwrap()), 0.0);
+    assert!(jacobian_det(&zero, &thin)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap()
+        .iter()
+        .all(|v| *v == 1.0));
+    let one = Tensor::zeros((3, 1, 1, 1), DType::F32, &Device::Cpu).unwrap();
+    assert_eq!(scalar(&diffusion(&one, [1.0; 3]).unwrap()), 0.0);
 }
 
 /// Sweeps of a translation along each axis and a rotation about z, for T2 and PD against T1 (truth:

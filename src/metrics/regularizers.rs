@@ -4,7 +4,8 @@
 
 use candle_core::Tensor;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
+use crate::image::Grid;
 
 /// Forward difference along tensor dim `d` (1 = z, 2 = y, 3 = x) divided by `h` mm.
 fn diff(u: &Tensor, d: usize, h: f64) -> Result<Tensor> {
@@ -12,9 +13,11 @@ fn diff(u: &Tensor, d: usize, h: f64) -> Result<Tensor> {
     Ok(((u.narrow(d, 1, n - 1)? - u.narrow(d, 0, n - 1)?)? / h)?)
 }
 
-/// Diffusion regularizer (seed `001` eq. 8; VoxelMorph's `Grad('l2')`): the mean over voxels of the squared
-/// first derivatives of the field, summed over the three components and averaged over the three
-/// directions. Units mm^2 / mm^2 (dimensionless). Axes of size 1 are skipped.
+/// Diffusion regularizer (seed `001` eq. 8): the mean over voxels of the squared first derivatives of the
+/// field, summed over the three components and averaged over the directions (VoxelMorph's `Grad('l2')`
+/// averages over components too: this is 3 times its value). Dimensionless. Axes of size 1 are skipped;
+/// a field with none left gives 0. Derivatives along voxel axes: exact for any orthogonal direction
+/// matrix, as the measure is rotation invariant.
 pub fn diffusion(field: &Tensor, spacing: [f64; 3]) -> Result<Tensor> {
     let mut terms = Vec::new();
     for (d, h) in [(3, spacing[0]), (2, spacing[1]), (1, spacing[2])] {
@@ -22,7 +25,10 @@ pub fn diffusion(field: &Tensor, spacing: [f64; 3]) -> Result<Tensor> {
             terms.push(diff(field, d, h)?.sqr()?.sum(0)?.mean_all()?);
         }
     }
-    let n = terms.len().max(1) as f64;
+    if terms.is_empty() {
+        return Ok(Tensor::new(0f32, field.device())?);
+    }
+    let n = terms.len() as f64;
     Ok((Tensor::stack(&terms, 0)?.sum_all()? / n)?)
 }
 
@@ -56,19 +62,41 @@ pub fn bending_energy(field: &Tensor, spacing: [f64; 3]) -> Result<Tensor> {
     }
 }
 
-/// Jacobian determinant field `(Z-1, Y-1, X-1)` of `x -> x + u(x)` by forward differences, for a field on
-/// an axis-aligned grid of `spacing` (direction cosines do not change the determinant). Differentiable.
-pub fn jacobian_det(field: &Tensor, spacing: [f64; 3]) -> Result<Tensor> {
-    let (_, z, y, x) = field.dims4()?;
-    let crop = |t: &Tensor| -> Result<Tensor> { Ok(t.narrow(1, 0, z - 1)?.narrow(2, 0, y - 1)?.narrow(3, 0, x - 1)?) };
-    // g[a][c]: d u_c / d x_a
-    let mut g: Vec<Vec<Tensor>> = Vec::new();
-    for (d, h) in [(3, spacing[0]), (2, spacing[1]), (1, spacing[2])] {
-        let dd = crop(&diff(field, d, h)?.pad_with_zeros(d, 0, 1)?)?;
-        g.push((0..3).map(|c| dd.get(c)).collect::<candle_core::Result<Vec<_>>>()?);
+/// Jacobian determinant field `(Z', Y', X')` of `x -> x + u(x)` for a field `(3, Z, Y, X)` (mm, world
+/// components) on `grid`, by forward differences along the voxel axes mapped to world derivatives through
+/// the grid's direction and spacing (`du/dx = du/dijk * A^-1`). Axes of size 1 contribute no derivative
+/// and are not cropped; other axes lose their last voxel. Differentiable. `det <= 0` marks folding.
+///
+/// Errors: a field that is not `(3, Z, Y, X)` on the grid.
+pub fn jacobian_det(field: &Tensor, grid: &Grid) -> Result<Tensor> {
+    let (c3, z, y, x) = field.dims4()?;
+    let [gz, gy, gx] = grid.zyx();
+    if c3 != 3 || (z, y, x) != (gz, gy, gx) {
+        return Err(Error::Shape {
+            op: "jacobian_det".into(),
+            expected: format!("(3, {gz}, {gy}, {gx})"),
+            actual: format!("{:?}", field.dims()),
+        });
     }
-    // J = I + du/dx; J[c][a] = delta + g[a][c]
-    let j = |c: usize, a: usize| -> Result<Tensor> { Ok(if a == c { (&g[a][c] + 1.0)? } else { g[a][c].clone() }) };
+    let keep = |n: usize| if n > 1 { n - 1 } else { 1 };
+    let (kz, ky, kx) = (keep(z), keep(y), keep(x));
+    let crop = |t: &Tensor| -> Result<Tensor> { Ok(t.narrow(1, 0, kz)?.narrow(2, 0, ky)?.narrow(3, 0, kx)?) };
+    // d[a][c] = d u_c / d index_a (a = x, y, z), on the cropped grid; zero along axes of size 1.
+    let mut d: Vec<Vec<Tensor>> = Vec::new();
+    for (dim, n) in [(3, x), (2, y), (1, z)] {
+        let dd =
+            if n > 1 { crop(&diff(field, dim, 1.0)?.pad_with_zeros(dim, 0, 1)?)? } else { crop(&field.zeros_like()?)? };
+        d.push((0..3).map(|c| dd.get(c)).collect::<candle_core::Result<Vec<_>>>()?);
+    }
+    let a = grid.voxel_to_world();
+    let a3 = nalgebra::Matrix3::from_fn(|r, c| a[(r, c)]);
+    let inv = a3.try_inverse().ok_or_else(|| Error::InvalidGrid("singular grid matrix".into()))?;
+    // J[c][w] = delta + sum_a d[a][c] * inv[a][w]
+    let j = |c: usize, w: usize| -> Result<Tensor> {
+        let mut t = ((&d[0][c] * inv[(0, w)])? + (&d[1][c] * inv[(1, w)])?)?;
+        t = (t + (&d[2][c] * inv[(2, w)])?)?;
+        Ok(if c == w { (t + 1.0)? } else { t })
+    };
     let (j00, j01, j02) = (j(0, 0)?, j(0, 1)?, j(0, 2)?);
     let (j10, j11, j12) = (j(1, 0)?, j(1, 1)?, j(1, 2)?);
     let (j20, j21, j22) = (j(2, 0)?, j(2, 1)?, j(2, 2)?);
@@ -78,7 +106,8 @@ pub fn jacobian_det(field: &Tensor, spacing: [f64; 3]) -> Result<Tensor> {
     Ok(((t1 - t2)? + t3)?)
 }
 
-/// Folding penalty: the mean over voxels of `relu(-det J)`, zero for a field without folding.
-pub fn folding(field: &Tensor, spacing: [f64; 3]) -> Result<Tensor> {
-    Ok(jacobian_det(field, spacing)?.neg()?.relu()?.mean_all()?)
+/// Folding penalty: the mean over voxels of `relu(-det J)` ([`jacobian_det`]), zero for a field without
+/// folding. Errors: as [`jacobian_det`].
+pub fn folding(field: &Tensor, grid: &Grid) -> Result<Tensor> {
+    Ok(jacobian_det(field, grid)?.neg()?.relu()?.mean_all()?)
 }
