@@ -368,3 +368,20 @@ fn displacement_field_files_round_trip_in_lps() {
     assert_eq!(back.field().flatten_all().unwrap().to_vec1::<f32>().unwrap(), ras);
     assert!(back.grid().same_as(&g, 1e-5));
 }
+
+#[test]
+fn label_warps_give_background_outside_and_keep_large_labels_exact() {
+    let g = Grid::axis_aligned([8, 8, 8], [1.0; 3], [0.0; 3]).unwrap();
+    let big = 16_777_217.0f64; // 2^24 + 1: not representable in f32
+    let vals: Vec<f64> = (0..512).map(|n| if n % 8 < 4 { 5.0 } else { big }).collect();
+    let t = Tensor::from_vec(vals, (1, 8, 8, 8), &Device::Cpu).unwrap();
+    let labels = Image::new(t, g.clone(), regsh::image::DataType::Int32).unwrap();
+    // Shifted by 20 mm: every sample is outside the label map.
+    let away = Linear::translation([20.0, 0.0, 0.0]);
+    for interp in [WarpInterpolation::Nearest, WarpInterpolation::LabelLinear] {
+        let out = warp(&labels, &away, &g, interp, Padding::Zero).unwrap();
+        assert!(out.to_vec_f64().unwrap().iter().all(|v| *v == 0.0), "{interp:?} outside");
+        let same = warp(&labels, &Linear::translation([0.0; 3]), &g, interp, Padding::Zero).unwrap();
+        assert_eq!(same.to_vec_f64().unwrap(), labels.to_vec_f64().unwrap(), "{interp:?} identity");
+    }
+}

@@ -180,6 +180,22 @@ pub(crate) fn sample_trilinear(img: &[f32], shape: [usize; 3], p: [f64; 3], pad:
 
 /// Nearest-neighbour resampling by gathering source voxels: exact copies of values, any element type.
 fn nearest(image: &Image, target: &Grid, m: &Matrix4<f64>, padding: Padding) -> Result<Image> {
+    let [ox, oy, _] = target.shape();
+    gather_nearest(image, target, padding, |flat| {
+        let (i, j, k) = (flat % ox, (flat / ox) % oy, flat / (ox * oy));
+        super::grid::apply(m, [i as f64, j as f64, k as f64])
+    })
+}
+
+/// Nearest-neighbour sampling of `image` at `point(v)` (fractional voxel indices of `image`) for every
+/// voxel `v` of `target`, by gathering: values are copied exactly, in the image's own element type
+/// (labels beyond 2^24 stay exact). Outside: the padding value (zero, border clamp, or a constant).
+pub(crate) fn gather_nearest(
+    image: &Image,
+    target: &Grid,
+    padding: Padding,
+    point: impl Fn(usize) -> [f64; 3] + Sync,
+) -> Result<Image> {
     let [nx, ny, nz] = image.grid().shape();
     let [ox, oy, oz] = target.shape();
     let nvox = nx * ny * nz;
@@ -187,8 +203,7 @@ fn nearest(image: &Image, target: &Grid, m: &Matrix4<f64>, padding: Padding) -> 
     let idx: Vec<u32> = (0..ox * oy * oz)
         .into_par_iter()
         .map(|flat| {
-            let (i, j, k) = (flat % ox, (flat / ox) % oy, flat / (ox * oy));
-            let p = super::grid::apply(m, [i as f64, j as f64, k as f64]);
+            let p = point(flat);
             let mut q = [p[0].round(), p[1].round(), p[2].round()];
             let lim = [nx as f64 - 1.0, ny as f64 - 1.0, nz as f64 - 1.0];
             if padding == Padding::Border {

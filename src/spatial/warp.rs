@@ -6,7 +6,7 @@ use candle_core::{DType, Device, Tensor};
 use super::{matrix34, matrix44_of, Transform};
 use crate::error::{Error, Result};
 use crate::image::ops::one_hot;
-use crate::image::resample::{snap, Padding};
+use crate::image::resample::{gather_nearest, snap, Padding};
 use crate::image::{DataType, Grid, Image};
 use crate::names;
 use crate::ops::{affine_grid, grid_sample, warp_affine, warp_field, SampleMode};
@@ -128,8 +128,9 @@ pub fn warp(
             Image::new(t, onto.clone(), DataType::Float32)
         }
         WarpInterpolation::Nearest => {
-            let t = warp_tensor(moving.data(), moving.grid(), transform, onto, SampleMode::Nearest, padding)?;
-            Image::new(t, onto.clone(), moving.dtype())
+            // Gathered in the image's own element type, so labels beyond 2^24 stay exact.
+            let pts = sample_points(moving.grid(), transform, onto)?.flatten_all()?.to_vec1::<f32>()?;
+            gather_nearest(moving, onto, padding, |v| [pts[3 * v] as f64, pts[3 * v + 1] as f64, pts[3 * v + 2] as f64])
         }
         WarpInterpolation::LabelLinear => {
             if moving.channels() != 1 {
@@ -137,9 +138,19 @@ pub fn warp(
             }
             let (oh, labels) = one_hot(moving, None)?;
             let w = warp_tensor(oh.data(), moving.grid(), transform, onto, SampleMode::Linear, padding)?;
+            let best = w.max_keepdim(0)?.flatten_all()?.to_vec1::<f32>()?;
             let arg = w.argmax_keepdim(0)?.to_dtype(DType::U32)?.flatten_all()?.to_vec1::<u32>()?;
-            let vals: Vec<f32> = arg.iter().map(|&i| labels[i as usize] as f32).collect();
-            Ok(Image::from_vec(vals, 1, onto.clone())?.with_dtype(moving.dtype()))
+            // Where no label reaches the point (outside the moving image) the output is background 0.
+            let vals: Vec<f64> =
+                arg.iter().zip(&best).map(|(&i, &b)| if b > 0.0 { labels[i as usize] as f64 } else { 0.0 }).collect();
+            let exact_f32 = vals.iter().all(|v| v.abs() <= 16_777_216.0);
+            let [z, y, x] = onto.zyx();
+            let t = if exact_f32 {
+                Tensor::from_vec(vals.iter().map(|&v| v as f32).collect::<Vec<_>>(), (1, z, y, x), &Device::Cpu)?
+            } else {
+                Tensor::from_vec(vals, (1, z, y, x), &Device::Cpu)?
+            };
+            Image::new(t, onto.clone(), moving.dtype())
         }
     }
 }
