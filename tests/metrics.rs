@@ -71,6 +71,13 @@ fn identical_images_give_the_known_answers() {
     let h: f64 = counts.iter().filter(|c| **c > 0.0).map(|c| c / q.len() as f64).map(|p| -p * p.ln()).sum();
     let mi = metric("mi", &narrow).value(&qa, &qa, None).unwrap();
     assert!((mi - h).abs() < 1e-5, "MI {mi} vs entropy {h}");
+    // Each voxel's Parzen weights sum to 1, at the edge bins as in the middle: three well separated
+    // levels (10 %, 80 %, 10 %, two at the range's ends) give CR exactly 1 with the default kernel.
+    let levels: Vec<f32> =
+        (0..24 * 24 * 24).map(|i| [0.0, 15.0, 15.0, 15.0, 15.0, 15.0, 15.0, 15.0, 15.0, 31.0][i % 10]).collect();
+    let lv = vol(levels, 24);
+    let cr = metric("cr", &[]).value(&lv, &lv, None).unwrap();
+    assert!((cr - 1.0).abs() < 1e-5, "CR of three levels {cr}");
     // Wider kernels smooth the histogram and lower MI below the entropy.
     let wide = metric("mi", &[("bins", OptionValue::Number(16.0)), ("sigma", OptionValue::Number(1.0))])
         .value(&qa, &qa, None)

@@ -4,8 +4,8 @@
 //! Inputs are **bin coordinates**: an intensity mapped linearly so that bin centres sit at 0, 1, ...,
 //! `bins - 1` (the caller does the mapping with differentiable tensor ops). Each voxel contributes to bin
 //! `k` the weight `w(k, u) = exp(-(u - k)^2 / (2 sigma^2))` (sigma in bin widths), truncated to
-//! `|u - k| <= ceil(4 sigma)`. The Gaussian's normalizing constant cancels in every measure built on these
-//! sums (seed `000` eq. 2, seed `001` eq. 5).
+//! `|u - k| <= ceil(4 sigma)`, then normalized so each voxel's weights sum to 1 (as MONAI does; the
+//! Gaussian's own constant of seed `000` eq. 2 and seed `001` eq. 5 cancels in every measure).
 //!
 //! - [`parzen_moments`] (correlation ratio, seed `000` eqs. 1-3): per patch, `S0_k = sum_i m_i w(k, u_i)`,
 //!   `S1_k = sum_i m_i w(k, u_i) y_i`, then `n = sum m_i`, `sum m_i y_i`, `sum m_i y_i^2`.
@@ -91,6 +91,34 @@ impl Parzen {
         let w = (-0.5 * d * d / (self.sigma * self.sigma)).exp();
         (w, -d / (self.sigma * self.sigma) * w)
     }
+
+    /// The normalized weights `w_k / sum_j w_j` of `u` over its span and their derivatives with respect
+    /// to `u`, into `w` and `dw` indexed from `lo`; returns `(lo, hi)` (empty when `hi < lo`). Each voxel
+    /// so contributes a total weight of exactly 1, at the edge bins as in the middle (MONAI normalizes
+    /// the same way).
+    #[inline]
+    fn weights(&self, u: f64, w: &mut [f64; 64], dw: &mut [f64; 64]) -> (usize, usize) {
+        let (lo, hi) = self.span(u);
+        if hi < lo {
+            return (lo, hi);
+        }
+        let (mut sw, mut sd) = (0.0, 0.0);
+        for k in lo..=hi {
+            let (a, b) = self.w(k, u);
+            w[k - lo] = a;
+            dw[k - lo] = b;
+            sw += a;
+            sd += b;
+        }
+        if sw <= 0.0 {
+            return (1, 0);
+        }
+        for k in 0..=hi - lo {
+            dw[k] = (dw[k] - w[k] / sw * sd) / sw;
+            w[k] /= sw;
+        }
+        (lo, hi)
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -173,11 +201,12 @@ impl CustomOp2 for Moments {
                 return;
             }
             let (uv, yv) = (u[v] as f64, y[v] as f64);
-            let (lo, hi) = self.parzen.span(uv);
+            let (mut w, mut dw) = ([0f64; 64], [0f64; 64]);
+            let (lo, hi) = self.parzen.weights(uv, &mut w, &mut dw);
             for k in lo..=hi {
-                let w = self.parzen.w(k, uv).0 * m;
-                a[k] += w;
-                a[b + k] += w * yv;
+                let wk = w[k - lo] * m;
+                a[k] += wk;
+                a[b + k] += wk * yv;
             }
             a[2 * b] += m;
             a[2 * b + 1] += m * yv;
@@ -207,12 +236,12 @@ impl CustomOp2 for Moments {
                     }
                     let gp = &g[self.layout.patch_of(&c, i, j, k) * width..][..width];
                     let (x, yy) = (uv[v] as f64, yv[v] as f64);
-                    let (lo, hi) = self.parzen.span(x);
+                    let (mut w, mut dw) = ([0f64; 64], [0f64; 64]);
+                    let (lo, hi) = self.parzen.weights(x, &mut w, &mut dw);
                     let (mut a, mut by) = (0f64, 0f64);
                     for kk in lo..=hi {
-                        let (w, dw) = self.parzen.w(kk, x);
-                        a += dw * (gp[kk] as f64 + gp[b + kk] as f64 * yy);
-                        by += w * gp[b + kk] as f64;
+                        a += dw[kk - lo] * (gp[kk] as f64 + gp[b + kk] as f64 * yy);
+                        by += w[kk - lo] * gp[b + kk] as f64;
                     }
                     by += gp[2 * b + 1] as f64 + 2.0 * yy * gp[2 * b + 2] as f64;
                     let t = j * nx + i;
@@ -241,14 +270,12 @@ impl CustomOp2 for Joint {
                 return;
             }
             let (av, bv) = (a[v] as f64, bb[v] as f64);
-            let (alo, ahi) = self.parzen.span(av);
-            let (blo, bhi) = self.parzen.span(bv);
-            let mut wb = [0f64; 64];
-            for l in blo..=bhi {
-                wb[l - blo] = self.parzen.w(l, bv).0;
-            }
+            let (mut wa_, mut dwa) = ([0f64; 64], [0f64; 64]);
+            let (mut wb, mut dwb) = ([0f64; 64], [0f64; 64]);
+            let (alo, ahi) = self.parzen.weights(av, &mut wa_, &mut dwa);
+            let (blo, bhi) = self.parzen.weights(bv, &mut wb, &mut dwb);
             for k in alo..=ahi {
-                let wa = self.parzen.w(k, av).0 * m;
+                let wa = wa_[k - alo] * m;
                 let row = &mut h[k * b..(k + 1) * b];
                 for l in blo..=bhi {
                     row[l] += wa * wb[l - blo];
@@ -271,7 +298,8 @@ impl CustomOp2 for Joint {
         let mut ga = vec![0f32; n];
         let mut gb = vec![0f32; n];
         ga.par_chunks_mut(nx * ny).zip(gb.par_chunks_mut(nx * ny)).enumerate().for_each(|(k, (da, db))| {
-            let mut wb = [(0f64, 0f64); 64];
+            let (mut wa_, mut dwa_) = ([0f64; 64], [0f64; 64]);
+            let (mut wb, mut dwb) = ([0f64; 64], [0f64; 64]);
             for j in 0..ny {
                 for i in 0..nx {
                     let v = (k * ny + j) * nx + i;
@@ -281,23 +309,19 @@ impl CustomOp2 for Joint {
                     }
                     let gp = &g[self.layout.patch_of(&c, i, j, k) * width..][..width];
                     let (x, y) = (av[v] as f64, bv[v] as f64);
-                    let (alo, ahi) = self.parzen.span(x);
-                    let (blo, bhi) = self.parzen.span(y);
-                    for l in blo..=bhi {
-                        wb[l - blo] = self.parzen.w(l, y);
-                    }
+                    let (alo, ahi) = self.parzen.weights(x, &mut wa_, &mut dwa_);
+                    let (blo, bhi) = self.parzen.weights(y, &mut wb, &mut dwb);
                     let (mut sa, mut sb) = (0f64, 0f64);
                     for kk in alo..=ahi {
-                        let (wa, dwa) = self.parzen.w(kk, x);
                         let row = &gp[kk * b..(kk + 1) * b];
                         let (mut r0, mut r1) = (0f64, 0f64);
                         for l in blo..=bhi {
                             let gkl = row[l] as f64;
-                            r0 += gkl * wb[l - blo].0;
-                            r1 += gkl * wb[l - blo].1;
+                            r0 += gkl * wb[l - blo];
+                            r1 += gkl * dwb[l - blo];
                         }
-                        sa += dwa * r0;
-                        sb += wa * r1;
+                        sa += dwa_[kk - alo] * r0;
+                        sb += wa_[kk - alo] * r1;
                     }
                     let t = j * nx + i;
                     da[t] = (m * sa) as f32;
@@ -376,7 +400,8 @@ fn dense_weights(u: &Tensor, parzen: Parzen) -> Result<Tensor> {
     let d = u.unsqueeze(1)?.broadcast_sub(&centres.unsqueeze(0)?)?;
     let w = (d.sqr()? * (-0.5 / (parzen.sigma * parzen.sigma)))?.exp()?;
     let keep = d.detach().abs()?.le(parzen.radius())?.to_dtype(DType::F32)?;
-    w * keep
+    let w = (w * keep)?;
+    w.broadcast_div(&w.sum_keepdim(1)?)
 }
 
 /// Per-voxel patch masks `(P, N)` (times the optional mask), for the slow twins.
