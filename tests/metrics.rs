@@ -95,6 +95,15 @@ fn independent_noise_gives_mi_and_cr_near_zero() {
     assert!(mi < 0.01, "MI {mi}");
     assert!(cr < 0.01, "CR {cr}");
     assert!((nmi - 1.0).abs() < 0.01, "NMI {nmi}");
+    // LNCC is insensitive to an intensity offset (centred, f32-safe) and stays in [0, 1]: independent
+    // noise scores about 1 / 729 in 9^3 windows whatever the background level.
+    for offset in [0.0, 1000.0] {
+        let (ao, bo) = ((&a + offset).unwrap(), (&b + offset).unwrap());
+        let l = metric("lncc", &[]).value(&ao, &bo, None).unwrap();
+        assert!((0.0..0.01).contains(&l), "LNCC of noise at offset {offset}: {l}");
+        let same = metric("lncc", &[]).value(&ao, &ao, None).unwrap();
+        assert!((same - 1.0).abs() < 1e-3, "LNCC of identical images at offset {offset}: {same}");
+    }
     // A deterministic function of the image (inverted contrast) gives CR near 1 and NCC -1.
     let inv = (1.0 - &a).unwrap();
     assert!(metric("cr", &[]).value(&a, &inv, None).unwrap() > 0.95);

@@ -100,14 +100,17 @@ pub fn lncc(fixed: &Tensor, moving: &Tensor, window: Window, mask: Option<&Tenso
         Window::Gaussian(s) => gaussian_kernel(s),
     };
     let kernels = [kern.clone(), kern.clone(), kern.clone()];
+    // Centred on the global means (f32 keeps the precision of E[f^2] - E[f]^2 near 0), and each window
+    // normalized by how much of it lies inside the image (no bias from the zero padding at the border).
     let (f, m) = (flat(fixed)?.reshape((z, y, x))?, flat(moving)?.reshape((z, y, x))?);
-    // Local means from the normalized window.
-    let wsum: f32 = kern.iter().sum::<f32>().powi(3);
-    let lf = |t: &Tensor| -> Result<Tensor> { Ok((local_filter(t, kernels.clone())? / wsum as f64)?) };
+    let f = f.broadcast_sub(&f.mean_all()?)?;
+    let m = m.broadcast_sub(&m.mean_all()?)?;
+    let count = local_filter(&Tensor::ones((z, y, x), DType::F32, f.device())?, kernels.clone())?;
+    let lf = |t: &Tensor| -> Result<Tensor> { Ok((local_filter(t, kernels.clone())? / &count)?) };
     let (mf, mm) = (lf(&f)?, lf(&m)?);
     let cross = (lf(&(&f * &m)?)? - (&mf * &mm)?)?;
-    let vf = (lf(&f.sqr()?)? - mf.sqr()?)?;
-    let vm = (lf(&m.sqr()?)? - mm.sqr()?)?;
+    let vf = (lf(&f.sqr()?)? - mf.sqr()?)?.relu()?;
+    let vm = (lf(&m.sqr()?)? - mm.sqr()?)?.relu()?;
     // VoxelMorph's 1e-5 guards sums over the window; on means it becomes 1e-5 / n^2, with n the window's
     // (effective) number of voxels.
     let n_eff = (kern.iter().sum::<f32>().powi(2) / kern.iter().map(|w| w * w).sum::<f32>()).powi(3) as f64;
