@@ -126,6 +126,12 @@ pub fn run(a: &MeasureArgs) -> Result<()> {
     let mut order = Vec::new();
     for spec in &specs {
         let key = spec.split('[').next().unwrap_or(spec).trim().to_ascii_lowercase();
+        if out.contains_key(&key) {
+            return Err(Error::arg(
+                "measure",
+                format!("`{key}` is asked for twice; the output is keyed by measure name"),
+            ));
+        }
         let value = match key.as_str() {
             "dice" | "hd95" => {
                 let (lf, lm) = labels

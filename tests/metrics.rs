@@ -409,3 +409,31 @@ fn plot_curves(curves: &[(String, Vec<f64>)], steps: &[f64], path: &Path) {
     }
     img.save(path).unwrap();
 }
+
+#[test]
+fn bad_inputs_are_clear_errors() {
+    let n = 12;
+    let a = vol(blobs(n, 0.0), n);
+    let mut nan = blobs(n, 0.0);
+    nan[5] = f32::NAN;
+    let b = vol(nan, n);
+    let empty = Tensor::zeros((n, n, n), DType::F32, &Device::Cpu).unwrap();
+    for name in ["ssd", "ncc", "lncc", "mi", "nmi", "cr", "cr_patch", "mi_patch"] {
+        let m = Metric::new(name).unwrap();
+        let e = m.value(&a, &b, None).unwrap_err().to_string();
+        assert!(e.contains("NaN or infinite"), "{name}: {e}");
+        let e = m.value(&a, &a, Some(&empty)).unwrap_err().to_string();
+        assert!(e.contains("mask is empty"), "{name}: {e}");
+        let small = Tensor::zeros((n, n), DType::F32, &Device::Cpu).unwrap();
+        assert!(m.value(&a, &small, None).is_err(), "{name}: shape mismatch accepted");
+    }
+    // Options that would need absurd memory are refused up front.
+    let mut l = Metric::new("lncc").unwrap();
+    assert!(l.set("gaussian", OptionValue::Number(1e12)).is_err());
+    assert!(l.set("window", OptionValue::Number(1001.0)).is_err());
+    let mut p = Metric::new("mi_patch").unwrap();
+    p.set("bins", OptionValue::Number(1024.0)).unwrap();
+    p.set("patch", OptionValue::Number(2.0)).unwrap();
+    let e = p.value(&a, &a, None).unwrap_err().to_string();
+    assert!(e.contains("too many"), "{e}");
+}

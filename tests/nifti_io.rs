@@ -411,3 +411,23 @@ const QFORM_A: [[f64; 4]; 3] = [
     [1.1928342604719482, 1.599999970197677, 0.19641709555557982, 20.0],
     [-0.6218894804103061, 0.6109447565964305, -2.699999991059303, 30.0],
 ];
+
+#[test]
+fn absurd_header_values_are_errors_not_overflows() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("huge.nii");
+    // 7 dimensions of 32767 voxels overflow any voxel count.
+    let mut h = RawHeader::new([32767, 32767, 32767], 16, 32);
+    h.dim = [7, 32767, 32767, 32767, 32767, 32767, 32767, 32767];
+    h.write_nii(&p, &[]);
+    assert!(matches!(load(&p), Err(Error::InvalidDimensions { .. })));
+    let mut h = RawHeader::new([2, 2, 2], 16, 32);
+    h.vox_offset = 1e30;
+    h.write_nii(&p, &f32_bytes(&[0.0; 8]));
+    assert!(matches!(load(&p), Err(Error::MalformedNifti { .. })));
+    // A non-finite slope is ignored (with a warning), not applied.
+    let mut h = RawHeader::new([2, 2, 2], 16, 32);
+    h.scl_slope = f32::NAN;
+    h.write_nii(&p, &f32_bytes(&[1.0; 8]));
+    assert_eq!(load(&p).unwrap().to_vec_f64().unwrap(), vec![1.0; 8]);
+}

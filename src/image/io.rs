@@ -238,9 +238,17 @@ fn check_header(path: &Path, raw: &[u8], fmt: Format) -> Result<Checked> {
         code,
         name: nifti_code_name(code),
     })?;
-    let nvox: usize = dims[1..=ndim as usize].iter().map(|&d| d as usize).product();
+    let nvox = dims[1..=ndim as usize]
+        .iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d as usize))
+        .filter(|n| n.checked_mul(8).is_some())
+        .ok_or_else(|| Error::InvalidDimensions {
+            path: path.into(),
+            dims: dims.clone(),
+            reason: "the voxel count overflows".into(),
+        })?;
     let vox_offset = f32_at(108);
-    if !(vox_offset.is_finite() && vox_offset >= 0.0) {
+    if !(vox_offset.is_finite() && (0.0..=1e9).contains(&vox_offset)) {
         return Err(Error::malformed(path, format!("invalid vox_offset {vox_offset}")));
     }
     let vox_offset = if single { (vox_offset as usize).max(352) } else { vox_offset as usize };
@@ -279,7 +287,11 @@ pub fn load_with_meta(path: impl AsRef<Path>) -> Result<(Image, NiftiMeta)> {
     if matches!(fmt, Format::Nii | Format::Hdr) {
         // Uncompressed: the data must be all there before we allocate for it.
         let len = open(&dpath)?.metadata().map_err(|source| Error::Io { path: dpath.clone(), source })?.len() as usize;
-        let need = checked.vox_offset + checked.nvox * checked.dtype.size_of();
+        let need = checked
+            .nvox
+            .checked_mul(checked.dtype.size_of())
+            .and_then(|b| b.checked_add(checked.vox_offset))
+            .unwrap_or(usize::MAX);
         if len < need {
             return Err(Error::malformed(
                 &dpath,
@@ -319,7 +331,17 @@ pub fn load_with_meta(path: impl AsRef<Path>) -> Result<(Image, NiftiMeta)> {
         Some(s) => s.to_vec(),
         None => array.t().iter().copied().collect(),
     };
-    let scaled = header.scl_slope != 0.0 && (header.scl_slope != 1.0 || header.scl_inter != 0.0);
+    // Non-finite scaling fields are ignored (with a warning) rather than turning every voxel into NaN.
+    let finite_scaling = header.scl_slope.is_finite() && header.scl_inter.is_finite();
+    if !finite_scaling {
+        tracing::warn!(
+            "{}: ignoring non-finite scl_slope / scl_inter ({}, {})",
+            path.display(),
+            header.scl_slope,
+            header.scl_inter
+        );
+    }
+    let scaled = finite_scaling && header.scl_slope != 0.0 && (header.scl_slope != 1.0 || header.scl_inter != 0.0);
     let values = if scaled {
         let (m, b) = (header.scl_slope as f64, header.scl_inter as f64);
         values.into_iter().map(|v| v * m + b).collect()

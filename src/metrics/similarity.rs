@@ -149,15 +149,15 @@ impl Metric {
             }
             "window" => {
                 let w = num(&value)?;
-                if !(w >= 1.0 && w.fract() == 0.0 && (w as usize) % 2 == 1) {
-                    return Err(bad("an odd number of voxels"));
+                if !((1.0..=101.0).contains(&w) && w.fract() == 0.0 && (w as usize) % 2 == 1) {
+                    return Err(bad("an odd number of voxels, at most 101"));
                 }
                 self.window = Window::Box(w as usize);
             }
             "gaussian" => {
                 let s = num(&value)?;
-                if s <= 0.0 {
-                    return Err(bad("a positive sigma in voxels"));
+                if !(s > 0.0 && s <= 30.0) {
+                    return Err(bad("a sigma in (0, 30] voxels"));
                 }
                 self.window = Window::Gaussian(s);
             }
@@ -199,6 +199,22 @@ impl Metric {
     ///
     /// Errors: [`Error::Shape`] for mismatched inputs; tensor errors.
     pub fn measure(&self, fixed: &Tensor, moving: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
+        // One check for every measure: finite inputs and a non-empty mask (else some would be NaN, some
+        // silently 0, some an obscure error).
+        for (what, t) in [("fixed", fixed), ("moving", moving)] {
+            let s = t.sum_all()?.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?;
+            if !s.is_finite() {
+                return Err(Error::arg(
+                    self.name.clone(),
+                    format!("the {what} image has NaN or infinite voxels (replace them first)"),
+                ));
+            }
+        }
+        if let Some(m) = mask {
+            if m.ne(0f32)?.to_dtype(candle_core::DType::F32)?.sum_all()?.to_scalar::<f32>()? == 0.0 {
+                return Err(Error::arg(self.name.clone(), "the mask is empty"));
+            }
+        }
         match self.kind {
             MetricKind::Mse => f::mse(fixed, moving, mask),
             MetricKind::Ncc => f::ncc(fixed, moving, mask),

@@ -353,6 +353,14 @@ fn check_inputs(
             candle_core::bail!("{op}: mask has {} voxels, expected {n}", m.len());
         }
     }
+    // Per-worker accumulators hold patches x bins^2 (joint) or patches x 2 bins values: bounded.
+    let width = if op == "parzen_joint" { parzen.bins * parzen.bins + 1 } else { 2 * parzen.bins + 3 };
+    if layout.num_patches().saturating_mul(width) > 1 << 24 {
+        candle_core::bail!(
+            "{op}: {} patches x {width} statistics is too many (at most 2^24): use larger patches or fewer bins",
+            layout.num_patches()
+        );
+    }
     // The kernel span must fit the fixed per-voxel buffer (at most 64 bins within 4 sigma on each side).
     if !(parzen.bins >= 2 && parzen.sigma > 0.0 && 2.0 * parzen.radius() + 1.0 <= 64.0) {
         candle_core::bail!(
