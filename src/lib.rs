@@ -1,15 +1,18 @@
 //! # regsh: a scriptable registration shell for medical images
 //!
-//! Layers import only downward: `image -> (ops, spatial, metrics, nn) -> optim -> pipeline -> dsl ->
-//! session -> repl, watch, cli`. This crate currently holds the foundation:
+//! Layers import only downward: `image -> ops -> (spatial, metrics) -> optim -> register -> cli`
+//! (the DSL, sessions, REPL and networks come later).
 //!
 //! | module | what |
 //! |---|---|
 //! | [`image`] | [`image::Grid`] (world <-> voxel <-> normalized), [`image::Image`] = `(C, Z, Y, X)` tensor + grid, NIfTI I/O, resampling, smoothing, pyramids, crop / pad / normalize / threshold / one-hot |
-//! | [`info`] | the image summary printed by `regsh info` |
-//! | [`error`] | typed, coded errors ([`error::Error`]) |
-//! | [`names`] | lookup by name with "did you mean" |
-//! | [`device`] | compute device choice (CPU; CUDA with the `cuda` feature) |
+//! | [`ops`] | fused CPU kernels with hand-written backward passes and slow twins: sampling, warps, local filters, Parzen statistics |
+//! | [`spatial`] | transforms in world mm (linear, DDF, SVF, B-spline, composite), inverses, Jacobians, the warp, ITK / ANTs files |
+//! | [`metrics`] | similarity measures and their registry, regularizers, evaluation measures |
+//! | [`optim`] | optimizers, convergence, initialization, multi-scale ISO |
+//! | [`register`] | registration recipes and `regsh register` |
+//! | [`info`], [`measure`], [`cli`] | the command line |
+//! | [`error`], [`names`], [`device`] | typed errors, lookup with "did you mean", compute device |
 
 pub mod cli;
 pub mod device;
@@ -19,10 +22,10 @@ pub mod info;
 pub mod measure;
 pub mod metrics;
 pub mod names;
-
-pub use error::{Error, Result};
-pub use image::{Grid, Image};
 pub mod ops;
 pub mod optim;
 pub mod register;
 pub mod spatial;
+
+pub use error::{Error, Result};
+pub use image::{Grid, Image};

@@ -89,7 +89,6 @@ impl CustomOp2 for Warp {
             let im = &img[ch * nvox..(ch + 1) * nvox];
             match self.points {
                 Points::Affine => {
-                    // Along a row the point moves by the matrix's first column: p = p0 + i * dp.
                     // Along a row the point moves by the matrix's first column: p = p0 + i * dp. The span
                     // of the row whose samples are interior runs without any padding logic.
                     let dp = [m[0], m[4], m[8]];

@@ -35,14 +35,15 @@ fn displaced_voxel_points(field: &Tensor, grid: &Grid) -> Result<Tensor> {
     Ok((base + u.broadcast_matmul(&r.t()?)?)?)
 }
 
-/// Samples a `(3, Z, Y, X)` field on `grid` at world points `(N, 3)`: `(N, 3)`, border padding.
+/// Samples a `(3, Z, Y, X)` field on `grid` at world points `(N, 3)`: `(N, 3)`. Outside the field's grid
+/// the displacement falls to zero (identity), as ITK's `DisplacementFieldTransform` does.
 fn sample_field(field: &Tensor, grid: &Grid, points: &Tensor) -> Result<Tensor> {
     let m = matrix34(&grid.world_to_voxel(), points.device())?;
     let vox = super::apply_matrix(&m, points)?;
-    Ok(grid_sample(field, &vox, SampleMode::Linear, Padding::Border)?.t()?)
+    Ok(grid_sample(field, &vox, SampleMode::Linear, Padding::Zero)?.t()?)
 }
 
-/// A displacement field: `x -> x + u(x)`, `u` in mm on a grid (trilinear between nodes, border beyond).
+/// A displacement field: `x -> x + u(x)`, `u` in mm on a grid (trilinear between nodes, zero beyond).
 #[derive(Clone, Debug)]
 pub struct Ddf {
     field: Tensor,
@@ -123,7 +124,8 @@ impl Transform for Ddf {
 }
 
 /// A stationary velocity field, exponentiated by scaling and squaring: `u = v / 2^steps`, then `steps`
-/// times `u <- u + u(x + u(x))` (Arsigny et al. 2006; VoxelMorph's `VecInt`).
+/// times `u <- u + u(x + u(x))` (Arsigny et al. 2006), with border padding inside the integration (where
+/// VoxelMorph's `VecInt` pads with zeros).
 #[derive(Clone, Debug)]
 pub struct Svf {
     velocity: Tensor,
