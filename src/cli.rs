@@ -77,7 +77,8 @@ pub enum Command {
         fixed: PathBuf,
         /// The moving image.
         moving: PathBuf,
-        /// Only voxels where this image is non-zero count.
+        /// Only voxels where this image is non-zero count (for the image measures; ssim, psnr, dice and
+        /// hd95 use the whole image).
         #[arg(long)]
         mask: Option<PathBuf>,
         /// Comma-separated measures (default: mi,nmi,cr,cr_patch,ncc,lncc,ssd, plus dice,hd95 with labels).

@@ -495,7 +495,9 @@ pub fn save(image: &Image, path: impl AsRef<Path>) -> Result<()> {
 ///
 /// Errors: [`Error::UnknownExtension`], [`Error::OverwriteInput`] (the target was loaded as an input and
 /// `overwrite_input` is false), [`Error::Cast`] (NaN or out-of-range values for an integer type),
-/// [`Error::Io`] / [`Error::MalformedNifti`] from the writer. On error the target is untouched.
+/// [`Error::Io`] / [`Error::MalformedNifti`] from the writer. On error the target is untouched (for a
+/// `.hdr` / `.img` pair, the data file is renamed first and the header last, so only a failure between
+/// those two renames leaves a new data file beside the old header).
 pub fn save_with(image: &Image, path: impl AsRef<Path>, opts: &SaveOptions) -> Result<()> {
     let path = path.as_ref();
     let fmt = format_of(path).ok_or_else(|| Error::UnknownExtension { path: path.into() })?;

@@ -83,13 +83,17 @@ impl Ddf {
         let base = grid_points(&self.grid, &Device::Cpu)?.reshape((n, 3))?;
         let u = self.field.detach();
         let mut v = Tensor::zeros((n, 3), DType::F32, &Device::Cpu)?;
+        let mut change = f64::INFINITY;
         for _ in 0..max_iter {
             let next = sample_field(&u, &self.grid, &(&base + &v)?)?.neg()?;
-            let change = (&next - &v)?.abs()?.max_all()?.to_scalar::<f32>()? as f64;
+            change = (&next - &v)?.abs()?.max_all()?.to_scalar::<f32>()? as f64;
             v = next;
             if change < tol {
                 break;
             }
+        }
+        if change >= tol {
+            tracing::warn!("DDF inverse: not converged after {max_iter} iterations (last update {change:.3e} mm); the field may fold");
         }
         let field = v.t()?.reshape((3, nz, ny, nx))?.contiguous()?;
         Ddf::new(field, self.grid.clone())

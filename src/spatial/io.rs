@@ -322,10 +322,17 @@ pub fn save_displacement(ddf: &Ddf, path: &Path) -> Result<()> {
 /// Errors: load errors; [`Error::InvalidArgument`] when the image does not hold 3 components.
 pub fn load_displacement(path: &Path) -> Result<Ddf> {
     let (img, meta) = load_with_meta(path)?;
-    if img.channels() != 3 {
+    let vector_layout =
+        meta.intent_code == crate::image::io::INTENT_VECTOR || (meta.dims.len() == 5 && meta.dims[3] == 1);
+    if img.channels() != 3 || !vector_layout {
         return Err(bad(
             path,
-            format!("a displacement field has 3 components, this image has {} (dims {:?})", img.channels(), meta.dims),
+            format!(
+                "a displacement field is a vector image (x, y, z, 1, 3) or has the vector intent; this one has {} channel(s), dims {:?}, intent {}",
+                img.channels(),
+                meta.dims,
+                meta.intent_code
+            ),
         ));
     }
     let flip = Tensor::from_vec(F.map(|v| v as f32).to_vec(), (3, 1, 1, 1), img.data().device())?;
