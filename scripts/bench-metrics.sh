@@ -6,10 +6,10 @@ set -euo pipefail
 cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.."
 scripts/fetch-data.sh icbm152_2009a >/dev/null
 THREADS=${THREADS:-$(nproc)}
-cargo bench --locked --bench metrics --no-run >/dev/null 2>&1
+cargo bench --locked --bench metrics --no-run >&2
 rows=""
 for m in ssd ncc lncc mi nmi cr cr_patch mi_patch; do
-  rows+=$(RAYON_NUM_THREADS=$THREADS cargo bench --locked --bench metrics -- "$m" 2>/dev/null)$'\n'
+  rows+=$(RAYON_NUM_THREADS=$THREADS cargo bench --locked --bench metrics -- "$m" 2>/dev/null || { echo "bench-metrics: $m failed" >&2; exit 1; })$'\n'
 done
 python3 - "$rows" <<'PY'
 import json, sys

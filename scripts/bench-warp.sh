@@ -8,7 +8,7 @@ THREADS=${THREADS:-$(nproc)}
 REPS=${REPS:-5}
 scripts/setup-python.sh >/dev/null
 PY=${REGSH_PYENV:-target/pyenv}/bin/python
-cargo build --release --locked --bench warp >/dev/null 2>&1 || cargo bench --no-run --bench warp
+cargo bench --locked --no-run --bench warp >&2
 ours=$(RAYON_NUM_THREADS=$THREADS REPS=$REPS cargo bench --locked --bench warp 2>/dev/null)
 theirs=$("$PY" tests/python/bench_sitk.py "$THREADS" "$REPS")
 "$PY" - "$ours" "$theirs" <<'PY'
