@@ -437,3 +437,39 @@ fn bad_inputs_are_clear_errors() {
     let e = p.value(&a, &a, None).unwrap_err().to_string();
     assert!(e.contains("too many"), "{e}");
 }
+
+#[test]
+fn regularizer_gradients_match_finite_differences() {
+    let d = nalgebra::Rotation3::from_euler_angles(0.1, 0.2, -0.3).matrix()
+        * nalgebra::Matrix3::from_diagonal(&nalgebra::Vector3::new(-1.0, 1.0, 1.0));
+    let g = Grid::new([7, 6, 5], [1.5, 1.0, 2.0], [0.0; 3], d).unwrap();
+    let n = 3 * 7 * 6 * 5;
+    // A smooth-ish field with some folding, so the folding penalty has a gradient too.
+    let base: Vec<f32> = common::rand_vec(n, 77).iter().map(|v| (v - 0.5) * 6.0).collect();
+    let sp = g.spacing();
+    type Reg = Box<dyn Fn(&Tensor) -> Tensor>;
+    let g2 = g.clone();
+    let regs: Vec<(&str, Reg)> = vec![
+        ("diffusion", Box::new(move |t: &Tensor| diffusion(t, sp).unwrap())),
+        ("bending", Box::new(move |t: &Tensor| bending_energy(t, sp).unwrap())),
+        ("folding", Box::new(move |t: &Tensor| folding(t, &g2).unwrap())),
+    ];
+    for (name, f) in regs {
+        let v = Var::from_tensor(&Tensor::from_vec(base.clone(), (3, 5, 6, 7), &Device::Cpu).unwrap()).unwrap();
+        let grads = f(v.as_tensor()).backward().unwrap();
+        let gr = grads.get(v.as_tensor()).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert!(gr.iter().any(|x| *x != 0.0), "{name}: zero gradient");
+        for idx in (0..n).step_by(37) {
+            let h = 1e-2f32;
+            let eval = |dlt: f32| {
+                let mut b = base.clone();
+                b[idx] += dlt;
+                scalar(&f(&Tensor::from_vec(b, (3, 5, 6, 7), &Device::Cpu).unwrap()))
+            };
+            let fd = (eval(h) - eval(-h)) / (2.0 * h as f64);
+            // relu kinks in the folding penalty: allow a looser match there.
+            let tol = if name == "folding" { 0.2 * fd.abs() + 1e-3 } else { 0.02 * fd.abs() + 1e-4 };
+            assert!((fd - gr[idx] as f64).abs() < tol, "{name} entry {idx}: fd {fd} vs {}", gr[idx]);
+        }
+    }
+}
