@@ -12,8 +12,8 @@
 use candle_core::{CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::trilinear::{corners_fast, grad_point, reduce_buffers, sample, scatter};
-use super::{f32_slice, scatter_chunks};
+use super::f32_slice;
+use super::trilinear::{corners_fast, grad_point, image_grad, sample};
 use crate::image::resample::Padding;
 
 /// Interpolation of [`grid_sample`].
@@ -139,21 +139,7 @@ impl CustomOp2 for GridSample {
         if !image.track_op() {
             return Ok((None, Some(gp)));
         }
-        let parts = scatter_chunks(n);
-        let per = n.div_ceil(parts);
-        let bufs: Vec<Vec<f32>> = (0..parts)
-            .into_par_iter()
-            .map(|p| {
-                let mut buf = vec![0f32; c * nvox];
-                let mut gb = vec![0f32; c];
-                for i in p * per..((p + 1) * per).min(n) {
-                    gv(i, &mut gb);
-                    scatter(&mut buf, nvox, &gb, &corners_fast(pt(i), shape, self.border));
-                }
-                buf
-            })
-            .collect();
-        let gi = Tensor::from_vec(reduce_buffers(bufs, c * nvox), image.shape(), dev)?;
+        let gi = Tensor::from_vec(image_grad(n, c, shape, self.border, &g, pt), image.shape(), dev)?;
         Ok((Some(gi), Some(gp)))
     }
 }

@@ -215,6 +215,38 @@ pub(crate) fn scatter(buf: &mut [f32], nvox: usize, g: &[f32], c: &Corners) {
     }
 }
 
+/// The gradient of trilinear samples with respect to the sampled image `(C, nvox)`: sample `s` in `0..n`
+/// lies at `point(s)` (voxel indices) with upstream gradient `g[ch * n + s]` for channel `ch`; each
+/// adds `g * weight` to its 8 corners. One accumulation buffer per worker (at most 8), then summed.
+pub(crate) fn image_grad(
+    n: usize,
+    c: usize,
+    s: Shape3,
+    border: bool,
+    g: &[f32],
+    point: impl Fn(usize) -> [f64; 3] + Sync,
+) -> Vec<f32> {
+    use rayon::prelude::*;
+    let nvox = s[0] * s[1] * s[2];
+    let parts = super::scatter_chunks(n);
+    let per = n.div_ceil(parts);
+    let bufs: Vec<Vec<f32>> = (0..parts)
+        .into_par_iter()
+        .map(|part| {
+            let mut buf = vec![0f32; c * nvox];
+            let mut gb = vec![0f32; c];
+            for i in part * per..((part + 1) * per).min(n) {
+                for (ch, b) in gb.iter_mut().enumerate() {
+                    *b = g[ch * n + i];
+                }
+                scatter(&mut buf, nvox, &gb, &corners_fast(point(i), s, border));
+            }
+            buf
+        })
+        .collect();
+    reduce_buffers(bufs, c * nvox)
+}
+
 /// Sums per-worker buffers into one (parallel over the output).
 pub(crate) fn reduce_buffers(bufs: Vec<Vec<f32>>, len: usize) -> Vec<f32> {
     use rayon::prelude::*;

@@ -12,8 +12,8 @@
 use candle_core::{CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::trilinear::{corners_fast, grad_point, interior_span, reduce_buffers, sample, sample_interior, scatter};
-use super::{f32_slice, scatter_chunks};
+use super::f32_slice;
+use super::trilinear::{corners_fast, grad_point, image_grad, interior_span, sample, sample_interior};
 
 /// How sample points are formed.
 #[derive(Clone, Copy, Debug)]
@@ -216,27 +216,11 @@ impl CustomOp2 for Warp {
         if !image.track_op() {
             return Ok((None, Some(grad_second)));
         }
-        let parts = scatter_chunks(oz);
-        let per = oz.div_ceil(parts);
-        let bufs: Vec<Vec<f32>> = (0..parts)
-            .into_par_iter()
-            .map(|part| {
-                let mut buf = vec![0f32; c * nvox];
-                let mut gb = vec![0f32; c];
-                for k in part * per..((part + 1) * per).min(oz) {
-                    for j in 0..oy {
-                        for i in 0..ox {
-                            let v = (k * oy + j) * ox + i;
-                            let p = self.point(&m, &sec, nout, i, j, k, v);
-                            gv(v, &mut gb);
-                            scatter(&mut buf, nvox, &gb, &corners_fast(p, s, self.border));
-                        }
-                    }
-                }
-                buf
-            })
-            .collect();
-        let gi = Tensor::from_vec(reduce_buffers(bufs, c * nvox), image.shape(), image.device())?;
+        let gi = image_grad(nout, c, s, self.border, &g, |v| {
+            let (i, j, k) = (v % ox, (v / ox) % oy, v / (ox * oy));
+            self.point(&m, &sec, nout, i, j, k, v)
+        });
+        let gi = Tensor::from_vec(gi, image.shape(), image.device())?;
         Ok((Some(gi), Some(grad_second)))
     }
 }
