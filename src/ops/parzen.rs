@@ -140,11 +140,7 @@ fn mask_at(mask: &Option<Arc<Vec<f32>>>, v: usize) -> f64 {
 }
 
 /// Sums per-slab accumulators of `width` entries per patch (f64), in parallel over z.
-fn accumulate(
-    layout: &PatchLayout,
-    width: usize,
-    f: impl Fn(&mut [f64], usize, usize, usize, usize) + Sync,
-) -> Vec<f64> {
+fn accumulate(layout: &PatchLayout, width: usize, f: impl Fn(&mut [f64], usize) + Sync) -> Vec<f64> {
     let [nx, ny, nz] = layout.shape;
     let c = layout.counts();
     let p = layout.num_patches();
@@ -157,7 +153,7 @@ fn accumulate(
                     for i in 0..nx {
                         let v = (k * ny + j) * nx + i;
                         let patch = layout.patch_of(&c, i, j, k);
-                        f(&mut acc[patch * width..(patch + 1) * width], v, i, j, k);
+                        f(&mut acc[patch * width..(patch + 1) * width], v);
                     }
                 }
                 acc
@@ -170,6 +166,38 @@ fn accumulate(
                 a
             },
         )
+}
+
+/// The backward passes' common loop: for every voxel `v` inside the mask, `f(v, g_patch)` gives the
+/// gradients of the two inputs before the mask weight, where `g_patch` is the upstream gradient of the
+/// voxel's patch (`width` entries). Parallel over z slabs; masked-out voxels get 0.
+fn voxel_grads(
+    layout: &PatchLayout,
+    mask: &Option<Arc<Vec<f32>>>,
+    g: &[f32],
+    width: usize,
+    f: impl Fn(usize, &[f32]) -> (f64, f64) + Sync,
+) -> (Vec<f32>, Vec<f32>) {
+    let [nx, ny, nz] = layout.shape;
+    let c = layout.counts();
+    let mut ga = vec![0f32; nx * ny * nz];
+    let mut gb = vec![0f32; nx * ny * nz];
+    ga.par_chunks_mut(nx * ny).zip(gb.par_chunks_mut(nx * ny)).enumerate().for_each(|(k, (da, db))| {
+        for j in 0..ny {
+            for i in 0..nx {
+                let v = (k * ny + j) * nx + i;
+                let m = mask_at(mask, v);
+                if m == 0.0 {
+                    continue;
+                }
+                let gp = &g[layout.patch_of(&c, i, j, k) * width..][..width];
+                let (a, b) = f(v, gp);
+                da[j * nx + i] = (m * a) as f32;
+                db[j * nx + i] = (m * b) as f32;
+            }
+        }
+    });
+    (ga, gb)
 }
 
 fn check_same(op: &str, l1: &Layout, l2: &Layout, layout: &PatchLayout) -> Result<()> {
@@ -195,7 +223,7 @@ impl CustomOp2 for Moments {
         let y = f32_slice("parzen_moments", s2, l2)?;
         let b = self.parzen.bins;
         let width = 2 * b + 3;
-        let acc = accumulate(&self.layout, width, |a, v, _, _, _| {
+        let acc = accumulate(&self.layout, width, |a, v| {
             let m = mask_at(&self.mask, v);
             if m == 0.0 {
                 return;
@@ -221,34 +249,16 @@ impl CustomOp2 for Moments {
         let yv = y.flatten_all()?.to_vec1::<f32>()?;
         let b = self.parzen.bins;
         let width = 2 * b + 3;
-        let [nx, ny, _] = self.layout.shape;
-        let c = self.layout.counts();
-        let n = uv.len();
-        let mut gu = vec![0f32; n];
-        let mut gy = vec![0f32; n];
-        gu.par_chunks_mut(nx * ny).zip(gy.par_chunks_mut(nx * ny)).enumerate().for_each(|(k, (du, dy))| {
-            for j in 0..ny {
-                for i in 0..nx {
-                    let v = (k * ny + j) * nx + i;
-                    let m = mask_at(&self.mask, v);
-                    if m == 0.0 {
-                        continue;
-                    }
-                    let gp = &g[self.layout.patch_of(&c, i, j, k) * width..][..width];
-                    let (x, yy) = (uv[v] as f64, yv[v] as f64);
-                    let (mut w, mut dw) = ([0f64; 64], [0f64; 64]);
-                    let (lo, hi) = self.parzen.weights(x, &mut w, &mut dw);
-                    let (mut a, mut by) = (0f64, 0f64);
-                    for kk in lo..=hi {
-                        a += dw[kk - lo] * (gp[kk] as f64 + gp[b + kk] as f64 * yy);
-                        by += w[kk - lo] * gp[b + kk] as f64;
-                    }
-                    by += gp[2 * b + 1] as f64 + 2.0 * yy * gp[2 * b + 2] as f64;
-                    let t = j * nx + i;
-                    du[t] = (m * a) as f32;
-                    dy[t] = (m * by) as f32;
-                }
+        let (gu, gy) = voxel_grads(&self.layout, &self.mask, &g, width, |v, gp| {
+            let (x, yy) = (uv[v] as f64, yv[v] as f64);
+            let (mut w, mut dw) = ([0f64; 64], [0f64; 64]);
+            let (lo, hi) = self.parzen.weights(x, &mut w, &mut dw);
+            let (mut a, mut by) = (0f64, 0f64);
+            for kk in lo..=hi {
+                a += dw[kk - lo] * (gp[kk] as f64 + gp[b + kk] as f64 * yy);
+                by += w[kk - lo] * gp[b + kk] as f64;
             }
+            (a, by + gp[2 * b + 1] as f64 + 2.0 * yy * gp[2 * b + 2] as f64)
         });
         Ok((Some(Tensor::from_vec(gu, u.shape(), u.device())?), Some(Tensor::from_vec(gy, y.shape(), y.device())?)))
     }
@@ -264,7 +274,7 @@ impl CustomOp2 for Joint {
         let bb = f32_slice("parzen_joint", s2, l2)?;
         let b = self.parzen.bins;
         let width = b * b + 1;
-        let acc = accumulate(&self.layout, width, |h, v, _, _, _| {
+        let acc = accumulate(&self.layout, width, |h, v| {
             let m = mask_at(&self.mask, v);
             if m == 0.0 {
                 return;
@@ -292,42 +302,24 @@ impl CustomOp2 for Joint {
         let bv = bt.flatten_all()?.to_vec1::<f32>()?;
         let b = self.parzen.bins;
         let width = b * b + 1;
-        let [nx, ny, _] = self.layout.shape;
-        let c = self.layout.counts();
-        let n = av.len();
-        let mut ga = vec![0f32; n];
-        let mut gb = vec![0f32; n];
-        ga.par_chunks_mut(nx * ny).zip(gb.par_chunks_mut(nx * ny)).enumerate().for_each(|(k, (da, db))| {
-            let (mut wa_, mut dwa_) = ([0f64; 64], [0f64; 64]);
+        let (ga, gb) = voxel_grads(&self.layout, &self.mask, &g, width, |v, gp| {
+            let (mut wa, mut dwa) = ([0f64; 64], [0f64; 64]);
             let (mut wb, mut dwb) = ([0f64; 64], [0f64; 64]);
-            for j in 0..ny {
-                for i in 0..nx {
-                    let v = (k * ny + j) * nx + i;
-                    let m = mask_at(&self.mask, v);
-                    if m == 0.0 {
-                        continue;
-                    }
-                    let gp = &g[self.layout.patch_of(&c, i, j, k) * width..][..width];
-                    let (x, y) = (av[v] as f64, bv[v] as f64);
-                    let (alo, ahi) = self.parzen.weights(x, &mut wa_, &mut dwa_);
-                    let (blo, bhi) = self.parzen.weights(y, &mut wb, &mut dwb);
-                    let (mut sa, mut sb) = (0f64, 0f64);
-                    for kk in alo..=ahi {
-                        let row = &gp[kk * b..(kk + 1) * b];
-                        let (mut r0, mut r1) = (0f64, 0f64);
-                        for l in blo..=bhi {
-                            let gkl = row[l] as f64;
-                            r0 += gkl * wb[l - blo];
-                            r1 += gkl * dwb[l - blo];
-                        }
-                        sa += dwa_[kk - alo] * r0;
-                        sb += wa_[kk - alo] * r1;
-                    }
-                    let t = j * nx + i;
-                    da[t] = (m * sa) as f32;
-                    db[t] = (m * sb) as f32;
+            let (alo, ahi) = self.parzen.weights(av[v] as f64, &mut wa, &mut dwa);
+            let (blo, bhi) = self.parzen.weights(bv[v] as f64, &mut wb, &mut dwb);
+            let (mut sa, mut sb) = (0f64, 0f64);
+            for kk in alo..=ahi {
+                let row = &gp[kk * b..(kk + 1) * b];
+                let (mut r0, mut r1) = (0f64, 0f64);
+                for l in blo..=bhi {
+                    let gkl = row[l] as f64;
+                    r0 += gkl * wb[l - blo];
+                    r1 += gkl * dwb[l - blo];
                 }
+                sa += dwa[kk - alo] * r0;
+                sb += wa[kk - alo] * r1;
             }
+            (sa, sb)
         });
         Ok((Some(Tensor::from_vec(ga, a.shape(), a.device())?), Some(Tensor::from_vec(gb, bt.shape(), bt.device())?)))
     }
