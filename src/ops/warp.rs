@@ -143,11 +143,15 @@ impl CustomOp2 for Warp {
         let sec = second.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
         let g = grad.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
         let m = self.matrix(&sec);
-        // Upstream gradient of voxel v for every channel, into a reused buffer (no allocation per voxel).
-        let gv = |v: usize, buf: &mut [f32]| {
-            for (ch, b) in buf.iter_mut().enumerate() {
+        // dL/dp at target voxel (i, j, k), summed over channels; `gb` is a reused per-worker buffer for the
+        // voxel's upstream gradients (no allocation per voxel).
+        let point_grad = |i: usize, j: usize, k: usize, gb: &mut [f32]| -> [f32; 3] {
+            let v = (k * oy + j) * ox + i;
+            for (ch, b) in gb.iter_mut().enumerate() {
                 *b = g[ch * nout + v];
             }
+            let p = self.point(&m, &sec, nout, i, j, k, v);
+            grad_point(&img, nvox, gb, &corners_fast(p, s, self.border))
         };
 
         // Gradient with respect to the sample points, reduced to the second input.
@@ -160,10 +164,7 @@ impl CustomOp2 for Warp {
                         let mut gb = vec![0f32; c];
                         for j in 0..oy {
                             for i in 0..ox {
-                                let v = (k * oy + j) * ox + i;
-                                let p = self.point(&m, &sec, nout, i, j, k, v);
-                                gv(v, &mut gb);
-                                let d = grad_point(&img, nvox, &gb, &corners_fast(p, s, self.border));
+                                let d = point_grad(i, j, k, &mut gb);
                                 let h = [i as f64, j as f64, k as f64, 1.0];
                                 for r in 0..3 {
                                     for col in 0..4 {
@@ -196,10 +197,7 @@ impl CustomOp2 for Warp {
                         let mut gb = vec![0f32; c];
                         for j in 0..oy {
                             for i in 0..ox {
-                                let v = (k * oy + j) * ox + i;
-                                let p = self.point(&m, &sec, nout, i, j, k, v);
-                                gv(v, &mut gb);
-                                let d = grad_point(&img, nvox, &gb, &corners_fast(p, s, self.border));
+                                let d = point_grad(i, j, k, &mut gb);
                                 let t = j * ox + i;
                                 a0[t] = r[0] as f32 * d[0] + r[3] as f32 * d[1] + r[6] as f32 * d[2];
                                 a1[t] = r[1] as f32 * d[0] + r[4] as f32 * d[1] + r[7] as f32 * d[2];
