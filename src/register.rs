@@ -11,7 +11,7 @@ use crate::image::resample::Padding;
 use crate::image::Image;
 use crate::metrics::Metric;
 use crate::optim::init::{initial_transform, Init};
-use crate::optim::{iso_linear, IsoOptions, LevelReport, Schedule};
+use crate::optim::{iso_linear, IsoOptions, LevelReport, Sampling, Schedule};
 use crate::spatial::io::save_transform;
 use crate::spatial::{warp, Linear, LinearKind, Transform, WarpInterpolation};
 
@@ -82,6 +82,8 @@ pub fn register_linear(
             fixed_mask: fixed_mask.cloned(),
             convergence: (10, 1e-5),
             cancel: None,
+            sampling: Sampling::default_for(metric),
+            seed: 0,
         };
         let r = iso_linear(fixed, moving, &t, &opts)?;
         t = r.transform;

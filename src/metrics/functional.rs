@@ -92,7 +92,8 @@ pub enum Window {
 
 /// Local normalized cross-correlation, VoxelMorph / MONAI form: in each window,
 /// `cc = cov(f, m)^2 / (var(f) var(m) + eps)`, then the mean of `cc` over the mask. Range `[0, 1]`, 1 for
-/// identical images (where both vary locally). Windows are zero-padded at the border.
+/// identical images (where both vary locally). Windows are zero-padded at the border. The guard `eps` is
+/// `1e-5 / n^2 + 1e-6 var(f) var(m)` (global variances), and `cc` is capped at 1.
 pub fn lncc(fixed: &Tensor, moving: &Tensor, window: Window, mask: Option<&Tensor>) -> Result<Tensor> {
     let [z, y, x] = zyx_of(fixed, moving)?;
     let kern = match window {
@@ -112,9 +113,15 @@ pub fn lncc(fixed: &Tensor, moving: &Tensor, window: Window, mask: Option<&Tenso
     let vf = (lf(&f.sqr()?)? - mf.sqr()?)?.relu()?;
     let vm = (lf(&m.sqr()?)? - mm.sqr()?)?.relu()?;
     // VoxelMorph's 1e-5 guards sums over the window; on means it becomes 1e-5 / n^2, with n the window's
-    // (effective) number of voxels.
+    // (effective) number of voxels. That alone is not enough in f32: in a window where one image is flat
+    // (background), rounding leaves a covariance of ~1e-4 while the variances are ~0, and an optimizer
+    // learns to make such windows (cc in the thousands). So the guard also scales with the images'
+    // global variances (1e-6 of their product: windows a thousand times flatter than the image count as
+    // flat), and cc is capped at 1, its bound by Cauchy-Schwarz.
     let n_eff = (kern.iter().sum::<f32>().powi(2) / kern.iter().map(|w| w * w).sum::<f32>()).powi(3) as f64;
-    let cc = (cross.sqr()? / ((vf * vm)? + 1e-5 / (n_eff * n_eff))?)?;
+    let global = |t: &Tensor| -> Result<f64> { Ok(t.sqr()?.mean_all()?.to_dtype(DType::F64)?.to_scalar::<f64>()?) };
+    let eps = 1e-5 / (n_eff * n_eff) + 1e-6 * global(&f.detach())? * global(&m.detach())?;
+    let cc = (cross.sqr()? / ((vf * vm)? + eps)?)?.clamp(0f32, 1f32)?;
     let w = mask_weights(mask, z * y * x)?;
     wmean(&cc.flatten_all()?, &w)
 }

@@ -229,6 +229,12 @@ impl Metric {
         }
     }
 
+    /// True for measures that need the image grid (LNCC windows, per-patch MI / CR); false for global
+    /// measures, which can be evaluated on any set of sample points.
+    pub fn is_local(&self) -> bool {
+        matches!(self.kind, MetricKind::Lncc) || self.patch > 0
+    }
+
     /// The loss to minimize: the measure, negated where higher is better (see the module table).
     pub fn loss(&self, fixed: &Tensor, moving: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
         let m = self.measure(fixed, moving, mask)?;

@@ -250,14 +250,15 @@ impl BSpline {
         &self.coeffs
     }
 
-    /// The `(n, C)` cubic B-spline basis matrix of axis `a`.
-    fn basis(&self, a: usize) -> Result<Tensor> {
-        let n = self.grid.shape()[a];
+    /// The `(n, C)` cubic B-spline basis matrix of axis `a` at the positions `pos[i]` (voxel indices of
+    /// the control grid's own image grid along that axis).
+    fn basis_at(&self, a: usize, pos: &[f64]) -> Result<Tensor> {
+        let n = pos.len();
         let c = BSpline::control_shape(&self.grid, self.control_spacing)[a];
         let r = self.control_spacing[a] / self.grid.spacing()[a];
         let mut b = vec![0f32; n * c];
-        for i in 0..n {
-            let t = i as f64 / r + 1.0;
+        for (i, p) in pos.iter().enumerate() {
+            let t = p / r + 1.0;
             let j = t.floor();
             let u = t - j;
             let w = [
@@ -278,13 +279,30 @@ impl BSpline {
 
     /// The dense displacement on the grid (differentiable in the coefficients).
     pub fn to_ddf(&self) -> Result<Ddf> {
+        self.to_ddf_on(&self.grid.clone())
+    }
+
+    /// The dense displacement `(3, Z, Y, X)` evaluated at the voxel centres of `grid`, which must have
+    /// the control grid's image grid's direction (so each of its axes maps to one axis of the lattice),
+    /// e.g. a pyramid level of it: the same lattice then serves every level. Differentiable in the
+    /// coefficients.
+    ///
+    /// Errors: [`Error::InvalidArgument`] for a grid with another direction.
+    pub fn to_ddf_on(&self, grid: &Grid) -> Result<Ddf> {
+        if (grid.direction() - self.grid.direction()).abs().max() > 1e-9 {
+            return Err(Error::arg("bspline", "the evaluation grid must have the control grid's direction"));
+        }
+        // Voxel i of `grid` along axis a sits at index s_a * i + o_a of the lattice's image grid.
+        let m = self.grid.world_to_voxel() * grid.voxel_to_world();
+        let [nx, ny, nz] = grid.shape();
+        let pos = |a: usize, n: usize| (0..n).map(|i| m[(a, a)] * i as f64 + m[(a, 3)]).collect::<Vec<_>>();
         let (_, cz, cy, cx) = self.coeffs.dims4()?;
-        let [nx, ny, nz] = self.grid.shape();
-        let (bx, by, bz) = (self.basis(0)?, self.basis(1)?, self.basis(2)?);
+        let (bx, by, bz) =
+            (self.basis_at(0, &pos(0, nx))?, self.basis_at(1, &pos(1, ny))?, self.basis_at(2, &pos(2, nz))?);
         let t1 = self.coeffs.reshape((3 * cz * cy, cx))?.matmul(&bx.t()?)?.reshape((3, cz, cy, nx))?;
         let t2 = by.broadcast_matmul(&t1)?; // (3, cz, ny, nx)
         let t3 = bz.broadcast_matmul(&t2.reshape((3, cz, ny * nx))?)?; // (3, nz, ny*nx)
-        Ddf::new(t3.reshape((3, nz, ny, nx))?, self.grid.clone())
+        Ddf::new(t3.reshape((3, nz, ny, nx))?, grid.clone())
     }
 }
 

@@ -1,0 +1,321 @@
+//! Multi-scale deformable registration: a dense model (greedy displacement field, stationary velocity
+//! field or cubic B-spline) is optimized over a coarse-to-fine pyramid after a fixed linear transform,
+//! with a similarity loss, a regularizer, and Gaussian smoothing of the update and of the field.
+//!
+//! The map from fixed to moving points is `x -> A(x + u(x))` (the dense stage first, then the linear
+//! one, in the point order of `antsApplyTransforms -t affine -t warp` read right to left, i.e. ANTs'
+//! `1Warp` then `0GenericAffine`), with `u` a `(3, Z, Y, X)` displacement in world mm on the fixed grid.
+//!
+//! | model | parameters | update |
+//! |---|---|---|
+//! | `Greedy` | `u` on the level's grid | Adam on `u`, gradient smoothed by `sigma_grad`, `u` smoothed by `sigma_field` after each step (FireANTs' greedy registration; Demons' fluid / elastic smoothing, Vercauteren et al. 2009) |
+//! | `Svf` | velocity `v` on the level's grid, `u = exp(v) - id` by scaling and squaring | as `Greedy`, on `v` (diffeomorphic: Arsigny et al. 2006, Ashburner 2007) |
+//! | `BSpline` | coefficients on one lattice (control spacing in mm) for all levels | Adam on the coefficients (Rueckert et al. 1999) |
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use candle_core::{DType, Tensor, Var};
+use serde::Serialize;
+
+use super::convergence::WindowedSlope;
+use super::iso::{fix_ranges, LevelReport, Schedule};
+use super::optimizer::{Adam, Optimizer};
+use crate::error::{Error, Result};
+use crate::image::resample::{resample, Interpolation, Padding};
+use crate::image::smooth::pyramid;
+use crate::image::{DataType, Grid, Image};
+use crate::metrics::regularizers::{bending_energy, diffusion};
+use crate::metrics::Metric;
+use crate::ops::local_filter::gaussian_kernel;
+use crate::ops::{local_filter, warp_field};
+use crate::spatial::{BSpline, Ddf, Linear, Svf, Transform};
+
+/// The dense model optimized by [`iso_dense`].
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub enum DenseModel {
+    /// A displacement field updated greedily (no integration; smoothing keeps it invertible in practice).
+    Greedy,
+    /// A stationary velocity field integrated with `steps` squarings.
+    Svf { steps: usize },
+    /// A cubic B-spline with control points every `spacing` mm.
+    BSpline { spacing: f64 },
+}
+
+impl DenseModel {
+    /// The model's name as the CLI spells it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            DenseModel::Greedy => "syn",
+            DenseModel::Svf { .. } => "svf",
+            DenseModel::BSpline { .. } => "bspline",
+        }
+    }
+}
+
+/// The regularizer added to the similarity loss.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub enum Regularizer {
+    /// Mean squared first derivatives of the field (seed `001` eq. 8), times the weight.
+    Diffusion(f64),
+    /// Bending energy (1/mm^2), times the weight.
+    Bending(f64),
+}
+
+/// Options of [`iso_dense`].
+#[derive(Clone)]
+pub struct DenseOptions {
+    /// Factors, iterations, pyramid sigmas and Adam learning rates (mm per step) per level.
+    pub schedule: Schedule,
+    pub metric: Metric,
+    pub regularizer: Option<Regularizer>,
+    /// Gaussian sigma (voxels of the level) applied to the gradient before each step (`Greedy`, `Svf`).
+    pub sigma_grad: f64,
+    /// Gaussian sigma (voxels of the level) applied to the field after each step (`Greedy`, `Svf`).
+    pub sigma_field: f64,
+    /// Only fixed voxels inside this mask (non-zero, on the fixed grid) count.
+    pub fixed_mask: Option<Image>,
+    /// Windowed-slope convergence: window (iterations) and relative slope tolerance.
+    pub convergence: (usize, f64),
+    /// Set to true (e.g. by Ctrl-C) to stop; the field reached so far is kept.
+    pub cancel: Option<Arc<AtomicBool>>,
+}
+
+impl DenseOptions {
+    /// Defaults for `model` with `metric`: 3 levels (factors 4, 2, 1) of 100, 60, 30 iterations, learning
+    /// rate of half a fixed voxel per step, gradient sigma 1 and field sigma 0.5 voxels (no extra
+    /// regularizer) for `Greedy` / `Svf`; bending energy 1e-2 for `BSpline`.
+    pub fn defaults(model: DenseModel, metric: Metric, fixed: &Grid) -> Result<Self> {
+        let mut schedule = Schedule::new(3, &[100, 60, 30], 1.0)?;
+        let vox = fixed.spacing().iter().sum::<f64>() / 3.0;
+        schedule.lr = schedule.factors.iter().map(|_| 0.5 * vox).collect();
+        let regularizer = match model {
+            DenseModel::BSpline { .. } => Some(Regularizer::Bending(1e-2)),
+            _ => None,
+        };
+        Ok(DenseOptions {
+            schedule,
+            metric,
+            regularizer,
+            sigma_grad: 1.0,
+            sigma_field: 0.5,
+            fixed_mask: None,
+            convergence: (15, 1e-4),
+            cancel: None,
+        })
+    }
+}
+
+/// The result of [`iso_dense`].
+#[derive(Clone, Debug)]
+pub struct DenseResult {
+    /// The displacement `u` (mm) on the fixed grid: fixed point `x` maps to `A(x + u(x))`.
+    pub field: Ddf,
+    pub levels: Vec<LevelReport>,
+    pub seconds: f64,
+}
+
+/// Gaussian smoothing of a `(3, Z, Y, X)` field with `sigma` voxels (identity for `sigma <= 0`).
+fn smooth_field(t: &Tensor, sigma: f64) -> Result<Tensor> {
+    if sigma <= 0.0 {
+        return Ok(t.clone());
+    }
+    let k = gaussian_kernel(sigma);
+    Ok(local_filter(t, [k.clone(), k.clone(), k])?)
+}
+
+/// Adam on a dense field with the step normalized so that its largest vector moves `lr` mm (FireANTs'
+/// warp optimizer): Adam alone moves every voxel with a gradient by about `lr`, however small the
+/// gradient; normalizing by the largest step keeps the update's shape and bounds it, so a step never
+/// folds a smooth field.
+struct FieldAdam {
+    lr: f64,
+    t: i32,
+    moments: Option<(Tensor, Tensor)>,
+}
+
+impl FieldAdam {
+    fn new(lr: f64) -> Self {
+        FieldAdam { lr, t: 0, moments: None }
+    }
+
+    /// The step (mm) to subtract from the field for the gradient `g` `(3, Z, Y, X)`.
+    fn step(&mut self, g: &Tensor, _spacing: [f64; 3]) -> Result<Tensor> {
+        let (b1, b2, eps) = (0.9, 0.999, 1e-8);
+        self.t += 1;
+        let (m, v) = match &self.moments {
+            Some((m, v)) => (((m * b1)? + (g * (1.0 - b1))?)?, ((v * b2)? + (g.sqr()? * (1.0 - b2))?)?),
+            None => ((g * (1.0 - b1))?, (g.sqr()? * (1.0 - b2))?),
+        };
+        let mh = (&m / (1.0 - b1.powi(self.t)))?;
+        let vh = (&v / (1.0 - b2.powi(self.t)))?;
+        self.moments = Some((m, v));
+        let dir = (mh / (vh.sqrt()? + eps)?)?;
+        let norm = dir.sqr()?.sum_keepdim(0)?.sqrt()?.max_all()?.to_scalar::<f32>()? as f64;
+        if !(norm > 0.0 && norm.is_finite()) {
+            return Ok(dir.zeros_like()?);
+        }
+        Ok((dir * (self.lr / norm))?)
+    }
+}
+
+/// A `(3, Z, Y, X)` field on `from` resampled onto `to` (trilinear, border), values kept in mm.
+fn carry_field(t: &Tensor, from: &Grid, to: &Grid) -> Result<Tensor> {
+    if from.same_as(to, 1e-9) {
+        return Ok(t.clone());
+    }
+    let img = Image::new(t.clone(), from.clone(), DataType::Float32)?;
+    Ok(resample(&img, to, Interpolation::Linear, Padding::Border)?.data().clone())
+}
+
+/// Multi-scale deformable registration of `moving` to `fixed` after the fixed linear transform `affine`
+/// (fixed to moving world points): returns the displacement `u` on the fixed grid such that the moving
+/// image sampled at `affine(x + u(x))` matches the fixed image at `x`.
+///
+/// At each level both images are smoothed and resampled to the level's grid (as in [`super::iso_linear`]);
+/// the loss is `metric.loss(fixed, warped) + regularizer(field)`; parameters are carried to the next
+/// level by trilinear resampling (`Greedy`, `Svf`) or kept on one lattice (`BSpline`). A non-finite loss
+/// stops the level and keeps the last finite field.
+///
+/// Errors: an invalid schedule; images with several channels; a B-spline spacing not positive; tensor
+/// errors.
+pub fn iso_dense(
+    fixed: &Image,
+    moving: &Image,
+    affine: &Linear,
+    model: DenseModel,
+    opts: &DenseOptions,
+) -> Result<DenseResult> {
+    opts.schedule.check()?;
+    if fixed.channels() != 1 || moving.channels() != 1 {
+        return Err(Error::arg("iso_dense", "fixed and moving must have one channel each"));
+    }
+    let start = Instant::now();
+    let metric = fix_ranges(&opts.metric, fixed, moving)?;
+    let s = &opts.schedule;
+    let fpyr = pyramid(fixed, &s.factors, s.sigmas.as_deref())?;
+    let mpyr = pyramid(moving, &s.factors, s.sigmas.as_deref())?;
+    let a = crate::spatial::matrix44_of(&affine.matrix()?.detach())?;
+    let bspline = match model {
+        DenseModel::BSpline { spacing } => Some(BSpline::zeros(fixed.grid().clone(), [spacing; 3])?),
+        _ => None,
+    };
+    // Parameters: the field (or velocity) on the current level's grid, or the B-spline coefficients.
+    let mut param: Option<(Tensor, Grid)> = None;
+    let mut levels = Vec::new();
+    let mut last_field: Option<Ddf> = None;
+    for (l, (fl, ml)) in fpyr.iter().zip(&mpyr).enumerate() {
+        let t0 = Instant::now();
+        let g = fl.image.grid().clone();
+        let init = match (&bspline, &param) {
+            (Some(_), Some((c, _))) => c.clone(),
+            (Some(b), None) => b.coeffs().clone(),
+            (None, Some((p, pg))) => carry_field(p, pg, &g)?,
+            (None, None) => {
+                let [z, y, x] = g.zyx();
+                Tensor::zeros((3, z, y, x), DType::F32, &candle_core::Device::Cpu)?
+            }
+        };
+        let var = Var::from_tensor(&init)?;
+        let mut opt = Adam::new(s.lr[l], vec![None]);
+        let mut field_adam = FieldAdam::new(s.lr[l]);
+        // Sample points in moving voxels: W2V_m A (V2W_f i + u) = M i + R u.
+        let w2v = ml.image.grid().world_to_voxel();
+        let mm = w2v * a * g.voxel_to_world();
+        let rm = w2v * a;
+        let mvox: [f64; 12] = std::array::from_fn(|i| mm[(i / 4, i % 4)]);
+        let r: [f64; 9] = std::array::from_fn(|i| rm[(i / 3, i % 3)]);
+        let mask = match &opts.fixed_mask {
+            Some(m) => Some(resample(m, &g, Interpolation::Nearest, Padding::Zero)?.data().clone()),
+            None => None,
+        };
+        let mut conv = WindowedSlope::new(opts.convergence.0, opts.convergence.1);
+        let (mut losses, mut stop) = (Vec::new(), "iterations".to_string());
+        let field_of = |p: &Tensor| -> Result<Tensor> {
+            Ok(match model {
+                DenseModel::Greedy => p.clone(),
+                DenseModel::Svf { steps } => Svf::new(p.clone(), g.clone(), steps)?.to_ddf()?.field().clone(),
+                DenseModel::BSpline { .. } => {
+                    // Infallible: `bspline` is Some for this model.
+                    let b = bspline.as_ref().ok_or_else(|| Error::arg("iso_dense", "no lattice"))?;
+                    b.with_coeffs(p.clone())?.to_ddf_on(&g)?.field().clone()
+                }
+            })
+        };
+        let iters = s.iterations[l];
+        let mut good = var.as_tensor().detach().copy()?;
+        for it in 0..iters {
+            let lr = s.lr[l] * (1.0 - 0.5 * it as f64 / iters.max(1) as f64);
+            opt.set_lr(lr);
+            field_adam.lr = lr;
+            if opts.cancel.as_ref().is_some_and(|c| c.load(Ordering::Relaxed)) {
+                stop = "cancelled".into();
+                break;
+            }
+            let u = field_of(var.as_tensor())?;
+            let warped = warp_field(ml.image.data(), &u, mvox, r, false)?;
+            let mut loss = metric.loss(fl.image.data(), &warped, mask.as_ref())?;
+            let sim = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+            if let Some(reg) = opts.regularizer {
+                let (term, w) = match reg {
+                    Regularizer::Diffusion(w) => (diffusion(&u, g.spacing())?, w),
+                    Regularizer::Bending(w) => (bending_energy(&u, g.spacing())?, w),
+                };
+                if w != 0.0 {
+                    let dt = loss.dtype();
+                    loss = (loss + (term.to_dtype(dt)? * w)?)?;
+                }
+            }
+            let lv = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+            if !lv.is_finite() {
+                stop = "non-finite loss".into();
+                tracing::warn!("dense level {l}: loss is {lv} (similarity {sim}); keeping the last finite field");
+                break;
+            }
+            losses.push(lv);
+            good = var.as_tensor().detach().copy()?;
+            if conv.push(lv) {
+                stop = "converged".into();
+                break;
+            }
+            let mut grads = loss.backward()?;
+            if bspline.is_some() {
+                opt.step(std::slice::from_ref(&var), &grads)?;
+            } else if let Some(gr) = grads.remove(var.as_tensor()) {
+                let step = field_adam.step(&smooth_field(&gr, opts.sigma_grad)?, g.spacing())?;
+                var.set(&smooth_field(&(var.as_tensor() - step)?, opts.sigma_field)?)?;
+            }
+        }
+        if stop != "non-finite loss" {
+            good = var.as_tensor().detach().copy()?;
+        }
+        last_field = Some(Ddf::new(field_of(&good)?, g.clone())?);
+        tracing::info!("dense level {l} (factor {}): {} iterations, {stop}", s.factors[l], losses.len());
+        levels.push(LevelReport {
+            factor: s.factors[l],
+            iterations: losses.len(),
+            final_loss: losses.last().copied().unwrap_or(f64::NAN),
+            best_loss: losses.iter().copied().fold(f64::INFINITY, f64::min),
+            seconds: t0.elapsed().as_secs_f64(),
+            losses,
+            stop: stop.clone(),
+        });
+        param = Some((good, g));
+        if stop == "cancelled" {
+            break;
+        }
+    }
+    let field = match last_field {
+        Some(f) if f.grid().same_as(fixed.grid(), 1e-9) => f,
+        Some(f) => Ddf::new(carry_field(f.field(), f.grid(), fixed.grid())?, fixed.grid().clone())?,
+        None => Ddf::zeros(fixed.grid().clone())?,
+    };
+    Ok(DenseResult { field, levels, seconds: start.elapsed().as_secs_f64() })
+}
+
+/// The fixed-to-moving transform of a dense result after `affine`: `x -> affine(x + u(x))`, as a
+/// composite in point order (`[field, affine]`).
+pub fn dense_transform(field: &Ddf, affine: &Linear) -> crate::spatial::Composite {
+    crate::spatial::Composite::new(vec![Arc::new(field.clone()) as Arc<dyn Transform>, Arc::new(affine.clone())])
+}
