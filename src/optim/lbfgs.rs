@@ -36,6 +36,10 @@ pub struct LbfgsOptions {
     pub gtol: f64,
     /// Stop when an iteration lowers f by at most `ftol * max(|f_k|, |f_k+1|, 1)`. Default 1e-9.
     pub ftol: f64,
+    /// Stop when no step longer than `xtol` (scaled units, largest coordinate) lowers f enough: the line
+    /// search's interval has shrunk below it (f is flat, or its rounding noise dominates, at that
+    /// resolution). Default 1e-9; about 1e-5 suits f32 objectives.
+    pub xtol: f64,
     /// At most this many iterations. Default 200.
     pub max_iterations: usize,
     /// At most this many objective (value and gradient) evaluations. Default 2000.
@@ -59,6 +63,7 @@ impl Default for LbfgsOptions {
             scales: None,
             gtol: 1e-5,
             ftol: 1e-9,
+            xtol: 1e-9,
             max_iterations: 200,
             max_evals: 2000,
             initial_step: 1.0,
@@ -83,7 +88,8 @@ pub struct LbfgsResult {
     pub iterations: usize,
     /// Evaluations whose value or gradient was not finite.
     pub non_finite: usize,
-    /// Why it stopped: `converged (gradient)`, `converged (f change)`, `max iterations`,
+    /// Why it stopped: `converged (gradient)`, `converged (f change)`, `converged (x change)`,
+    /// `max iterations`,
     /// `max evaluations`, `cancelled`, `non-finite` (no acceptable step: the line search met only
     /// non-finite values, or the start point is not finite) or `line search failed`. When non-finite
     /// values were met but stepped around, `; N non-finite evaluations avoided` is appended.
@@ -159,8 +165,10 @@ struct Trial {
 /// What a line search ended with.
 enum Line {
     Found(Trial),
-    /// No acceptable step; `true` when non-finite values blocked it.
+    /// No acceptable step within the evaluation budget; `true` when non-finite values blocked it.
     Failed(bool),
+    /// No acceptable step longer than `xtol`.
+    Tiny,
 }
 
 /// The minimizer of the cubic interpolating `(a, fa, da)` and `(b, fb, db)` (N&W eq. 3.59), or `None`
@@ -194,6 +202,8 @@ fn wolfe<F: FnMut(&[f64]) -> Result<(f64, Vec<f64>)>>(
     let origin = Trial { a: 0.0, f: f0, d: d0, g: Vec::new() };
     let mut evals = 0;
     let mut blocked = false;
+    // The smallest useful step length along p.
+    let a_min = opts.xtol / inf_norm(p).max(1e-300);
     // Bracketing phase (Algorithm 3.5): `lo` satisfies sufficient decrease with the lowest value so far,
     // `hi` (value `+inf` when non-finite) lies on the other side of an acceptable step.
     let (mut lo, mut hi) = {
@@ -226,8 +236,14 @@ fn wolfe<F: FnMut(&[f64]) -> Result<(f64, Vec<f64>)>>(
     while evals < opts.max_line_evals {
         let (l, h) = (lo.a, hi.a);
         let width = (h - l).abs();
-        if width <= 1e-14 * l.abs().max(h.abs()).max(1e-300) {
-            break;
+        if width <= a_min || width <= 1e-14 * l.abs().max(h.abs()) {
+            return Ok(if lo.a > 0.0 {
+                Line::Found(lo)
+            } else if blocked {
+                Line::Failed(true)
+            } else {
+                Line::Tiny
+            });
         }
         let (left, right) = (l.min(h), l.max(h));
         // Cubic interpolation, kept 10% inside the interval; bisection when the cubic is unusable.
@@ -309,6 +325,9 @@ where
     if obj.non_finite > 0 && stop != "non-finite" {
         stop = format!("{stop}; {} non-finite evaluations avoided", obj.non_finite);
     }
+    if obj.non_finite > 0 {
+        tracing::warn!("lbfgs: {} non-finite evaluations; keeping the best point (f = {})", obj.non_finite, obj.best_f);
+    }
     tracing::debug!("lbfgs: {stop} after {} evaluations, {iterations} iterations, f = {}", obj.evals, obj.best_f);
     Ok(LbfgsResult {
         x: obj.best_x,
@@ -368,6 +387,7 @@ fn run<F: FnMut(&[f64]) -> Result<(f64, Vec<f64>)>>(
             Line::Failed(blocked) if pairs.is_empty() => {
                 return Ok(if blocked { "non-finite" } else { "line search failed" });
             }
+            Line::Tiny => return Ok("converged (x change)"),
             Line::Failed(_) => {
                 // Forget the curvature pairs and retry along the steepest descent next time round.
                 pairs.clear();

@@ -293,6 +293,9 @@ where
     if g.non_finite > 0 && stop != "non-finite" {
         stop = format!("{stop}; {} non-finite values treated as +inf", g.non_finite);
     }
+    if g.non_finite > 0 {
+        tracing::warn!("powell: {} non-finite values treated as +inf (best f = {})", g.non_finite, g.best_f);
+    }
     tracing::debug!("powell: {stop} after {} evaluations, {iterations} iterations, f = {}", g.evals, g.best_f);
     Ok(PowellResult { x: g.best_x, fval: g.best_f, evaluations: g.evals, iterations, non_finite: g.non_finite, stop })
 }
