@@ -184,7 +184,16 @@ fn cancel_flag_stops_at_once() {
         lowest.set(lowest.get().min(rosenbrock(x)));
         Ok((rosenbrock(x), rosenbrock_grad(x)))
     };
-    let r = lbfgs(f, &x0, &LbfgsOptions { cancel: Some(flag.clone()), ..Default::default() }).unwrap();
+    let r = lbfgs(&f, &x0, &LbfgsOptions { cancel: Some(flag.clone()), ..Default::default() }).unwrap();
+    assert_eq!((r.stop.as_str(), r.evaluations), ("cancelled", 7));
+    assert_eq!(r.fval, lowest.get());
+    assert!(r.fval < rosenbrock(&x0));
+
+    flag.store(false, Ordering::Relaxed);
+    (count.set(0), lowest.set(f64::INFINITY));
+    let r =
+        powell(|x: &[f64]| f(x).map(|v| v.0), &x0, &PowellOptions { cancel: Some(flag.clone()), ..Default::default() })
+            .unwrap();
     assert_eq!((r.stop.as_str(), r.evaluations), ("cancelled", 7));
     assert_eq!(r.fval, lowest.get());
     assert!(r.fval < rosenbrock(&x0));

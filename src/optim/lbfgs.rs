@@ -176,7 +176,7 @@ enum Line {
 fn cubic_min(a: f64, fa: f64, da: f64, b: f64, fb: f64, db: f64) -> Option<f64> {
     let d1 = da + db - 3.0 * (fa - fb) / (a - b);
     let disc = d1 * d1 - da * db;
-    if !(disc >= 0.0) {
+    if disc.is_nan() || disc < 0.0 {
         return None;
     }
     let d2 = (b - a).signum() * disc.sqrt();
@@ -375,7 +375,7 @@ fn run<F: FnMut(&[f64]) -> Result<(f64, Vec<f64>)>>(
         }
         let mut p: Vec<f64> = q.iter().map(|v| -v).collect();
         let mut d0 = dot(&g, &p);
-        if !(d0 < 0.0) || pairs.is_empty() {
+        if d0.is_nan() || d0 >= 0.0 || pairs.is_empty() {
             // No memory (or not a descent direction): steepest descent with the initial step length.
             pairs.clear();
             p = g.iter().map(|v| -v).collect();

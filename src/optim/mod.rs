@@ -7,11 +7,11 @@
 //! | [`convergence`] | windowed-slope convergence test |
 //! | [`init`] | initial transforms: identity, grid centres, centres of mass |
 //! | [`iso`] | multi-scale ISO of a linear transform: schedule, NaN guard, best-so-far, cancel flag |
-//! | [`powell`] | Powell's derivative-free conjugate-direction method with Brent line searches |
-//! | [`lbfgs`] | L-BFGS (two-loop recursion) with a strong-Wolfe line search |
+//! | [`powell`](mod@powell) | Powell's derivative-free conjugate-direction method with Brent line searches |
+//! | [`lbfgs`](mod@lbfgs) | L-BFGS (two-loop recursion) with a strong-Wolfe line search |
 //! | [`objective`] | candle losses as flat-vector objectives (value, gradient); physical-shift scales |
 //!
-//! [`powell`] and [`lbfgs`] work on a flat `&[f64]` parameter vector with per-parameter scales (one unit
+//! [`powell()`](fn@powell) and [`lbfgs()`](fn@lbfgs) work on a flat `&[f64]` parameter vector with per-parameter scales (one unit
 //! of search moves each parameter by its scale), a cancel flag checked before every evaluation, and a
 //! non-finite guard that keeps the best point.
 

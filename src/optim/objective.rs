@@ -1,4 +1,4 @@
-//! Adapters from candle losses to the flat-vector objectives of [`super::lbfgs`] and [`super::powell`],
+//! Adapters from candle losses to the flat-vector objectives of [`lbfgs`](fn@super::lbfgs) and [`powell`](fn@super::powell),
 //! and per-parameter scales from physical shifts.
 //!
 //! A parameter tensor of any shape and float dtype (F16, BF16, F32, F64) on any device is flattened
@@ -49,7 +49,7 @@ fn scalar(loss: &Tensor) -> Result<f64> {
     Ok(loss.flatten_all()?.to_dtype(DType::F64)?.to_vec1::<f64>()?[0])
 }
 
-/// Wraps a differentiable candle loss as the objective of [`super::lbfgs`]: at each flat parameter
+/// Wraps a differentiable candle loss as the objective of [`lbfgs`](fn@super::lbfgs): at each flat parameter
 /// vector `x`, builds a [`Var`] of `template`'s shape, dtype and device, computes `f(var)` (a loss with
 /// one element), and returns its value and its gradient with respect to the parameters (flattened
 /// row-major, as f64) by `backward()`.
@@ -77,7 +77,7 @@ where
     }
 }
 
-/// Wraps a candle loss evaluated forward only (no gradient) as the objective of [`super::powell`]: at
+/// Wraps a candle loss evaluated forward only (no gradient) as the objective of [`powell`](fn@super::powell): at
 /// each flat parameter vector, builds a tensor of `template`'s shape, dtype and device and returns the
 /// value of `f` on it (a loss with one element).
 ///
@@ -128,7 +128,7 @@ pub fn physical_shift_scales(transform: &Linear, grid: &Grid, shift_mm: f64) -> 
                     ((mp - mm) * v).xyz().norm() / (2.0 * h)
                 })
                 .fold(0.0, f64::max);
-            if !(per_unit > 1e-9) {
+            if per_unit.is_nan() || per_unit <= 1e-9 {
                 return Err(Error::arg(
                     "physical_shift_scales",
                     format!("parameter {i} does not move the grid's corners"),
