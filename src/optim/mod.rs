@@ -8,14 +8,27 @@
 //! | [`init`] | initial transforms: identity, grid centres, centres of mass |
 //! | [`dense`] | multi-scale deformable registration: greedy field, SVF, B-spline; smoothing, regularizer |
 //! | [`iso`] | multi-scale ISO of a linear transform: schedule, NaN guard, best-so-far, cancel flag |
+//! | [`powell`](mod@powell) | Powell's derivative-free conjugate-direction method with Brent line searches |
+//! | [`lbfgs`](mod@lbfgs) | L-BFGS (two-loop recursion) with a strong-Wolfe line search |
+//! | [`objective`] | candle losses as flat-vector objectives (value, gradient); physical-shift scales |
+//!
+//! [`powell()`](fn@powell) and [`lbfgs()`](fn@lbfgs) work on a flat `&[f64]` parameter vector with per-parameter scales (one unit
+//! of search moves each parameter by its scale), a cancel flag checked before every evaluation, and a
+//! non-finite guard that keeps the best point.
 
 pub mod convergence;
 pub mod dense;
 pub mod init;
 pub mod iso;
+pub mod lbfgs;
+pub mod objective;
 pub mod optimizer;
+pub mod powell;
 
 pub use convergence::WindowedSlope;
 pub use dense::{dense_transform, iso_dense, DenseModel, DenseOptions, DenseResult, Regularizer};
 pub use iso::{iso_linear, IsoOptions, IsoResult, LevelReport, Sampling, Schedule};
+pub use lbfgs::{lbfgs, LbfgsOptions, LbfgsResult};
+pub use objective::{flatten, physical_shift_scales, tensor_objective, tensor_value, unflatten};
 pub use optimizer::{Adam, Optimizer, Sgd};
+pub use powell::{powell, PowellOptions, PowellResult};
