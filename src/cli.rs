@@ -1,10 +1,11 @@
 //! The command line (clap). Each subcommand is a thin call into the library.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 
-use std::sync::Arc;
 
 use crate::error::Result;
 use crate::image::io::{load, save_with, SaveOptions};
@@ -94,12 +95,17 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Register a moving image to a fixed one (linear recipes for now): multi-scale instance-specific
-    /// optimization over a Gaussian pyramid with Adam.
+    /// Register a moving image to a fixed one: linear stages by multi-scale instance-specific
+    /// optimization (ISO) with Adam, then optionally a dense stage.
     ///
-    /// Writes PREFIX_warped.nii.gz (moving on the fixed grid), PREFIX_affine.tfm (ITK, LPS; maps fixed to
-    /// moving points, so `regsh apply -i MOVING -r FIXED -t PREFIX_affine.tfm` reproduces the warped
-    /// image) and PREFIX_report.json (stages, per-level losses, iterations, seconds, threads).
+    /// Recipes: translation, rigid, similarity, affine (rigid then affine); syn (affine then a greedy
+    /// displacement field, FireANTs-style; not ANTs' symmetric SyN), svf (affine then a stationary
+    /// velocity field), bspline (affine then a cubic B-spline). Writes PREFIX_warped.nii.gz (moving on
+    /// the fixed grid), PREFIX_affine.tfm (ITK, LPS; fixed to moving), for dense recipes
+    /// PREFIX_warp.nii.gz (displacement field, ITK / ANTs convention, applied before the affine), and
+    /// PREFIX_report.json (stages, per-level losses, iterations, seconds, threads, seed).
+    /// `regsh apply -i MOVING -r FIXED [-t PREFIX_warp.nii.gz] -t PREFIX_affine.tfm` reproduces the
+    /// warped image. Ctrl-C stops the optimization and writes what it has.
     Register {
         #[arg(long)]
         fixed: PathBuf,
@@ -108,24 +114,51 @@ pub enum Command {
         /// Only fixed voxels inside this mask count.
         #[arg(long)]
         fixed_mask: Option<PathBuf>,
-        /// translation, rigid, similarity (rigid then similarity), affine (rigid then affine).
+        /// translation, rigid, similarity, affine, syn, svf, bspline.
         #[arg(long, default_value = "affine")]
         transform: String,
-        /// Similarity measure with options, e.g. `mi`, `cr_patch[patch=8]`, `ncc`.
+        /// Similarity measure with options, e.g. `mi`, `cr_patch[patch=8]`, `ncc`, `lncc[window=9]`.
         #[arg(long, default_value = "mi")]
         metric: String,
-        /// Number of pyramid levels (factors 2^(scales-1) .. 1).
+        /// Measure of the linear stages when --metric is local (lncc, *_patch); default mi.
+        #[arg(long)]
+        linear_metric: Option<String>,
+        /// Number of pyramid levels of the linear stages (factors 2^(scales-1) .. 1).
         #[arg(long, default_value_t = 4)]
         scales: usize,
-        /// Iterations per level, coarse to fine (one value for all levels, or one per level).
+        /// Iterations per level of the linear stages, coarse to fine (one value, or one per level).
         #[arg(long, value_delimiter = ',', default_values_t = vec![100usize, 60, 30, 15])]
         iterations: Vec<usize>,
-        /// Adam learning rate (mm per step for translations); default 0.25 * factor + 0.25 per level.
+        /// Adam learning rate of the linear stages (mm per step for translations); default
+        /// 0.25 * factor + 0.25 per level.
         #[arg(long)]
         lr: Option<f64>,
         /// Initialization: identity, centres, moments.
         #[arg(long, default_value = "moments")]
         init: String,
+        /// Iterations per level of the dense stage, coarse to fine (factors 2^(n-1) .. 1).
+        #[arg(long, value_delimiter = ',', default_values_t = vec![100usize, 100, 50])]
+        dense_iterations: Vec<usize>,
+        /// Dense stage: Gaussian sigma (voxels) applied to each gradient (fluid-like). Default 3.
+        #[arg(long)]
+        grad_sigma: Option<f64>,
+        /// Dense stage: Gaussian sigma (voxels) applied to the field after each step (elastic-like).
+        /// Default 1.
+        #[arg(long)]
+        field_sigma: Option<f64>,
+        /// Dense stage regularizer: `diffusion:W`, `bending:W` or `none` (default: none for syn / svf,
+        /// bending:0.01 for bspline).
+        #[arg(long)]
+        regularizer: Option<String>,
+        /// B-spline control point spacing in mm (default 10).
+        #[arg(long)]
+        control_spacing: Option<f64>,
+        /// Dense stage: largest step per iteration in mm (default half a fixed voxel).
+        #[arg(long)]
+        dense_lr: Option<f64>,
+        /// Seed of the random sample points.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
         /// Output prefix.
         #[arg(long)]
         out: PathBuf,
@@ -193,19 +226,57 @@ pub fn run(cli: Cli) -> Result<()> {
                 json,
             })?;
         }
-        Command::Register { fixed, moving, fixed_mask, transform, metric, scales, iterations, lr, init, out } => {
-            let report = crate::register::run(&crate::register::RegisterArgs {
+        Command::Register {
+            fixed,
+            moving,
+            fixed_mask,
+            transform,
+            metric,
+            linear_metric,
+            scales,
+            iterations,
+            lr,
+            init,
+            dense_iterations,
+            grad_sigma,
+            field_sigma,
+            regularizer,
+            control_spacing,
+            dense_lr,
+            seed,
+            out,
+        } => {
+            let cancel = Arc::new(AtomicBool::new(false));
+            let flag = cancel.clone();
+            // A second handler cannot be installed (e.g. in tests calling `run` twice): then Ctrl-C
+            // keeps its default effect.
+            if ctrlc::set_handler(move || flag.store(true, Ordering::Relaxed)).is_err() {
+                tracing::debug!("Ctrl-C handler already installed");
+            }
+            let (report, _) = crate::register::run(&crate::register::RegisterArgs {
                 fixed,
                 moving,
                 fixed_mask,
                 transform,
                 metric,
+                linear_metric,
                 scales,
                 iterations,
                 lr,
                 init,
+                dense_iterations,
+                grad_sigma,
+                field_sigma,
+                regularizer,
+                control_spacing,
+                dense_lr,
+                seed,
                 out,
+                cancel: Some(cancel.clone()),
             })?;
+            if cancel.load(Ordering::Relaxed) {
+                eprintln!("cancelled: wrote the result reached so far");
+            }
             println!("{}", report.display());
         }
         Command::Jacobian { transforms, reference, output } => {

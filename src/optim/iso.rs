@@ -284,6 +284,7 @@ pub fn iso_linear(fixed: &Image, moving: &Image, init: &Linear, opts: &IsoOption
         // Each level judges its own loss (the pyramid changes the loss's scale): best of this level.
         best.0 = f64::INFINITY;
         let iters = s.iterations[l];
+        let bar = super::progress::level_bar(init.kind().name(), l, s.factors.len(), iters);
         for it in 0..iters {
             // Linear decay to a tenth of the level's rate: large early steps, a fine finish.
             opt.set_lr(s.lr[l] * (1.0 - 0.9 * it as f64 / iters.max(1) as f64));
@@ -313,6 +314,7 @@ pub fn iso_linear(fixed: &Image, moving: &Image, init: &Linear, opts: &IsoOption
                 break;
             }
             losses.push(lv);
+            super::progress::tick(&bar, lv);
             if lv < best.0 {
                 best = (lv, var.as_tensor().detach().copy()?);
             }
@@ -330,6 +332,7 @@ pub fn iso_linear(fixed: &Image, moving: &Image, init: &Linear, opts: &IsoOption
             best.1 = var.as_tensor().detach().copy()?;
         }
         var.set(&best.1)?;
+        bar.finish_and_clear();
         tracing::info!(
             "iso level {l} (factor {}): {} iterations, best loss {:.6}, {stop}",
             s.factors[l],

@@ -24,6 +24,7 @@ pub mod lbfgs;
 pub mod objective;
 pub mod optimizer;
 pub mod powell;
+pub(crate) mod progress;
 
 pub use convergence::WindowedSlope;
 pub use dense::{dense_transform, iso_dense, DenseModel, DenseOptions, DenseResult, Regularizer};
