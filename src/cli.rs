@@ -163,6 +163,39 @@ pub enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Write a PNG picture of a registration: axial, coronal and sagittal slices (rows) of fixed, moving,
+    /// warped and a fixed/warped checkerboard (columns), and the loss curve per pyramid level.
+    ///
+    /// All panels are sampled at the same world points (mm, RAS) on planes through --point (default: the
+    /// fixed grid's centre), so moving shows where it lies before registration and warped after.
+    /// Neurological convention: subject's left on the viewer's left (axial, coronal), anterior on the
+    /// right (sagittal). Each image is windowed to the 1st-99th percentile of its non-zero voxels. The
+    /// loss strip plots `stages[].levels[].losses` of a `regsh register` report, each level in its own
+    /// colour and scaled to its own range.
+    Snapshot {
+        #[arg(long)]
+        fixed: PathBuf,
+        #[arg(long)]
+        moving: PathBuf,
+        /// The registered moving image (e.g. PREFIX_warped.nii.gz).
+        #[arg(long)]
+        warped: Option<PathBuf>,
+        /// A `regsh register` report (PREFIX_report.json) whose per-level losses to plot.
+        #[arg(long)]
+        report: Option<PathBuf>,
+        /// World point X,Y,Z (mm, RAS) the three planes pass through.
+        #[arg(long, value_delimiter = ',', allow_hyphen_values = true)]
+        point: Option<Vec<f64>>,
+        /// Add a column with the fixed image's edges in red over the warped image.
+        #[arg(long)]
+        edges: bool,
+        /// Checkerboard square size in mm.
+        #[arg(long, default_value_t = 16.0)]
+        checker: f64,
+        /// The output PNG.
+        #[arg(short = 'o', long = "output")]
+        output: PathBuf,
+    },
     /// Write the Jacobian determinant of transforms on a reference grid (det <= 0 marks folding).
     Jacobian {
         /// A transform file (repeatable), in point order as for `apply`.
@@ -278,6 +311,19 @@ pub fn run(cli: Cli) -> Result<()> {
                 eprintln!("cancelled: wrote the result reached so far");
             }
             println!("{}", report.display());
+        }
+        Command::Snapshot { fixed, moving, warped, report, point, edges, checker, output } => {
+            let (w, h) = crate::snapshot::run(&crate::snapshot::SnapshotArgs {
+                fixed,
+                moving,
+                warped,
+                report,
+                point,
+                edges,
+                checker_mm: checker,
+                output: output.clone(),
+            })?;
+            tracing::info!("snapshot: {} ({w} x {h} pixels)", output.display());
         }
         Command::Jacobian { transforms, reference, output } => {
             let fixed = load(&reference)?;

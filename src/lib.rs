@@ -11,6 +11,7 @@
 //! | [`metrics`] | similarity measures and their registry, regularizers, evaluation measures |
 //! | [`optim`] | optimizers, convergence, initialization, multi-scale ISO |
 //! | [`register`] | registration recipes and `regsh register` |
+//! | [`snapshot`] | PNG pictures of a registration: orthogonal slices, checkerboard, loss curves (`regsh snapshot`) |
 //! | [`info`], [`measure`], [`cli`] | the command line |
 //! | [`error`], [`names`], [`device`] | typed errors, lookup with "did you mean", compute device |
 
@@ -25,6 +26,7 @@ pub mod names;
 pub mod ops;
 pub mod optim;
 pub mod register;
+pub mod snapshot;
 pub mod spatial;
 
 pub use error::{Error, Result};

@@ -92,6 +92,12 @@ fn is_input(path: &Path) -> bool {
     LOADED.lock().map(|g| g.as_ref().is_some_and(|s| s.contains(&p))).unwrap_or(false)
 }
 
+/// Whether `path` names a file this process has loaded as an input image (compared as canonical paths),
+/// which writers refuse to replace unless asked.
+pub fn is_loaded_input(path: &Path) -> bool {
+    is_input(path)
+}
+
 /// The kinds of file name regsh reads and writes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Format {
