@@ -11,11 +11,15 @@
 //! | [`metrics`] | similarity measures and their registry, regularizers, evaluation measures |
 //! | [`optim`] | optimizers, convergence, initialization, multi-scale ISO |
 //! | [`register`] | registration recipes and `regsh register` |
+//! | [`pipeline`] | Rhai-free registration pipelines: `RegState`, `init`, `iso`, `warp` |
+//! | [`dsl`], [`session`], [`diagnostics`] | the Rhai DSL (keyword arguments, `\|>`, builtins, help, stdlib), the evaluation session, error reports |
 //! | [`info`], [`measure`], [`cli`] | the command line |
 //! | [`error`], [`names`], [`device`] | typed errors, lookup with "did you mean", compute device |
 
 pub mod cli;
 pub mod device;
+pub mod diagnostics;
+pub mod dsl;
 pub mod error;
 pub mod image;
 pub mod info;
@@ -24,7 +28,9 @@ pub mod metrics;
 pub mod names;
 pub mod ops;
 pub mod optim;
+pub mod pipeline;
 pub mod register;
+pub mod session;
 pub mod spatial;
 
 pub use error::{Error, Result};
