@@ -36,7 +36,8 @@ impl SourceText {
 
     /// Whether this is a stdlib source (whose frames are named in the help rather than shown).
     pub fn is_stdlib(&self) -> bool {
-        self.name.starts_with("stdlib/") || std::env::var_os("REGSH_STDLIB").is_some_and(|d| self.name.starts_with(&*d.to_string_lossy()))
+        self.name.starts_with("stdlib/")
+            || std::env::var_os("REGSH_STDLIB").is_some_and(|d| self.name.starts_with(&*d.to_string_lossy()))
     }
 
     /// The original byte offset of a Rhai position in the rewritten text.
@@ -91,10 +92,24 @@ impl Diagnostic for ScriptError {
 impl ScriptError {
     /// An error without a source span.
     pub fn bare(code: &str, message: impl Into<String>) -> Self {
-        ScriptError { code: code.into(), message: message.into(), help: None, span: None, label: String::new(), source: None }
+        ScriptError {
+            code: code.into(),
+            message: message.into(),
+            help: None,
+            span: None,
+            label: String::new(),
+            source: None,
+        }
     }
 
-    fn at(src: &SourceText, span: (usize, usize), code: &str, message: String, label: String, help: Option<String>) -> Self {
+    fn at(
+        src: &SourceText,
+        span: (usize, usize),
+        code: &str,
+        message: String,
+        label: String,
+        help: Option<String>,
+    ) -> Self {
         ScriptError {
             code: code.into(),
             message,
@@ -138,7 +153,22 @@ fn is_ident(c: char) -> bool {
     c.is_alphanumeric() || c == '_'
 }
 
-/// The end (exclusive) of the string literal or bracketed group opening at `start`, skipping strings
+/// The end (exclusive) of the string literal opening at `start` (`"`, `` ` `` or `'`); the end of the
+/// text when unterminated.
+fn string_end(text: &str, start: usize) -> usize {
+    let b = text.as_bytes();
+    let q = b[start];
+    let mut i = start + 1;
+    while i < b.len() && b[i] != q {
+        if b[i] == b'\\' {
+            i += 1;
+        }
+        i += 1;
+    }
+    (i + 1).min(b.len())
+}
+
+/// The end (exclusive) of the bracketed group opening at `start`, skipping strings
 /// and comments inside; `None` when unterminated.
 fn group_end(text: &str, start: usize) -> Option<usize> {
     let b = text.as_bytes();
@@ -147,14 +177,7 @@ fn group_end(text: &str, start: usize) -> Option<usize> {
     while i < b.len() {
         match b[i] {
             b'"' | b'`' | b'\'' => {
-                let q = b[i];
-                i += 1;
-                while i < b.len() && b[i] != q {
-                    if b[i] == b'\\' {
-                        i += 1;
-                    }
-                    i += 1;
-                }
+                i = string_end(text, i) - 1;
             }
             b'/' if b.get(i + 1) == Some(&b'/') => {
                 while i < b.len() && b[i] != b'\n' {
@@ -200,9 +223,7 @@ pub fn span_at(text: &str, off: usize) -> (usize, usize) {
         return (off, id);
     }
     if matches!(first, '"' | '`') {
-        if let Some(end) = group_end(text, off) {
-            return (off, end - off);
-        }
+        return (off, string_end(text, off) - off);
     }
     let ops: usize = rest.chars().take(2).take_while(|c| "+-*/%<>=!&|^".contains(*c)).map(char::len_utf8).sum();
     (off, ops.max(first.len_utf8()))
@@ -231,7 +252,7 @@ pub fn key_span(text: &str, call: (usize, usize), key: &str) -> Option<(usize, u
         while j < b.len() {
             match b[j] {
                 b'"' | b'`' => {
-                    j = group_end(region, j).unwrap_or(b.len()) - 1;
+                    j = string_end(region, j) - 1;
                 }
                 b'(' | b'[' | b'{' => depth += 1,
                 b')' | b']' | b'}' if depth == 0 => break,
@@ -268,7 +289,12 @@ pub fn from_parse(src: &SourceText, e: &ParseError) -> ScriptError {
     let off = src.offset_of(e.1).unwrap_or(src.original.len());
     let span = span_at(&src.original, off);
     // A syntax error labels the token where parsing stopped, not a whole call.
-    let span = (span.0, span.1.min(src.original[span.0..].chars().take_while(|c| !c.is_whitespace()).map(char::len_utf8).sum::<usize>().max(1)));
+    let span = (
+        span.0,
+        span.1.min(
+            src.original[span.0..].chars().take_while(|c| !c.is_whitespace()).map(char::len_utf8).sum::<usize>().max(1),
+        ),
+    );
     let span = if span.0 >= src.original.len() { (src.original.len(), 0) } else { span };
     ScriptError::at(src, span, "regsh::dsl::syntax", format!("syntax error: {}", e.0), "here".into(), None)
 }
@@ -337,76 +363,82 @@ pub fn from_eval(err: &EvalAltResult, current: &SourceText, others: &[&SourceTex
     }
 
     let names_ref = || names.iter().map(String::as_str);
-    let (code, message, mut help, key, label): (String, String, Option<String>, Option<String>, Option<String>) = match inner {
-        EvalAltResult::ErrorRuntime(v, _) => match v.clone().try_cast::<HostError>() {
-            Some(h) => (h.code, h.message, h.help, h.key, None),
-            None => ("regsh::dsl::thrown".into(), v.to_string(), None, None, None),
-        },
-        EvalAltResult::ErrorFunctionNotFound(sig, _) => {
-            let name = sig.split(" (").next().unwrap_or(sig).trim().to_string();
-            let args = sig.get(name.len()..).map(|a| pretty_types(a.trim())).unwrap_or_default();
-            if name == "|>" {
+    let (code, message, mut help, key, label): (String, String, Option<String>, Option<String>, Option<String>) =
+        match inner {
+            EvalAltResult::ErrorRuntime(v, _) => match v.clone().try_cast::<HostError>() {
+                Some(h) => (h.code, h.message, h.help, h.key, None),
+                None => ("regsh::dsl::thrown".into(), v.to_string(), None, None, None),
+            },
+            EvalAltResult::ErrorFunctionNotFound(sig, _) => {
+                let name = sig.split(" (").next().unwrap_or(sig).trim().to_string();
+                let args = sig.get(name.len()..).map(|a| pretty_types(a.trim())).unwrap_or_default();
+                if name == "|>" {
+                    (
+                        "regsh::dsl::pipe".into(),
+                        format!("the right side of `|>` must be a function, got {args}"),
+                        Some("write `x |> f` (a function name) or `x |> f(a, k=v)` (meaning f(x, a, k=v))".into()),
+                        None,
+                        Some("this pipe".into()),
+                    )
+                } else if let Some(h) = crate::dsl::help::help(&name) {
+                    (
+                        "regsh::dsl::argument_types".into(),
+                        format!("`{name}` cannot take {args}"),
+                        Some(format!("{}\n{}", h.signature, h.summary)),
+                        None,
+                        Some("wrong argument types".into()),
+                    )
+                } else if names_ref().any(|n| n == name) {
+                    (
+                        "regsh::dsl::argument_types".into(),
+                        format!("`{name}` cannot take {args}"),
+                        None,
+                        None,
+                        Some("wrong number or types of arguments".into()),
+                    )
+                } else {
+                    let s = crate::names::suggest(&name, names_ref());
+                    (
+                        "regsh::dsl::unknown_function".into(),
+                        format!("unknown function `{name}`"),
+                        s.map(|s| format!("did you mean `{s}`?")),
+                        None,
+                        Some("not a builtin or script function".into()),
+                    )
+                }
+            }
+            EvalAltResult::ErrorVariableNotFound(name, _) => {
+                let s = crate::names::suggest(name, names_ref());
                 (
-                    "regsh::dsl::pipe".into(),
-                    format!("the right side of `|>` must be a function, got {args}"),
-                    Some("write `x |> f` (a function name) or `x |> f(a, k=v)` (meaning f(x, a, k=v))".into()),
-                    None,
-                    Some("this pipe".into()),
-                )
-            } else if let Some(h) = crate::dsl::help::help(&name) {
-                (
-                    "regsh::dsl::argument_types".into(),
-                    format!("`{name}` cannot take {args}"),
-                    Some(format!("{}\n{}", h.signature, h.summary)),
-                    None,
-                    Some("wrong argument types".into()),
-                )
-            } else if names_ref().any(|n| n == name) {
-                (
-                    "regsh::dsl::argument_types".into(),
-                    format!("`{name}` cannot take {args}"),
-                    None,
-                    None,
-                    Some("wrong number or types of arguments".into()),
-                )
-            } else {
-                let s = crate::names::suggest(&name, names_ref());
-                (
-                    "regsh::dsl::unknown_function".into(),
-                    format!("unknown function `{name}`"),
+                    "regsh::dsl::unknown_variable".into(),
+                    format!("unknown variable `{name}`"),
                     s.map(|s| format!("did you mean `{s}`?")),
                     None,
-                    Some("not a builtin or script function".into()),
+                    Some("not defined".into()),
                 )
             }
-        }
-        EvalAltResult::ErrorVariableNotFound(name, _) => {
-            let s = crate::names::suggest(name, names_ref());
-            (
-                "regsh::dsl::unknown_variable".into(),
-                format!("unknown variable `{name}`"),
-                s.map(|s| format!("did you mean `{s}`?")),
-                None,
-                Some("not defined".into()),
-            )
-        }
-        EvalAltResult::ErrorTerminated(..) => ("regsh::dsl::cancelled".into(), "cancelled".into(), None, None, None),
-        EvalAltResult::ErrorMismatchDataType(want, got, _) | EvalAltResult::ErrorMismatchOutputType(want, got, _) => (
-            "regsh::dsl::type".into(),
-            format!("expected {}, got {}", pretty_types(want), pretty_types(got)),
-            None,
-            None,
-            None,
-        ),
-        EvalAltResult::ErrorParsing(pe, _) => ("regsh::dsl::syntax".into(), format!("syntax error: {pe}"), None, None, None),
-        other => {
-            let mut m = other.to_string();
-            if let Some(i) = m.rfind(" (line ") {
-                m.truncate(i);
+            EvalAltResult::ErrorTerminated(..) => {
+                ("regsh::dsl::cancelled".into(), "cancelled".into(), None, None, None)
             }
-            ("regsh::dsl::runtime".into(), m, None, None, None)
-        }
-    };
+            EvalAltResult::ErrorMismatchDataType(want, got, _)
+            | EvalAltResult::ErrorMismatchOutputType(want, got, _) => (
+                "regsh::dsl::type".into(),
+                format!("expected {}, got {}", pretty_types(want), pretty_types(got)),
+                None,
+                None,
+                None,
+            ),
+            EvalAltResult::ErrorParsing(pe, _) => {
+                ("regsh::dsl::syntax".into(), format!("syntax error: {pe}"), None, None, None)
+            }
+            other => {
+                let mut m = other.to_string();
+                if let Some(i) = m.rfind(" (line ") {
+                    m.truncate(i);
+                }
+                ("regsh::dsl::runtime".into(), m, None, None, None)
+            }
+        };
     if !notes.is_empty() {
         let n = notes.join("\n");
         help = Some(match help {

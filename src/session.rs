@@ -47,7 +47,8 @@ impl Session {
     pub fn new() -> Result<Self, Box<ScriptError>> {
         let host = Arc::new(Host::default());
         let (engine, stdlib) = dsl::engine_with(host.clone())?;
-        let mut s = Session { engine, host, scope: Scope::new(), functions: AST::empty(), stdlib, sources: HashMap::new() };
+        let mut s =
+            Session { engine, host, scope: Scope::new(), functions: AST::empty(), stdlib, sources: HashMap::new() };
         s.set_args(Vec::new());
         Ok(s)
     }
@@ -138,9 +139,8 @@ impl Session {
     ///
     /// Errors: an unreadable file; as [`Session::eval`].
     pub fn eval_file(&mut self, path: &Path) -> Result<Dynamic, Box<ScriptError>> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            Box::new(ScriptError::bare("regsh::io::os", format!("{}: {e}", path.display())))
-        })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Box::new(ScriptError::bare("regsh::io::os", format!("{}: {e}", path.display()))))?;
         self.eval(&path.display().to_string(), &text)
     }
 

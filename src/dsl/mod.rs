@@ -25,7 +25,7 @@ pub mod value;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::SystemTime;
 
 use rhai::{Dynamic, Engine, FnPtr, Module, NativeCallContext, Scope, AST};
@@ -98,19 +98,34 @@ fn pipe(ctx: NativeCallContext, x: Dynamic, f: FnPtr) -> RhaiResult<Dynamic> {
 
 /// Names that are values when written bare: each metric (a `Metric`), and every builtin (a function
 /// value, so `x |> warp` applies it).
-fn bare_names() -> Module {
-    let mut m = Module::new();
-    for name in help::names() {
-        if let Ok(f) = FnPtr::new(name) {
-            m.set_var(name, f);
+fn bare_names() -> &'static HashMap<&'static str, Dynamic> {
+    static NAMES: OnceLock<HashMap<&'static str, Dynamic>> = OnceLock::new();
+    NAMES.get_or_init(|| {
+        let mut m = HashMap::new();
+        for name in help::names() {
+            if let Ok(f) = FnPtr::new(name) {
+                m.insert(name, Dynamic::from(f));
+            }
         }
-    }
-    for name in api::metrics::METRICS {
-        if let Ok(metric) = crate::metrics::Metric::new(name) {
-            m.set_var(name, metric);
+        for name in api::metrics::METRICS {
+            if let Ok(metric) = crate::metrics::Metric::new(name) {
+                m.insert(name, Dynamic::from(metric));
+            }
         }
+        m
+    })
+}
+
+/// The variable resolver of bare names: a variable of the script (local, global, or one a closure
+/// captures) always wins; otherwise a builtin name is its value. (A resolver rather than constants of
+/// a global module: Rhai's optimizer would substitute those even where a `for` variable shadows them,
+/// and closures could not capture them.)
+#[allow(deprecated)]
+fn resolve_bare(name: &str, index: usize, ctx: rhai::EvalContext) -> RhaiResult<Option<Dynamic>> {
+    if index > 0 || ctx.scope().contains(name) {
+        return Ok(None);
     }
-    m
+    Ok(bare_names().get(name).cloned())
 }
 
 /// The engine with every builtin but without the stdlib (which is compiled with it).
@@ -149,7 +164,8 @@ pub fn base_engine(host: Arc<Host>) -> Engine {
             }
         }
     });
-    e.register_global_module(bare_names().into());
+    #[allow(deprecated)] // `on_var` is marked volatile, not deprecated
+    e.on_var(resolve_bare);
     let cancel = host.cancel.clone();
     e.on_progress(move |_| if cancel.load(Ordering::Relaxed) { Some(Dynamic::from("cancelled")) } else { None });
     e.set_default_tag(Dynamic::UNIT);
@@ -160,7 +176,12 @@ pub fn base_engine(host: Arc<Host>) -> Engine {
 /// `name`) and the source record the diagnostics need.
 ///
 /// Errors: pre-pass and syntax errors as reports on the original text.
-pub fn compile(engine: &Engine, scope: &Scope, name: &str, text: &str) -> std::result::Result<(AST, SourceText), Box<ScriptError>> {
+pub fn compile(
+    engine: &Engine,
+    scope: &Scope,
+    name: &str,
+    text: &str,
+) -> std::result::Result<(AST, SourceText), Box<ScriptError>> {
     let rewritten = prepass::rewrite(engine, text);
     let (rw_text, map, prepass_err) = match rewritten {
         Ok(r) => (r.text, r.map, None),
@@ -170,7 +191,9 @@ pub fn compile(engine: &Engine, scope: &Scope, name: &str, text: &str) -> std::r
     if let Some(e) = prepass_err {
         return Err(Box::new(crate::diagnostics::from_prepass(&src, &e)));
     }
-    let mut ast = engine.compile_with_scope(scope, &src.rewritten).map_err(|e| Box::new(crate::diagnostics::from_parse(&src, &e)))?;
+    let mut ast = engine
+        .compile_with_scope(scope, &src.rewritten)
+        .map_err(|e| Box::new(crate::diagnostics::from_parse(&src, &e)))?;
     ast.set_source(name);
     Ok((ast, src))
 }

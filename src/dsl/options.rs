@@ -227,9 +227,7 @@ impl Opts {
 
     /// A string.
     pub fn string(&self, key: &str) -> RhaiResult<Option<String>> {
-        self.get(key)
-            .map(|d| d.clone().into_string().map_err(|_| self.wrong(key, "a string", d)))
-            .transpose()
+        self.get(key).map(|d| d.clone().into_string().map_err(|_| self.wrong(key, "a string", d))).transpose()
     }
 
     /// A number or a list of numbers.

@@ -126,12 +126,12 @@ struct Edit {
 /// reports it itself).
 fn tokens(engine: &Engine, text: &str) -> Option<Vec<(Token, usize)>> {
     let inputs = [text];
-    let (mut it, control) = engine.lex(&inputs);
+    let (it, control) = engine.lex(&inputs);
     let mut out = Vec::new();
     let mut depth = 0usize;
     let mut interp: Vec<usize> = Vec::new();
     let mut pending_interp = false;
-    while let Some((tok, pos)) = it.next() {
+    for (tok, pos) in it {
         let off = byte_offset(text, pos.line().unwrap_or(1), pos.position().unwrap_or(0));
         match &tok {
             Token::EOF => break,
@@ -264,7 +264,12 @@ pub fn rewrite(engine: &Engine, text: &str) -> Result<Rewritten, PrepassError> {
                 }
             }
             t if is_pipe(t) => {
-                if ident(i + 1).is_some() && next_is(2, &|t| matches!(t, Token::LeftParen)) {
+                if ident(i + 1).is_some() && next_is(2, &|t| matches!(t, Token::Unit)) {
+                    // `x |> f()`: Rhai lexes `()` as one token.
+                    edits.push(Edit { at: toks[i + 1].1, remove: 0, insert: format!("(|{PIPE_VAR}| ") });
+                    edits.push(Edit { at: toks[i + 2].1 + 1, remove: 0, insert: PIPE_VAR.into() });
+                    edits.push(Edit { at: toks[i + 2].1 + 2, remove: 0, insert: ")".into() });
+                } else if ident(i + 1).is_some() && next_is(2, &|t| matches!(t, Token::LeftParen)) {
                     let name_at = toks[i + 1].1;
                     let paren_at = toks[i + 2].1;
                     let empty = next_is(3, &|t| matches!(t, Token::RightParen));
@@ -389,7 +394,7 @@ mod tests {
     #[test]
     fn positions_and_offsets() {
         let t = "ab\nxé z\n";
-        assert_eq!(byte_offset(t, 2, 3), 4 + 1);
+        assert_eq!(byte_offset(t, 2, 3), 6);
         assert_eq!(byte_offset(t, 2, 4), 7);
         assert_eq!(line_col(t, 7), (2, 4));
         assert_eq!(byte_offset(t, 9, 1), t.len());

@@ -20,8 +20,10 @@ pub fn sources() -> Vec<(String, String)> {
         tracing::warn!("REGSH_STDLIB={}: not a readable directory; using the embedded stdlib", dir.to_string_lossy());
         return out;
     };
-    let mut files: Vec<_> =
-        entries.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.extension().is_some_and(|x| x == "rhai")).collect();
+    let mut files: Vec<_> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "rhai"))
+        .collect();
     files.sort();
     for p in files {
         let Ok(text) = std::fs::read_to_string(&p) else { continue };

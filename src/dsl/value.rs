@@ -39,7 +39,15 @@ impl std::fmt::Display for TransformValue {
                 let p = l.param_values().unwrap_or_default();
                 let p: Vec<String> = p.iter().map(|v| format!("{v:.4}")).collect();
                 let c = l.centre();
-                write!(f, "Transform({}, params [{}], centre [{:.2}, {:.2}, {:.2}])", l.kind().name(), p.join(", "), c[0], c[1], c[2])
+                write!(
+                    f,
+                    "Transform({}, params [{}], centre [{:.2}, {:.2}, {:.2}])",
+                    l.kind().name(),
+                    p.join(", "),
+                    c[0],
+                    c[1],
+                    c[2]
+                )
             }
             None => write!(f, "Transform({})", self.inner.name()),
         }

@@ -161,6 +161,10 @@ pub fn register(engine: &mut Engine, host: &Arc<Host>) {
         let value = o.f64("value")?.unwrap_or(0.0);
         pad(&img, voxels3(&before, "pad", "before")?, voxels3(&after, "pad", "after")?, value).host()
     });
+    with_opts!(engine, "pad", |img: Image, both: Dynamic| o => {
+        let n = voxels3(&both, "pad", "the padding")?;
+        pad(&img, n, n, o.f64("value")?.unwrap_or(0.0)).host()
+    });
     engine.register_fn("threshold", |img: Image, lo: Dynamic, hi: Dynamic| -> RhaiResult<Image> {
         let (lo, hi) = (num(&lo), num(&hi));
         match (lo, hi) {
@@ -179,7 +183,13 @@ pub fn register(engine: &mut Engine, host: &Arc<Host>) {
                 ("-", false) => affine(a, -1.0, x),
                 ("*", _) => affine(a, x, 0.0),
                 ("/", true) => affine(a, 1.0 / x, 0.0),
-                _ => a.data().to_dtype(DType::F32).and_then(|d| d.recip()).map_err(Error::from).and_then(|d| Ok(a.with_data(d)?)).and_then(|r| affine(&r, x, 0.0)),
+                _ => a
+                    .data()
+                    .to_dtype(DType::F32)
+                    .and_then(|d| d.recip())
+                    .map_err(Error::from)
+                    .and_then(|d| a.with_data(d))
+                    .and_then(|r| affine(&r, x, 0.0)),
             }
             .host()
         };

@@ -25,7 +25,11 @@ pub fn schedule_from(o: &Opts, default_scales: usize) -> RhaiResult<Schedule> {
     }
     let scales = o.usize("scales")?.unwrap_or(default_scales);
     let iterations = o.counts("iterations")?.unwrap_or_else(|| default_iterations(scales.clamp(1, 8)));
-    let mut s = Schedule::new(scales, &iterations, 1.0).host_key(if o.get("iterations").is_some() { "iterations" } else { "scales" })?;
+    let mut s = Schedule::new(scales, &iterations, 1.0).host_key(if o.get("iterations").is_some() {
+        "iterations"
+    } else {
+        "scales"
+    })?;
     let n = s.factors.len();
     let per_level = |key: &str, v: Vec<f64>| -> RhaiResult<Vec<f64>> {
         match v.len() {

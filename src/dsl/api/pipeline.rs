@@ -22,7 +22,10 @@ fn metric_of(d: &Dynamic, func: &str) -> RhaiResult<Metric> {
     if let Ok(s) = d.clone().into_string() {
         return Metric::new(&s).host();
     }
-    Err(arg_error(func, format!("the metric must be a metric (e.g. mi, cr_patch) or its name, got {}", crate::dsl::options::type_of(d))))
+    Err(arg_error(
+        func,
+        format!("the metric must be a metric (e.g. mi, cr_patch) or its name, got {}", crate::dsl::options::type_of(d)),
+    ))
 }
 
 fn iso_impl(host: &Host, state: &RegState, metric: Option<Metric>, o: &Opts) -> RhaiResult<RegState> {

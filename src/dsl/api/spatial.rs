@@ -14,7 +14,9 @@ use crate::image::resample::Padding;
 use crate::image::{Grid, Image};
 use crate::metrics::regularizers;
 use crate::spatial::io::{load_transform, save_transform};
-use crate::spatial::{jacobian_determinant, warp, BSpline, Composite, Linear, LinearKind, Svf, Transform, WarpInterpolation};
+use crate::spatial::{
+    jacobian_determinant, warp, BSpline, Composite, Linear, LinearKind, Svf, Transform, WarpInterpolation,
+};
 
 fn centre(o: &Opts) -> RhaiResult<[f64; 3]> {
     if let Some(g) = o.grid("about")? {
@@ -33,8 +35,11 @@ fn linear(kind: LinearKind, params: &Dynamic, o: &Opts) -> RhaiResult<TransformV
 }
 
 fn not_linear(t: &TransformValue, what: &str) -> Box<rhai::EvalAltResult> {
-    HostError::new("regsh::dsl::not_linear", format!("{what} of a {} transform: only linear transforms have one", t.inner.name()))
-        .into_rhai()
+    HostError::new(
+        "regsh::dsl::not_linear",
+        format!("{what} of a {} transform: only linear transforms have one", t.inner.name()),
+    )
+    .into_rhai()
 }
 
 /// The 4x4 world matrix (rows) of a linear transform.
@@ -59,7 +64,8 @@ fn onto(d: &Dynamic, func: &str) -> RhaiResult<Grid> {
 
 /// Warps `img` through `t` onto `g` with the `interpolation` / `padding` options.
 pub fn warp_with(img: &Image, t: &dyn Transform, g: &Grid, o: &Opts) -> RhaiResult<Image> {
-    let interp = o.string("interpolation")?.map(|s| WarpInterpolation::parse(&s)).transpose().host_key("interpolation")?;
+    let interp =
+        o.string("interpolation")?.map(|s| WarpInterpolation::parse(&s)).transpose().host_key("interpolation")?;
     let padding = o.string("padding")?.map(|s| Padding::parse(&s)).transpose().host_key("padding")?;
     warp(img, t, g, interp.unwrap_or(WarpInterpolation::Linear), padding.unwrap_or(Padding::Zero)).host()
 }
@@ -88,7 +94,8 @@ pub fn register(engine: &mut Engine) {
     with_opts!(engine, "affine", | | o => Ok(TransformValue::linear(Linear::identity(LinearKind::Affine, centre(&o)?))));
     with_opts!(engine, "affine", |p: Array| o => linear(LinearKind::Affine, &p.into(), &o));
     with_opts!(engine, "rigid", |p: Array| o => linear(LinearKind::Rigid, &p.into(), &o));
-    engine.register_fn("translation", |p: Array| linear(LinearKind::Translation, &p.into(), &Opts::none("translation")));
+    engine
+        .register_fn("translation", |p: Array| linear(LinearKind::Translation, &p.into(), &Opts::none("translation")));
     with_opts!(engine, "svf", |on: Dynamic| o => {
         let g = onto(&on, "svf")?;
         let steps = o.usize("steps")?.unwrap_or(7);
