@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 
-
 use crate::error::Result;
 use crate::image::io::{load, save_with, SaveOptions};
 use crate::image::resample::Padding;
@@ -196,6 +195,21 @@ pub enum Command {
         #[arg(short = 'o', long = "output")]
         output: PathBuf,
     },
+    /// Run a DSL script (`regsh run FILE [ARGS...]`, the script sees ARGS) or an expression
+    /// (`regsh run -e 'EXPR' [ARGS...]`, whose value is printed).
+    ///
+    /// Errors are reported against the script's own text, and the exit status is 1.
+    Run {
+        /// Evaluate this expression instead of a file, and print its value.
+        #[arg(short = 'e', long = "eval", value_name = "EXPR")]
+        expr: Option<String>,
+        /// The script file (with -e, the first argument).
+        #[arg(required_unless_present = "expr")]
+        file: Option<String>,
+        /// Arguments for the script (the array ARGS).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// Write the Jacobian determinant of transforms on a reference grid (det <= 0 marks folding).
     Jacobian {
         /// A transform file (repeatable), in point order as for `apply`.
@@ -214,6 +228,31 @@ pub enum Command {
 fn load_chain(specs: &[String]) -> Result<Arc<dyn Transform>> {
     let ts = specs.iter().map(|s| load_transform(s)).collect::<Result<Vec<_>>>()?;
     Ok(Arc::new(Composite::new(ts)))
+}
+
+/// `regsh run`: evaluates a file or an expression in a new session; a script error is rendered with
+/// miette on stderr and the process exits with status 1.
+fn run_script(expr: Option<String>, file: Option<String>, args: Vec<String>) {
+    use std::io::IsTerminal;
+    let fail = |e: &crate::diagnostics::ScriptError| -> ! {
+        eprint!("{}", crate::diagnostics::render_terminal(e, std::io::stderr().is_terminal()));
+        std::process::exit(1)
+    };
+    let mut session = crate::session::Session::new().unwrap_or_else(|e| fail(&e));
+    match expr {
+        Some(e) => {
+            session.set_args(file.into_iter().chain(args).collect());
+            let v = session.eval("<expr>", &e).unwrap_or_else(|e| fail(&e));
+            if !v.is_unit() {
+                println!("{}", crate::session::Session::display(&v));
+            }
+        }
+        None => {
+            session.set_args(args);
+            let path = PathBuf::from(file.unwrap_or_default());
+            let _ = session.eval_file(&path).unwrap_or_else(|e| fail(&e));
+        }
+    }
 }
 
 /// Runs a parsed command line, writing its output to stdout.
@@ -325,6 +364,7 @@ pub fn run(cli: Cli) -> Result<()> {
             })?;
             tracing::info!("snapshot: {} ({w} x {h} pixels)", output.display());
         }
+        Command::Run { expr, file, args } => run_script(expr, file, args),
         Command::Jacobian { transforms, reference, output } => {
             let fixed = load(&reference)?;
             let t = load_chain(&transforms)?;

@@ -12,11 +12,15 @@
 //! | [`optim`] | optimizers, convergence, initialization, multi-scale ISO |
 //! | [`register`] | registration recipes and `regsh register` |
 //! | [`snapshot`] | PNG pictures of a registration: orthogonal slices, checkerboard, loss curves (`regsh snapshot`) |
+//! | [`pipeline`] | Rhai-free registration pipelines: `RegState`, `init`, `iso`, `warp` |
+//! | [`dsl`], [`session`], [`diagnostics`] | the Rhai DSL (keyword arguments, `\|>`, builtins, help, stdlib), the evaluation session, error reports |
 //! | [`info`], [`measure`], [`cli`] | the command line |
 //! | [`error`], [`names`], [`device`] | typed errors, lookup with "did you mean", compute device |
 
 pub mod cli;
 pub mod device;
+pub mod diagnostics;
+pub mod dsl;
 pub mod error;
 pub mod image;
 pub mod info;
@@ -25,7 +29,9 @@ pub mod metrics;
 pub mod names;
 pub mod ops;
 pub mod optim;
+pub mod pipeline;
 pub mod register;
+pub mod session;
 pub mod snapshot;
 pub mod spatial;
 

@@ -76,7 +76,9 @@ pub fn default_lr(factors: &[f64]) -> Vec<f64> {
 
 /// The parameters of `from` carried into `kind` (a prefix of the 12-parameter form, identity for the
 /// rest), about the same centre.
-fn promote(from: &Linear, kind: LinearKind) -> Result<Linear> {
+///
+/// Errors: as [`Linear::from_params`].
+pub fn promote(from: &Linear, kind: LinearKind) -> Result<Linear> {
     let p = from.param_values()?;
     let mut q: Vec<f64> = kind.identity_params().iter().map(|&v| v as f64).collect();
     let keep = p.len().min(q.len());

@@ -8,9 +8,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 pub(crate) fn level_bar(stage: &str, level: usize, levels: usize, iterations: usize) -> ProgressBar {
     let bar = ProgressBar::new(iterations as u64);
     // The template is a constant and valid; fall back to the default style if indicatif disagrees.
-    if let Ok(style) =
-        ProgressStyle::with_template("{prefix} [{elapsed_precise}] {wide_bar} {pos}/{len} loss {msg}")
-    {
+    if let Ok(style) = ProgressStyle::with_template("{prefix} [{elapsed_precise}] {wide_bar} {pos}/{len} loss {msg}") {
         bar.set_style(style);
     }
     bar.set_prefix(format!("{stage} level {}/{levels}", level + 1));

@@ -1,0 +1,206 @@
+//! Images and grids: loading (through the session's cache), saving, resampling, smoothing,
+//! normalization, crop / pad / threshold, getters, arithmetic and comparison masks.
+
+use std::sync::Arc;
+
+use candle_core::DType;
+use rhai::{Array, Dynamic, Engine, Map};
+
+use super::{floats, ints, rows, with_opts};
+use crate::dsl::options::{arg_error, grid_of, num, vec3, whole, OrHost, RhaiResult};
+use crate::dsl::Host;
+use crate::error::Error;
+use crate::image::io::{save_with, SaveOptions};
+use crate::image::ops::{crop, normalize, pad, threshold, Normalization};
+use crate::image::resample::{resample, Interpolation, Padding};
+use crate::image::smooth::{smooth, SigmaUnit};
+use crate::image::{DataType, Grid, Image};
+
+/// Grid tolerance (mm) for voxel-wise operations on two images.
+const GRID_TOL: f64 = 1e-4;
+
+fn stats(i: &Image) -> RhaiResult<crate::image::Stats> {
+    i.stats().host()
+}
+
+/// `a op b` voxel by voxel, for images on the same grid (float32 result).
+fn binary(a: &Image, b: &Image, op: &str) -> crate::Result<Image> {
+    if !a.grid().same_as(b.grid(), GRID_TOL) || a.channels() != b.channels() {
+        return Err(Error::Shape {
+            op: format!("image {op} image"),
+            expected: format!("{} channel(s) on {}", a.channels(), a.grid()),
+            actual: format!("{} channel(s) on {}", b.channels(), b.grid()),
+        });
+    }
+    let (x, y) = (a.data().to_dtype(DType::F32)?, b.data().to_dtype(DType::F32)?);
+    let d = match op {
+        "+" => (x + y)?,
+        "-" => (x - y)?,
+        "*" => (x * y)?,
+        _ => (x / y)?,
+    };
+    a.with_data(d)
+}
+
+/// `a * mul + add` voxel by voxel (float32 result).
+fn affine(a: &Image, mul: f64, add: f64) -> crate::Result<Image> {
+    a.with_data(a.data().to_dtype(DType::F32)?.affine(mul, add)?)
+}
+
+/// A 0 / 1 mask (uint8) of `value op x`.
+fn compare(a: &Image, x: f64, op: &str) -> crate::Result<Image> {
+    let d = a.data();
+    let m = match op {
+        ">" => d.gt(x)?,
+        ">=" => d.ge(x)?,
+        "<" => d.lt(x)?,
+        _ => d.le(x)?,
+    };
+    Ok(a.with_data(m.to_dtype(DType::F32)?)?.with_dtype(DataType::Uint8))
+}
+
+/// The map `info(image)` returns.
+pub fn info_map(i: &Image) -> RhaiResult<Map> {
+    let g = i.grid();
+    let s = stats(i)?;
+    let mut m = Map::new();
+    m.insert("shape".into(), ints(g.shape()).into());
+    m.insert("spacing".into(), floats(g.spacing()).into());
+    m.insert("origin".into(), floats(g.origin()).into());
+    m.insert("direction".into(), direction(g).into());
+    m.insert("orientation".into(), g.orientation().into());
+    m.insert("dtype".into(), i.dtype().name().into());
+    m.insert("channels".into(), (i.channels() as i64).into());
+    m.insert("min".into(), s.min.into());
+    m.insert("max".into(), s.max.into());
+    m.insert("mean".into(), s.mean.into());
+    Ok(m)
+}
+
+fn direction(g: &Grid) -> Array {
+    let d = g.direction();
+    rows((0..3).map(|r| [d[(r, 0)], d[(r, 1)], d[(r, 2)]]))
+}
+
+fn voxels3(d: &Dynamic, func: &str, what: &str) -> RhaiResult<[usize; 3]> {
+    let v = vec3(d).ok_or_else(|| arg_error(func, format!("{what} must be a number or [x, y, z] voxels")))?;
+    let w = v.map(whole);
+    match w {
+        [Some(a), Some(b), Some(c)] => Ok([a, b, c]),
+        _ => Err(arg_error(func, format!("{what} must be whole numbers of voxels >= 0, got {v:?}"))),
+    }
+}
+
+/// Registers the image and grid types and builtins.
+pub fn register(engine: &mut Engine, host: &Arc<Host>) {
+    engine
+        .register_type_with_name::<Image>("Image")
+        .register_get("shape", |i: &mut Image| ints(i.grid().shape()))
+        .register_get("spacing", |i: &mut Image| floats(i.grid().spacing()))
+        .register_get("origin", |i: &mut Image| floats(i.grid().origin()))
+        .register_get("direction", |i: &mut Image| direction(i.grid()))
+        .register_get("dtype", |i: &mut Image| i.dtype().name().to_string())
+        .register_get("channels", |i: &mut Image| i.channels() as i64)
+        .register_get("grid", |i: &mut Image| i.grid().clone())
+        .register_get("min", |i: &mut Image| stats(i).map(|s| s.min))
+        .register_get("max", |i: &mut Image| stats(i).map(|s| s.max))
+        .register_get("mean", |i: &mut Image| stats(i).map(|s| s.mean))
+        .register_fn("value", |i: &mut Image, x: i64, y: i64, z: i64| -> RhaiResult<f64> {
+            let ijk = [x, y, z].map(|v| usize::try_from(v).unwrap_or(usize::MAX));
+            i.value_at(0, ijk).host()
+        })
+        .register_fn("to_string", |i: &mut Image| i.to_string())
+        .register_fn("to_debug", |i: &mut Image| i.to_string())
+        .register_fn("grid", |i: Image| i.grid().clone());
+    engine
+        .register_type_with_name::<Grid>("Grid")
+        .register_get("shape", |g: &mut Grid| ints(g.shape()))
+        .register_get("spacing", |g: &mut Grid| floats(g.spacing()))
+        .register_get("origin", |g: &mut Grid| floats(g.origin()))
+        .register_get("direction", |g: &mut Grid| direction(g))
+        .register_get("centre", |g: &mut Grid| floats(g.centre()))
+        .register_fn("downsampled", |g: &mut Grid, f: f64| g.downsampled(f).host())
+        .register_fn("downsampled", |g: &mut Grid, f: i64| g.downsampled(f as f64).host())
+        .register_fn("to_string", |g: &mut Grid| g.to_string())
+        .register_fn("to_debug", |g: &mut Grid| g.to_string());
+
+    let h = host.clone();
+    engine.register_fn("load", move |path: &str| h.load(path).host());
+    with_opts!(engine, "save", |img: Image, path: &str| o => {
+        let dtype = o.string("dtype")?.map(|d| DataType::parse(&d)).transpose().host_key("dtype")?;
+        let overwrite_input = o.bool("overwrite")?.unwrap_or(false);
+        save_with(&img, path, &SaveOptions { dtype, overwrite_input, vector: false }).host()
+    });
+    engine.register_fn("info", |img: Image| info_map(&img));
+    with_opts!(engine, "resample", |img: Image, onto: Dynamic| o => {
+        let g = grid_of(&onto).ok_or_else(|| arg_error("resample", "onto must be an image or a grid"))?;
+        let interp = o.string("interpolation")?.map(|s| Interpolation::parse(&s)).transpose().host_key("interpolation")?;
+        let padding = o.string("padding")?.map(|s| Padding::parse(&s)).transpose().host_key("padding")?;
+        resample(&img, &g, interp.unwrap_or(Interpolation::Linear), padding.unwrap_or(Padding::Zero)).host()
+    });
+    with_opts!(engine, "smooth", |img: Image, sigma: Dynamic| o => {
+        let s = vec3(&sigma).ok_or_else(|| arg_error("smooth", "sigma must be a number or [x, y, z]"))?;
+        let unit = match o.string("unit")?.as_deref() {
+            None => SigmaUnit::Mm,
+            Some(u) => crate::names::lookup("unit", u, &[("mm", SigmaUnit::Mm), ("voxels", SigmaUnit::Voxels), ("vox", SigmaUnit::Voxels)]).host_key("unit")?,
+        };
+        smooth(&img, s, unit).host()
+    });
+    with_opts!(engine, "normalize", |img: Image| o => {
+        let mut method = o.string("method")?.map(|m| Normalization::parse(&m)).transpose().host_key("method")?.unwrap_or(Normalization::MinMax);
+        if let Normalization::Percentile { lo, hi } = &mut method {
+            *lo = o.f64("lo")?.unwrap_or(*lo);
+            *hi = o.f64("hi")?.unwrap_or(*hi);
+        }
+        normalize(&img, method, o.image("mask")?.as_ref()).host()
+    });
+    engine.register_fn("crop", |img: Image, start: Dynamic, size: Dynamic| -> RhaiResult<Image> {
+        crop(&img, voxels3(&start, "crop", "start")?, voxels3(&size, "crop", "size")?).host()
+    });
+    with_opts!(engine, "pad", |img: Image, before: Dynamic, after: Dynamic| o => {
+        let value = o.f64("value")?.unwrap_or(0.0);
+        pad(&img, voxels3(&before, "pad", "before")?, voxels3(&after, "pad", "after")?, value).host()
+    });
+    with_opts!(engine, "pad", |img: Image, both: Dynamic| o => {
+        let n = voxels3(&both, "pad", "the padding")?;
+        pad(&img, n, n, o.f64("value")?.unwrap_or(0.0)).host()
+    });
+    engine.register_fn("threshold", |img: Image, lo: Dynamic, hi: Dynamic| -> RhaiResult<Image> {
+        let (lo, hi) = (num(&lo), num(&hi));
+        match (lo, hi) {
+            (Some(l), Some(h)) => threshold(&img, l, h).host(),
+            _ => Err(arg_error("threshold", "lo and hi must be numbers")),
+        }
+    });
+
+    // Arithmetic: image with image (one grid), image with number, number with image.
+    for op in ["+", "-", "*", "/"] {
+        engine.register_fn(op, move |a: Image, b: Image| binary(&a, &b, op).host());
+        let scalar = move |a: &Image, x: f64, image_left: bool| -> RhaiResult<Image> {
+            match (op, image_left) {
+                ("+", _) => affine(a, 1.0, x),
+                ("-", true) => affine(a, 1.0, -x),
+                ("-", false) => affine(a, -1.0, x),
+                ("*", _) => affine(a, x, 0.0),
+                ("/", true) => affine(a, 1.0 / x, 0.0),
+                _ => a
+                    .data()
+                    .to_dtype(DType::F32)
+                    .and_then(|d| d.recip())
+                    .map_err(Error::from)
+                    .and_then(|d| a.with_data(d))
+                    .and_then(|r| affine(&r, x, 0.0)),
+            }
+            .host()
+        };
+        engine.register_fn(op, move |a: Image, x: f64| scalar(&a, x, true));
+        engine.register_fn(op, move |a: Image, x: i64| scalar(&a, x as f64, true));
+        engine.register_fn(op, move |x: f64, a: Image| scalar(&a, x, false));
+        engine.register_fn(op, move |x: i64, a: Image| scalar(&a, x as f64, false));
+    }
+    engine.register_fn("-", |a: Image| affine(&a, -1.0, 0.0).host());
+    for op in [">", ">=", "<", "<="] {
+        engine.register_fn(op, move |a: Image, x: f64| compare(&a, x, op).host());
+        engine.register_fn(op, move |a: Image, x: i64| compare(&a, x as f64, op).host());
+    }
+}

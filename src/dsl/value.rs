@@ -1,0 +1,146 @@
+//! Host values that scripts hold, beyond the library's own types (`Image`, `Grid`, `Metric`,
+//! `Schedule`, `RegState`, which are registered as they are), and how every value prints.
+
+use std::sync::Arc;
+
+use rhai::{Array, Dynamic, Map};
+
+use crate::image::{Grid, Image};
+use crate::metrics::Metric;
+use crate::optim::Schedule;
+use crate::pipeline::RegState;
+use crate::spatial::{Linear, Transform};
+
+/// A transform held by a script: any [`Transform`], with its [`Linear`] form when it is one (for
+/// `params`, and for saving about its own centre).
+#[derive(Clone, Debug)]
+pub struct TransformValue {
+    /// The transform (fixed points to moving points, mm).
+    pub inner: Arc<dyn Transform>,
+    /// The linear transform itself, when it is one.
+    pub linear: Option<Linear>,
+}
+
+impl TransformValue {
+    /// A linear transform.
+    pub fn linear(l: Linear) -> Self {
+        TransformValue { inner: Arc::new(l.clone()), linear: Some(l) }
+    }
+    /// Any transform.
+    pub fn other(t: Arc<dyn Transform>) -> Self {
+        TransformValue { inner: t, linear: None }
+    }
+}
+
+impl std::fmt::Display for TransformValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.linear {
+            Some(l) => {
+                let p = l.param_values().unwrap_or_default();
+                let p: Vec<String> = p.iter().map(|v| format!("{v:.4}")).collect();
+                let c = l.centre();
+                write!(
+                    f,
+                    "Transform({}, params [{}], centre [{:.2}, {:.2}, {:.2}])",
+                    l.kind().name(),
+                    p.join(", "),
+                    c[0],
+                    c[1],
+                    c[2]
+                )
+            }
+            None => write!(f, "Transform({})", self.inner.name()),
+        }
+    }
+}
+
+/// An optimizer choice for `iso` (`adam(lr=0.5)`): the learning rate replaces the schedule's.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OptimizerValue {
+    /// The optimizer's name (`adam`).
+    pub name: String,
+    /// Learning rate (mm per step for translations), if set.
+    pub lr: Option<f64>,
+}
+
+impl std::fmt::Display for OptimizerValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.lr {
+            Some(lr) => write!(f, "{}(lr={lr})", self.name),
+            None => write!(f, "{}()", self.name),
+        }
+    }
+}
+
+/// The script-facing name of a host type (from its Rust name).
+pub fn dsl_type_name(rust: &str) -> &str {
+    match rust {
+        "TransformValue" => "Transform",
+        "OptimizerValue" => "Optimizer",
+        "HostError" => "Error",
+        "ImmutableString" => "string",
+        "f64" => "float",
+        "i64" => "int",
+        other => other,
+    }
+}
+
+/// How a value prints in the REPL and for `regsh run -e`: host values by their `Display`, arrays and
+/// maps element by element, floats with up to 6 significant decimals.
+pub fn display(d: &Dynamic) -> String {
+    if let Some(x) = d.clone().try_cast::<Image>() {
+        return x.to_string();
+    }
+    if let Some(x) = d.clone().try_cast::<Grid>() {
+        return x.to_string();
+    }
+    if let Some(x) = d.clone().try_cast::<TransformValue>() {
+        return x.to_string();
+    }
+    if let Some(x) = d.clone().try_cast::<Metric>() {
+        return format!("Metric({x})");
+    }
+    if let Some(x) = d.clone().try_cast::<Schedule>() {
+        return schedule_string(&x);
+    }
+    if let Some(x) = d.clone().try_cast::<RegState>() {
+        return x.to_string();
+    }
+    if let Some(x) = d.clone().try_cast::<OptimizerValue>() {
+        return x.to_string();
+    }
+    if let Ok(f) = d.as_float() {
+        return float_string(f);
+    }
+    if let Some(a) = d.clone().try_cast::<Array>() {
+        let parts: Vec<String> = a.iter().map(display).collect();
+        return format!("[{}]", parts.join(", "));
+    }
+    if let Some(m) = d.clone().try_cast::<Map>() {
+        let parts: Vec<String> = m.iter().map(|(k, v)| format!("{k}: {}", display(v))).collect();
+        return format!("#{{{}}}", parts.join(", "));
+    }
+    if d.is_string() {
+        return d.to_string();
+    }
+    d.to_string()
+}
+
+/// A float printed compactly (at most 6 decimals, no trailing zeros).
+pub fn float_string(f: f64) -> String {
+    if f.is_finite() && f == f.trunc() && f.abs() < 1e15 {
+        return format!("{f:.1}");
+    }
+    if !f.is_finite() || (f != 0.0 && (f.abs() < 1e-4 || f.abs() >= 1e9)) {
+        return format!("{f:e}");
+    }
+    let s = format!("{f:.6}");
+    s.trim_end_matches('0').trim_end_matches('.').to_string()
+}
+
+/// A schedule printed as `Schedule(factors [4, 2, 1], iterations [...], lr [...])`.
+pub fn schedule_string(s: &Schedule) -> String {
+    let f: Vec<String> = s.factors.iter().map(|v| float_string(*v)).collect();
+    let l: Vec<String> = s.lr.iter().map(|v| float_string(*v)).collect();
+    format!("Schedule(factors [{}], iterations {:?}, lr [{}])", f.join(", "), s.iterations, l.join(", "))
+}

@@ -1,0 +1,24 @@
+//! Registration pipelines as plain values, independent of the DSL: a [`RegState`] (fixed and moving
+//! images, the current transform, what each stage did) is built by [`init`], refined by stages such as
+//! [`iso`], and turned into the warped moving image by [`warp`].
+//!
+//! Argument order follows the DSL: `init(moving, fixed)` takes the MOVING image first, as in
+//! `init(m, f) |> iso(cr_patch, scales=5) |> warp`.
+//!
+//! | item | what |
+//! |---|---|
+//! | [`RegState`], [`StateTransform`] | the value that flows through a pipeline |
+//! | [`init`], [`InitOptions`] | the starting transform (identity / centres / moments) of a kind |
+//! | [`iso`], [`IsoStage`] | multi-scale instance-specific optimization of the current transform |
+//! | [`register`] | a whole linear recipe (`rigid`, `affine`, ...) from `init` through its `iso` stages |
+//! | [`warp`] | the moving image resampled through the transform onto the fixed grid |
+//!
+//! New stage kinds (deformable SVF / B-spline stages, other optimizers) add a variant to
+//! [`StateTransform`] and a function here; [`StateTransform::to_transform`] is the one match over
+//! transform kinds that the rest of the pipeline goes through.
+
+mod stages;
+mod state;
+
+pub use stages::{default_iterations, init, iso, register, warp, InitOptions, IsoStage};
+pub use state::{RegState, StateTransform};

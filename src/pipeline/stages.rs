@@ -1,0 +1,171 @@
+//! The stages of a pipeline: `init`, `iso`, `warp`, and the linear recipes.
+
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::state::{RegState, StateTransform};
+use crate::error::{Error, Result};
+use crate::image::resample::Padding;
+use crate::image::Image;
+use crate::metrics::Metric;
+use crate::optim::init::{initial_transform, Init};
+use crate::optim::{iso_linear, IsoOptions, Sampling, Schedule};
+use crate::register::{promote, register_linear, stages as recipe_stages, StageReport};
+use crate::spatial::{LinearKind, WarpInterpolation};
+
+/// Options of [`init`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct InitOptions {
+    /// The kind of linear transform the state starts with (default affine).
+    pub kind: LinearKind,
+    /// How the starting translation is chosen (default: centres of mass, [`Init::Moments`]).
+    pub method: Init,
+}
+
+impl Default for InitOptions {
+    fn default() -> Self {
+        InitOptions { kind: LinearKind::Affine, method: Init::Moments }
+    }
+}
+
+/// A registration state for `moving` onto `fixed` (MOVING first), with the identity of `opts.kind` moved
+/// by `opts.method` ([`initial_transform`]): no stage run yet.
+///
+/// Errors: as [`initial_transform`] (a constant image with `moments`).
+pub fn init(moving: &Image, fixed: &Image, opts: &InitOptions) -> Result<RegState> {
+    let t0 = Instant::now();
+    let t = initial_transform(opts.kind, fixed, moving, opts.method)?;
+    Ok(RegState {
+        fixed: fixed.clone(),
+        moving: moving.clone(),
+        fixed_mask: None,
+        transform: StateTransform::Linear(t),
+        stages: Vec::new(),
+        seconds: t0.elapsed().as_secs_f64(),
+    })
+}
+
+/// Default iterations per level (coarse to fine) for `scales` levels: 100 at the coarse levels, then
+/// 60 and 40 at the two finest (a level costs about 8 times the next coarser one).
+pub fn default_iterations(scales: usize) -> Vec<usize> {
+    (0..scales)
+        .map(|l| match scales - 1 - l {
+            0 => 40,
+            1 => 60,
+            _ => 100,
+        })
+        .collect()
+}
+
+/// One multi-scale ISO stage.
+#[derive(Clone)]
+pub struct IsoStage {
+    /// The similarity measure whose loss is minimized.
+    pub metric: Metric,
+    /// Pyramid factors, iterations, sigmas and learning rates per level.
+    pub schedule: Schedule,
+    /// Optimize this kind of linear transform (the current parameters are carried over, e.g. rigid to
+    /// affine); `None` keeps the state's kind.
+    pub kind: Option<LinearKind>,
+    /// A fixed mask for this stage (else the state's).
+    pub fixed_mask: Option<Image>,
+    /// Windowed-slope convergence: window (iterations) and relative tolerance.
+    pub convergence: (usize, f64),
+    /// Set to true to stop early, keeping the best parameters so far.
+    pub cancel: Option<Arc<AtomicBool>>,
+    /// Which fixed points the measure sees per iteration (default: [`Sampling::default_for`] the metric).
+    pub sampling: Option<Sampling>,
+    /// Seed of the random sample points.
+    pub seed: u64,
+}
+
+impl IsoStage {
+    /// A stage with `metric` over `schedule`, convergence window 10 at 1e-5, the state's kind and mask.
+    pub fn new(metric: Metric, schedule: Schedule) -> Self {
+        IsoStage {
+            metric,
+            schedule,
+            kind: None,
+            fixed_mask: None,
+            convergence: (10, 1e-5),
+            cancel: None,
+            sampling: None,
+            seed: 0,
+        }
+    }
+}
+
+/// Refines the state's linear transform with [`iso_linear`]; the result carries one more stage report.
+///
+/// Errors: a state whose transform is not linear (deformable stages are not implemented yet); as
+/// [`iso_linear`].
+pub fn iso(state: &RegState, stage: &IsoStage) -> Result<RegState> {
+    let StateTransform::Linear(current) = &state.transform else {
+        return Err(Error::arg("iso", "only linear transforms can be optimized so far"));
+    };
+    let start = match stage.kind {
+        Some(k) if k != current.kind() => promote(current, k)?,
+        _ => current.clone(),
+    };
+    let opts = IsoOptions {
+        schedule: stage.schedule.clone(),
+        metric: stage.metric.clone(),
+        fixed_mask: stage.fixed_mask.clone().or_else(|| state.fixed_mask.clone()),
+        convergence: stage.convergence,
+        cancel: stage.cancel.clone(),
+        sampling: stage.sampling.unwrap_or_else(|| Sampling::default_for(&stage.metric)),
+        seed: stage.seed,
+    };
+    let r = iso_linear(&state.fixed, &state.moving, &start, &opts)?;
+    let mut out = state.clone();
+    out.stages.push(StageReport {
+        transform: r.transform.kind().name().into(),
+        levels: r.levels,
+        seconds: r.seconds,
+        params: r.transform.param_values()?,
+    });
+    out.seconds += r.seconds;
+    out.transform = StateTransform::Linear(r.transform);
+    Ok(out)
+}
+
+/// The moving image resampled through the state's transform onto the fixed grid (trilinear, zero
+/// outside), float32 `(C, Z, Y, X)`.
+///
+/// Errors: tensor errors.
+pub fn warp(state: &RegState) -> Result<Image> {
+    crate::spatial::warp(
+        &state.moving,
+        state.transform().as_ref(),
+        state.fixed.grid(),
+        WarpInterpolation::Linear,
+        Padding::Zero,
+    )
+}
+
+/// A whole linear recipe (`translation`, `rigid`, `similarity`, `affine`; see
+/// [`crate::register::stages`]) of `moving` onto `fixed` (MOVING first), as [`register_linear`] runs it.
+///
+/// Errors: an unknown recipe (with "did you mean"); as [`register_linear`].
+pub fn register(
+    moving: &Image,
+    fixed: &Image,
+    recipe: &str,
+    metric: &Metric,
+    schedule: &Schedule,
+    method: Init,
+    fixed_mask: Option<&Image>,
+) -> Result<RegState> {
+    let kinds = recipe_stages(recipe)?;
+    let t0 = Instant::now();
+    let (t, stages) = register_linear(fixed, moving, &kinds, metric, schedule, method, fixed_mask)?;
+    Ok(RegState {
+        fixed: fixed.clone(),
+        moving: moving.clone(),
+        fixed_mask: fixed_mask.cloned(),
+        transform: StateTransform::Linear(t),
+        stages,
+        seconds: t0.elapsed().as_secs_f64(),
+    })
+}
