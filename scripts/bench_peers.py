@@ -123,9 +123,9 @@ def chain(paths_in_point_order):
     return comp
 
 
-def run_regsh(args, fixed_path, moving_path, prefix, transform, metric):
+def run_regsh(args, fixed_path, moving_path, prefix, transform, metric, extra=()):
     cmd = [args.regsh, "--threads", str(args.threads), "register", "--fixed", fixed_path, "--moving", moving_path,
-           "--transform", transform, "--metric", metric, "--out", prefix]
+           "--transform", transform, "--metric", metric, "--out", prefix, *extra]
     t0 = time.perf_counter()
     r = subprocess.run(cmd, capture_output=True, text=True)
     secs = time.perf_counter() - t0
@@ -221,7 +221,7 @@ def label_dice(a, b, labels):
 
 
 def deformable_case(args, fixed, labels, rng, work):
-    out = {"none": [], "regsh": [], "ANTs": []}
+    out = {"none": [], "regsh": [], "regsh (40,20,0)": [], "ANTs": []}
     notes = []
     field = smooth_field(rng, fixed)
     true_disp = sitk.GetArrayFromImage(field)
@@ -253,15 +253,19 @@ def deformable_case(args, fixed, labels, rng, work):
         warped = sitk.GetArrayFromImage(warp(labels_moving, fixed, t_rec, sitk.sitkNearestNeighbor))
         return err, label_dice(warped, lab_fixed, ids)
 
-    prefix, secs, why = run_regsh(args, fixed_path, moving_path, os.path.join(work, "deform_regsh"), "syn", "lncc")
-    warp_file = None if prefix is None else prefix + "_warp.nii.gz"
-    if prefix is None or not os.path.exists(warp_file):
-        out["regsh"].append(None)
-        msg = f"regsh: not available (deformable: {why or 'no PREFIX_warp.nii.gz written'})"
-        log(msg)
-        notes.append(msg)
-    else:
-        out["regsh"].append((secs,) + score(chain([warp_file, prefix + "_affine.tfm"])))
+    # Two regsh runs: its defaults (dense levels 4, 2, 1 mm-factor with 100, 100, 50 iterations) and the
+    # iteration budget of ANTsPy's SyN defaults (40, 20, 0: nothing at full resolution).
+    for tool, extra in (("regsh", ()), ("regsh (40,20,0)", ("--dense-iterations", "40,20,0"))):
+        name = "deform_" + tool.replace(" ", "_").replace("(", "").replace(")", "").replace(",", "_")
+        prefix, secs, why = run_regsh(args, fixed_path, moving_path, os.path.join(work, name), "syn", "lncc", extra)
+        warp_file = None if prefix is None else prefix + "_warp.nii.gz"
+        if prefix is None or not os.path.exists(warp_file):
+            out.setdefault(tool, []).append(None)
+            msg = f"{tool}: not available (deformable: {why or 'no PREFIX_warp.nii.gz written'})"
+            log(msg)
+            notes.append(msg)
+        else:
+            out.setdefault(tool, []).append((secs,) + score(chain([warp_file, prefix + "_affine.tfm"])))
     t0 = time.perf_counter()
     reg = ants.registration(ants.image_read(fixed_path), ants.image_read(moving_path), type_of_transform="SyN",
                             outprefix=os.path.join(work, "deform_ants_"))

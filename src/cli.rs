@@ -21,8 +21,9 @@ pub struct Cli {
     /// Number of worker threads (default: RAYON_NUM_THREADS, else all cores).
     #[arg(long, global = true)]
     pub threads: Option<usize>,
+    /// The subcommand; none starts the REPL.
     #[command(subcommand)]
-    pub command: Command,
+    pub command: Option<Command>,
 }
 
 /// The subcommands.
@@ -210,6 +211,28 @@ pub enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// The interactive shell (also `regsh` alone): history, tab completion, `:help NAME`, `:functions`,
+    /// `:vars`, `:load FILE`, `:time EXPR`, `:clear`, `:quit`.
+    Repl {
+        /// The history file (default: $REGSH_HISTORY, else ~/.regsh_history).
+        #[arg(long)]
+        history: Option<PathBuf>,
+    },
+    /// Run a DSL script, then run it again each time it is saved (Ctrl-C stops).
+    ///
+    /// Images the script loads stay cached (by path and modification time) between runs; a run with an
+    /// error prints its report and keeps the state of the last good run; a save that leaves the file's
+    /// content unchanged does not re-run.
+    Watch {
+        /// The script file.
+        file: PathBuf,
+        /// Arguments for the script (the array ARGS).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+        /// Milliseconds the file must be quiet before a change runs.
+        #[arg(long, default_value_t = 200)]
+        debounce_ms: u64,
+    },
     /// Write the Jacobian determinant of transforms on a reference grid (det <= 0 marks folding).
     Jacobian {
         /// A transform file (repeatable), in point order as for `apply`.
@@ -255,13 +278,43 @@ fn run_script(expr: Option<String>, file: Option<String>, args: Vec<String>) {
     }
 }
 
+/// The REPL; a failure to start it is reported and the process exits with status 1.
+fn repl(history: Option<PathBuf>) -> Result<()> {
+    if let Err(e) = crate::repl::run(&crate::repl::ReplOptions { history }) {
+        eprint!("{}", crate::diagnostics::render_terminal(&e, false));
+        std::process::exit(1);
+    }
+    Ok(())
+}
+
 /// Runs a parsed command line, writing its output to stdout.
 pub fn run(cli: Cli) -> Result<()> {
     if let Some(n) = cli.threads {
         // Fails only if a pool already exists; then the existing one is used.
         let _ = rayon::ThreadPoolBuilder::new().num_threads(n.max(1)).build_global();
     }
-    match cli.command {
+    let Some(command) = cli.command else {
+        return repl(None);
+    };
+    match command {
+        Command::Repl { history } => return repl(history),
+        Command::Watch { file, args, debounce_ms } => {
+            use std::io::IsTerminal;
+            let stop = Arc::new(AtomicBool::new(false));
+            let flag = stop.clone();
+            if ctrlc::set_handler(move || flag.store(true, Ordering::Relaxed)).is_err() {
+                tracing::debug!("Ctrl-C handler already installed");
+            }
+            let opts = crate::watch::WatchOptions {
+                args,
+                debounce: std::time::Duration::from_millis(debounce_ms),
+                colour: std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
+            };
+            if let Err(e) = crate::watch::watch(&file, &opts, stop) {
+                eprint!("{}", crate::diagnostics::render_terminal(&e, false));
+                std::process::exit(1);
+            }
+        }
         Command::Info { images, json } => {
             let infos = images.iter().map(|p| ImageInfo::read(p)).collect::<Result<Vec<_>>>()?;
             if json {

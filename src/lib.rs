@@ -1,7 +1,7 @@
 //! # regsh: a scriptable registration shell for medical images
 //!
-//! Layers import only downward: `image -> ops -> (spatial, metrics) -> optim -> register -> cli`
-//! (the DSL, sessions, REPL and networks come later).
+//! Layers import only downward: `image -> ops -> (spatial, metrics) -> optim -> register`
+//! `-> pipeline -> dsl -> session -> (repl, watch, cli)` (networks come later).
 //!
 //! | module | what |
 //! |---|---|
@@ -14,6 +14,7 @@
 //! | [`snapshot`] | PNG pictures of a registration: orthogonal slices, checkerboard, loss curves (`regsh snapshot`) |
 //! | [`pipeline`] | Rhai-free registration pipelines: `RegState`, `init`, `iso`, `warp` |
 //! | [`dsl`], [`session`], [`diagnostics`] | the Rhai DSL (keyword arguments, `\|>`, builtins, help, stdlib), the evaluation session, error reports |
+//! | [`repl`], [`watch`] | the interactive shell (rustyline) and hot-reloaded recipes (notify) |
 //! | [`info`], [`measure`], [`cli`] | the command line |
 //! | [`error`], [`names`], [`device`] | typed errors, lookup with "did you mean", compute device |
 
@@ -31,9 +32,11 @@ pub mod ops;
 pub mod optim;
 pub mod pipeline;
 pub mod register;
+pub mod repl;
 pub mod session;
 pub mod snapshot;
 pub mod spatial;
+pub mod watch;
 
 pub use error::{Error, Result};
 pub use image::{Grid, Image};

@@ -142,6 +142,7 @@ pub fn register_linear_with(
             cancel: control.cancel.clone(),
             sampling: Sampling::default_for(metric),
             seed: control.seed.wrapping_mul(31).wrapping_add(i as u64),
+            optimizer: crate::optim::IsoOptimizer::Adam,
         };
         let r = iso_linear(fixed, moving, &t, &opts)?;
         t = r.transform;

@@ -45,7 +45,14 @@ impl Session {
     ///
     /// Errors: a stdlib file (embedded or from `REGSH_STDLIB`) that does not compile.
     pub fn new() -> Result<Self, Box<ScriptError>> {
-        let host = Arc::new(Host::default());
+        Self::with_host(Arc::new(Host::default()))
+    }
+
+    /// A session on an existing [`Host`]: its image cache and cancel flag are shared with whoever else
+    /// holds it (`regsh watch` gives each run a fresh session on one host, so images stay cached).
+    ///
+    /// Errors: as [`Session::new`].
+    pub fn with_host(host: Arc<Host>) -> Result<Self, Box<ScriptError>> {
         let (engine, stdlib) = dsl::engine_with(host.clone())?;
         let mut s =
             Session { engine, host, scope: Scope::new(), functions: AST::empty(), stdlib, sources: HashMap::new() };
@@ -88,6 +95,34 @@ impl Session {
     /// evaluation clears it when it starts.
     pub fn cancel_flag(&self) -> Arc<AtomicBool> {
         self.host.cancel.clone()
+    }
+
+    /// Forgets every variable and script function (`ARGS` is kept) and empties the image cache.
+    pub fn clear(&mut self) {
+        let args = self.scope.get_value::<Array>("ARGS").unwrap_or_default();
+        self.scope = Scope::new();
+        self.scope.push("ARGS", args);
+        self.functions = AST::empty();
+        self.host.clear_cache();
+    }
+
+    /// The script functions defined so far, as `name(a, b)` signatures, sorted.
+    pub fn functions(&self) -> Vec<String> {
+        let mut v: Vec<String> =
+            self.functions.iter_functions().map(|f| format!("{}({})", f.name, f.params.join(", "))).collect();
+        v.sort();
+        v
+    }
+
+    /// The variables of the scope: name, type (as scripts call it) and printed value, in definition order.
+    pub fn variables(&self) -> Vec<(String, String, String)> {
+        self.scope
+            .iter_raw()
+            .map(|(n, _, v)| {
+                let ty = dsl::value::dsl_type_name(v.type_name().rsplit("::").next().unwrap_or(""));
+                (n.to_string(), ty.to_string(), dsl::value::display(v))
+            })
+            .collect()
     }
 
     /// Names for completion and "did you mean": builtins and stdlib recipes, script functions, variables.

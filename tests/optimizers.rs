@@ -190,7 +190,8 @@ fn cancel_flag_stops_at_once() {
     assert!(r.fval < rosenbrock(&x0));
 
     flag.store(false, Ordering::Relaxed);
-    (count.set(0), lowest.set(f64::INFINITY));
+    count.set(0);
+    lowest.set(f64::INFINITY);
     let r =
         powell(|x: &[f64]| f(x).map(|v| v.0), &x0, &PowellOptions { cancel: Some(flag.clone()), ..Default::default() })
             .unwrap();

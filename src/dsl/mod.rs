@@ -24,7 +24,7 @@ pub mod value;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::SystemTime;
 
@@ -46,6 +46,10 @@ pub struct Host {
     /// Set (e.g. by Ctrl-C) to stop a running script: Rhai stops at its next operation, `iso` after
     /// its current iteration (keeping the best parameters).
     pub cancel: Arc<AtomicBool>,
+    /// Images read from disk by [`Host::load`] (cache misses), since the host was made.
+    pub disk_loads: AtomicUsize,
+    /// Images [`Host::load`] returned from the cache.
+    pub cache_hits: AtomicUsize,
 }
 
 impl Host {
@@ -62,11 +66,13 @@ impl Host {
         if let Ok(cache) = self.cache.lock() {
             if let Some((t, img)) = cache.get(&canon) {
                 if *t == mtime && mtime.is_some() {
+                    self.cache_hits.fetch_add(1, Ordering::Relaxed);
                     return Ok(img.clone());
                 }
             }
         }
         let img = crate::image::io::load(&canon)?;
+        self.disk_loads.fetch_add(1, Ordering::Relaxed);
         if let Ok(mut cache) = self.cache.lock() {
             cache.insert(canon, (mtime, img.clone()));
         }
@@ -140,6 +146,7 @@ pub fn base_engine(host: Arc<Host>) -> Engine {
     api::metrics::register(&mut e);
     api::optim::register(&mut e, &host);
     api::pipeline::register(&mut e, &host);
+    e.register_fn("exists", |path: &str| std::path::Path::new(path).exists());
     e.register_fn("assert", |c: bool| -> RhaiResult<()> {
         if c {
             Ok(())

@@ -310,6 +310,23 @@ fn apply(text: &str, mut edits: Vec<Edit>) -> Rewritten {
     Rewritten { text: out, map: OffsetMap { segments, orig_len: text.len() } }
 }
 
+/// How many brackets (`(`, `[`, `{`, `#{`) are still open at the end of `text`, counted over Rhai's
+/// tokens (brackets inside strings and comments do not count). A front end reading input line by line
+/// (the REPL) asks for more while this is positive. A text Rhai cannot lex counts as closed (the
+/// parser then reports the error).
+pub fn open_brackets(engine: &Engine, text: &str) -> usize {
+    let Some(toks) = tokens(engine, text) else { return 0 };
+    let mut depth = 0i64;
+    for (t, _) in &toks {
+        match t {
+            Token::LeftParen | Token::LeftBracket | Token::LeftBrace | Token::MapStart => depth += 1,
+            Token::RightParen | Token::RightBracket | Token::RightBrace => depth -= 1,
+            _ => {}
+        }
+    }
+    depth.max(0) as usize
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

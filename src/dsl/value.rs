@@ -72,12 +72,31 @@ impl std::fmt::Display for OptimizerValue {
     }
 }
 
+/// A stage to apply later: `let refine = iso(cr_patch, scales=5); init(m, f) |> refine`. Holds the
+/// measure and the keyword arguments of an `iso` call without its state; `|>` applies it.
+#[derive(Clone, Debug)]
+pub struct StageValue {
+    /// The measure (`None`: `iso`'s default, or a `metric=` option).
+    pub metric: Option<Metric>,
+    /// The keyword arguments, checked when the stage is made.
+    pub options: Map,
+}
+
+impl std::fmt::Display for StageValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut parts: Vec<String> = self.metric.iter().map(|m| m.to_string()).collect();
+        parts.extend(self.options.iter().map(|(k, v)| format!("{k}={}", display(v))));
+        write!(f, "Stage(iso({}))", parts.join(", "))
+    }
+}
+
 /// The script-facing name of a host type (from its Rust name).
 pub fn dsl_type_name(rust: &str) -> &str {
     match rust {
         "TransformValue" => "Transform",
         "OptimizerValue" => "Optimizer",
         "HostError" => "Error",
+        "StageValue" => "Stage",
         "ImmutableString" => "string",
         "f64" => "float",
         "i64" => "int",
@@ -107,6 +126,9 @@ pub fn display(d: &Dynamic) -> String {
         return x.to_string();
     }
     if let Some(x) = d.clone().try_cast::<OptimizerValue>() {
+        return x.to_string();
+    }
+    if let Some(x) = d.clone().try_cast::<StageValue>() {
         return x.to_string();
     }
     if let Ok(f) = d.as_float() {

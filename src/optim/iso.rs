@@ -85,6 +85,34 @@ pub struct IsoOptions {
     pub sampling: Sampling,
     /// Seed of the random sample points.
     pub seed: u64,
+    /// The optimizer of each level.
+    pub optimizer: IsoOptimizer,
+}
+
+/// The optimizer [`iso_linear`] runs at each pyramid level.
+///
+/// Adam follows the schedule's learning rate (decayed linearly to a tenth over the level) for the
+/// level's iterations, on a fresh draw of sample points each iteration. L-BFGS and Powell need one
+/// fixed objective per level (line searches compare values), so their sample points are drawn once per
+/// level (local measures use the level's whole grid); `iterations` bounds their iterations (Powell: one
+/// sweep over all directions, each a Brent line search, i.e. tens of evaluations), and they stop
+/// earlier when they converge. Powell uses no gradient (seed `003` optimizes a learned metric with it).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub enum IsoOptimizer {
+    Adam,
+    Lbfgs,
+    Powell,
+}
+
+impl IsoOptimizer {
+    /// By name: `adam`, `lbfgs`, `powell`. Errors: an unknown name (with "did you mean").
+    pub fn parse(name: &str) -> Result<Self> {
+        crate::names::lookup(
+            "optimizer",
+            name,
+            &[("adam", IsoOptimizer::Adam), ("lbfgs", IsoOptimizer::Lbfgs), ("powell", IsoOptimizer::Powell)],
+        )
+    }
 }
 
 /// Which fixed points a global measure is evaluated on at each iteration.
@@ -102,13 +130,18 @@ pub enum Sampling {
     Full,
     /// `n` random points per iteration (the whole grid where it has fewer voxels).
     Random(usize),
+    /// The whole grid shifted by a fresh random offset of up to half a voxel per axis at each iteration
+    /// (both images interpolated there): keeps the grid that local measures need while removing the
+    /// grid-aligned interpolation bias, as `Random` does for global measures.
+    Jittered,
 }
 
 impl Sampling {
-    /// The default for a measure: 20 000 random points for global measures, the full grid for local ones.
+    /// The default for a measure: 20 000 random points for global measures, the jittered grid for local
+    /// ones.
     pub fn default_for(metric: &Metric) -> Sampling {
         if metric.is_local() {
-            Sampling::Full
+            Sampling::Jittered
         } else {
             Sampling::Random(20_000)
         }
@@ -240,8 +273,8 @@ pub(crate) fn fix_ranges(metric: &Metric, fixed: &Image, moving: &Image) -> Resu
 /// Multi-scale ISO of a linear transform (any kind) mapping `fixed` world points to `moving` ones,
 /// starting from `init`, with Adam over the pyramid of `opts.schedule`. At each level both images are
 /// smoothed and resampled to the level's grid, the moving one warped onto the fixed one, and the loss
-/// of `opts.metric` minimized; parameters carry over between levels. A non-finite loss stops the level
-/// (reported) and keeps the best parameters so far.
+/// of `opts.metric` minimized (by Adam, L-BFGS or Powell: [`IsoOptimizer`]); parameters carry over
+/// between levels. A non-finite loss stops the level (reported) and keeps the best parameters so far.
 ///
 /// Errors: an invalid schedule; images with several channels; tensor errors.
 pub fn iso_linear(fixed: &Image, moving: &Image, init: &Linear, opts: &IsoOptions) -> Result<IsoResult> {
@@ -279,11 +312,98 @@ pub fn iso_linear(fixed: &Image, moving: &Image, init: &Linear, opts: &IsoOption
             }
             _ => None,
         };
+        let mut jitter = match opts.sampling {
+            Sampling::Jittered => Some(ChaCha8Rng::seed_from_u64(opts.seed.wrapping_add(1000 + l as u64))),
+            _ => None,
+        };
+        let noisy = sampler.is_some() || jitter.is_some();
         let mut conv = WindowedSlope::new(opts.convergence.0, opts.convergence.1);
         let (mut losses, mut stop) = (Vec::new(), "iterations".to_string());
         // Each level judges its own loss (the pyramid changes the loss's scale): best of this level.
         best.0 = f64::INFINITY;
         let iters = s.iterations[l];
+        if opts.optimizer != IsoOptimizer::Adam {
+            // One fixed objective for the level: the sample points of one draw, or the whole grid.
+            let points = sampler.as_mut().map(|s| s.draw()).transpose()?;
+            let lev_mask = mask.clone();
+            let loss_at = |p: &Tensor| -> Result<Tensor> {
+                let t = init.with_params(p.clone())?;
+                match &points {
+                    Some(pts) => sampled_loss(&metric, &fl.image, &ml.image, &t, pts),
+                    None => {
+                        let g = fl.image.grid();
+                        let warped =
+                            warp_tensor(ml.image.data(), ml.image.grid(), &t, g, SampleMode::Linear, Padding::Zero)?;
+                        metric.loss(fl.image.data(), &warped, lev_mask.as_ref())
+                    }
+                }
+            };
+            let x0 = super::objective::flatten(var.as_tensor())?;
+            let scales: Vec<f64> = super::objective::flatten(&param_scales(init.kind(), radius.max(1.0)))?;
+            let seen = std::cell::RefCell::new(Vec::new());
+            let (x, evals, why) = match opts.optimizer {
+                IsoOptimizer::Powell => {
+                    let mut f = super::objective::tensor_value(var.as_tensor(), loss_at);
+                    let po = super::powell::PowellOptions {
+                        scales: Some(scales),
+                        max_iterations: iters,
+                        cancel: opts.cancel.clone(),
+                        ..Default::default()
+                    };
+                    let r = super::powell::powell(
+                        |x| {
+                            let v = f(x)?;
+                            seen.borrow_mut().push(v);
+                            Ok(v)
+                        },
+                        &x0,
+                        &po,
+                    )?;
+                    (r.x, r.evaluations, r.stop)
+                }
+                _ => {
+                    let mut f = super::objective::tensor_objective(var.as_tensor(), loss_at);
+                    let lo = super::lbfgs::LbfgsOptions {
+                        scales: Some(scales),
+                        max_iterations: iters,
+                        cancel: opts.cancel.clone(),
+                        ..Default::default()
+                    };
+                    let r = super::lbfgs::lbfgs(
+                        |x| {
+                            let v = f(x)?;
+                            seen.borrow_mut().push(v.0);
+                            Ok(v)
+                        },
+                        &x0,
+                        &lo,
+                    )?;
+                    (r.x, r.evaluations, r.stop)
+                }
+            };
+            let losses = seen.into_inner();
+            var.set(&super::objective::unflatten(&x, var.as_tensor())?)?;
+            best.1 = var.as_tensor().detach().copy()?;
+            let best_loss = losses.iter().copied().filter(|v| v.is_finite()).fold(f64::INFINITY, f64::min);
+            tracing::info!(
+                "iso level {l} ({:?}): {evals} evaluations, best loss {best_loss:.6}, {why}",
+                opts.optimizer
+            );
+            let cancelled = opts.cancel.as_ref().is_some_and(|c| c.load(Ordering::Relaxed));
+            levels.push(LevelReport {
+                factor: s.factors[l],
+                iterations: evals,
+                final_loss: best_loss,
+                best_loss,
+                seconds: t0.elapsed().as_secs_f64(),
+                losses,
+                stop: if cancelled { "cancelled".into() } else { why },
+            });
+            if cancelled {
+                break;
+            }
+            continue;
+        }
         let bar = super::progress::level_bar(init.kind().name(), l, s.factors.len(), iters);
         for it in 0..iters {
             // Linear decay to a tenth of the level's rate: large early steps, a fine finish.
@@ -296,15 +416,31 @@ pub fn iso_linear(fixed: &Image, moving: &Image, init: &Linear, opts: &IsoOption
             let loss = match sampler.as_mut() {
                 Some(s) => sampled_loss(&metric, &fl.image, &ml.image, &t, &s.draw()?)?,
                 None => {
-                    let warped = warp_tensor(
-                        ml.image.data(),
-                        ml.image.grid(),
-                        &t,
-                        fl.image.grid(),
-                        SampleMode::Linear,
-                        Padding::Zero,
-                    )?;
-                    metric.loss(fl.image.data(), &warped, mask.as_ref())?
+                    // The fixed grid, or (jittered) the same grid moved by a random sub-voxel offset.
+                    let shifted = match jitter.as_mut() {
+                        Some(rng) => {
+                            let off: [f64; 3] = std::array::from_fn(|_| rng.random_range(-0.5..0.5));
+                            let g = fl.image.grid();
+                            let g2 =
+                                crate::image::Grid::new(g.shape(), g.spacing(), g.index_to_world(off), g.direction())?;
+                            let f2 = resample(&fl.image, &g2, Interpolation::Linear, Padding::Border)?;
+                            let m2 = match &opts.fixed_mask {
+                                Some(m) => {
+                                    Some(resample(m, &g2, Interpolation::Nearest, Padding::Zero)?.data().clone())
+                                }
+                                None => None,
+                            };
+                            Some((g2, f2.data().clone(), m2))
+                        }
+                        None => None,
+                    };
+                    let (grid, fdata, fmask) = match &shifted {
+                        Some((g2, f2, m2)) => (g2, f2, m2.as_ref()),
+                        None => (fl.image.grid(), fl.image.data(), mask.as_ref()),
+                    };
+                    let warped =
+                        warp_tensor(ml.image.data(), ml.image.grid(), &t, grid, SampleMode::Linear, Padding::Zero)?;
+                    metric.loss(fdata, &warped, fmask)?
                 }
             };
             let lv = loss.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?;
@@ -319,7 +455,7 @@ pub fn iso_linear(fixed: &Image, moving: &Image, init: &Linear, opts: &IsoOption
                 best = (lv, var.as_tensor().detach().copy()?);
             }
             // A loss from random points is noisy: no slope test, the schedule's iterations run.
-            if sampler.is_none() && conv.push(lv) {
+            if !noisy && conv.push(lv) {
                 stop = "converged".into();
                 break;
             }
@@ -328,7 +464,7 @@ pub fn iso_linear(fixed: &Image, moving: &Image, init: &Linear, opts: &IsoOption
         }
         // Carry the best parameters of this level on. A loss from random points is noisy, so its minimum
         // marks a lucky draw, not the best parameters: there the last (finite) iterate carries on.
-        if sampler.is_some() && stop != "non-finite loss" {
+        if noisy && stop != "non-finite loss" {
             best.1 = var.as_tensor().detach().copy()?;
         }
         var.set(&best.1)?;

@@ -28,7 +28,7 @@ pub(crate) mod progress;
 
 pub use convergence::WindowedSlope;
 pub use dense::{dense_transform, iso_dense, DenseModel, DenseOptions, DenseResult, Regularizer};
-pub use iso::{iso_linear, IsoOptions, IsoResult, LevelReport, Sampling, Schedule};
+pub use iso::{iso_linear, IsoOptimizer, IsoOptions, IsoResult, LevelReport, Sampling, Schedule};
 pub use lbfgs::{lbfgs, LbfgsOptions, LbfgsResult};
 pub use objective::{flatten, physical_shift_scales, tensor_objective, tensor_value, unflatten};
 pub use optimizer::{Adam, Optimizer, Sgd};

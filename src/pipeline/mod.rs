@@ -10,15 +10,15 @@
 //! | [`RegState`], [`StateTransform`] | the value that flows through a pipeline |
 //! | [`init`], [`InitOptions`] | the starting transform (identity / centres / moments) of a kind |
 //! | [`iso`], [`IsoStage`] | multi-scale instance-specific optimization of the current transform |
-//! | [`register`] | a whole linear recipe (`rigid`, `affine`, ...) from `init` through its `iso` stages |
+//! | [`iso_deformable`], [`DenseStage`] | a dense stage (greedy field, SVF, B-spline) after the linear part |
+//! | [`register`] | a whole recipe (`rigid`, `affine`, `syn`, ...) from `init` through its stages |
 //! | [`warp`] | the moving image resampled through the transform onto the fixed grid |
 //!
-//! New stage kinds (deformable SVF / B-spline stages, other optimizers) add a variant to
-//! [`StateTransform`] and a function here; [`StateTransform::to_transform`] is the one match over
+//! New stage kinds add a variant to [`StateTransform`] and a function here; [`StateTransform::to_transform`] is the one match over
 //! transform kinds that the rest of the pipeline goes through.
 
 mod stages;
 mod state;
 
-pub use stages::{default_iterations, init, iso, register, warp, InitOptions, IsoStage};
+pub use stages::{default_iterations, init, iso, iso_deformable, register, warp, DenseStage, InitOptions, IsoStage};
 pub use state::{RegState, StateTransform};

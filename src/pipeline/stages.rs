@@ -10,8 +10,8 @@ use crate::image::resample::Padding;
 use crate::image::Image;
 use crate::metrics::Metric;
 use crate::optim::init::{initial_transform, Init};
-use crate::optim::{iso_linear, IsoOptions, Sampling, Schedule};
-use crate::register::{promote, register_linear, stages as recipe_stages, StageReport};
+use crate::optim::{iso_dense, iso_linear, DenseModel, DenseOptions, IsoOptions, Sampling, Schedule};
+use crate::register::{promote, register_linear, StageReport};
 use crate::spatial::{LinearKind, WarpInterpolation};
 
 /// Options of [`init`].
@@ -78,6 +78,8 @@ pub struct IsoStage {
     pub sampling: Option<Sampling>,
     /// Seed of the random sample points.
     pub seed: u64,
+    /// The optimizer of each level (Adam, L-BFGS, Powell).
+    pub optimizer: crate::optim::IsoOptimizer,
 }
 
 impl IsoStage {
@@ -91,6 +93,7 @@ impl IsoStage {
             convergence: (10, 1e-5),
             cancel: None,
             sampling: None,
+            optimizer: crate::optim::IsoOptimizer::Adam,
             seed: 0,
         }
     }
@@ -116,6 +119,7 @@ pub fn iso(state: &RegState, stage: &IsoStage) -> Result<RegState> {
         cancel: stage.cancel.clone(),
         sampling: stage.sampling.unwrap_or_else(|| Sampling::default_for(&stage.metric)),
         seed: stage.seed,
+        optimizer: stage.optimizer,
     };
     let r = iso_linear(&state.fixed, &state.moving, &start, &opts)?;
     let mut out = state.clone();
@@ -127,6 +131,38 @@ pub fn iso(state: &RegState, stage: &IsoStage) -> Result<RegState> {
     });
     out.seconds += r.seconds;
     out.transform = StateTransform::Linear(r.transform);
+    Ok(out)
+}
+
+/// One multi-scale deformable stage: a dense model optimized after the state's linear transform.
+#[derive(Clone)]
+pub struct DenseStage {
+    /// The dense model (greedy field `syn`, `svf`, `bspline`).
+    pub model: DenseModel,
+    /// Measure, schedule, smoothing, regularizer, mask and cancel flag of [`iso_dense`].
+    pub options: DenseOptions,
+}
+
+/// Optimizes a dense model after the state's linear part with [`iso_dense`] (a dense part already in
+/// the state is replaced, not refined); the result carries one more stage report.
+///
+/// Errors: as [`iso_dense`].
+pub fn iso_deformable(state: &RegState, stage: &DenseStage) -> Result<RegState> {
+    let linear = state.transform.linear().clone();
+    let mut opts = stage.options.clone();
+    if opts.fixed_mask.is_none() {
+        opts.fixed_mask = state.fixed_mask.clone();
+    }
+    let r = iso_dense(&state.fixed, &state.moving, &linear, stage.model, &opts)?;
+    let mut out = state.clone();
+    out.stages.push(StageReport {
+        transform: stage.model.name().into(),
+        levels: r.levels,
+        seconds: r.seconds,
+        params: vec![],
+    });
+    out.seconds += r.seconds;
+    out.transform = StateTransform::LinearDense { linear, dense: r.field, model: stage.model.name().into() };
     Ok(out)
 }
 
@@ -144,10 +180,14 @@ pub fn warp(state: &RegState) -> Result<Image> {
     )
 }
 
-/// A whole linear recipe (`translation`, `rigid`, `similarity`, `affine`; see
-/// [`crate::register::stages`]) of `moving` onto `fixed` (MOVING first), as [`register_linear`] runs it.
+/// A whole recipe (`translation`, `rigid`, `similarity`, `affine`, and the deformable `syn`, `svf`,
+/// `bspline`; see [`crate::register::recipe`]) of `moving` onto `fixed` (MOVING first): the linear
+/// stages as [`register_linear`] runs them with `metric` (or `mi` when `metric` is local), then the dense
+/// stage with `metric`, or with the model and options of `dense` (default: the recipe's model and
+/// [`DenseOptions::defaults`]).
 ///
-/// Errors: an unknown recipe (with "did you mean"); as [`register_linear`].
+/// Errors: an unknown recipe (with "did you mean"); as [`register_linear`] and [`iso_dense`].
+#[allow(clippy::too_many_arguments)]
 pub fn register(
     moving: &Image,
     fixed: &Image,
@@ -156,16 +196,24 @@ pub fn register(
     schedule: &Schedule,
     method: Init,
     fixed_mask: Option<&Image>,
+    dense: Option<(DenseModel, DenseOptions)>,
 ) -> Result<RegState> {
-    let kinds = recipe_stages(recipe)?;
+    let (kinds, model) = crate::register::recipe(recipe)?;
     let t0 = Instant::now();
-    let (t, stages) = register_linear(fixed, moving, &kinds, metric, schedule, method, fixed_mask)?;
-    Ok(RegState {
+    let linear_metric = if metric.is_local() { Metric::new("mi")? } else { metric.clone() };
+    let (t, stages) = register_linear(fixed, moving, &kinds, &linear_metric, schedule, method, fixed_mask)?;
+    let state = RegState {
         fixed: fixed.clone(),
         moving: moving.clone(),
         fixed_mask: fixed_mask.cloned(),
         transform: StateTransform::Linear(t),
         stages,
         seconds: t0.elapsed().as_secs_f64(),
-    })
+    };
+    let Some(model) = model else { return Ok(state) };
+    let (model, options) = match dense {
+        Some(d) => d,
+        None => (model, DenseOptions::defaults(model, metric.clone(), fixed.grid())?),
+    };
+    iso_deformable(&state, &DenseStage { model, options })
 }

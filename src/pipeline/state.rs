@@ -4,17 +4,20 @@ use std::sync::Arc;
 
 use crate::error::Result;
 use crate::image::Image;
+use crate::optim::dense_transform;
 use crate::register::StageReport;
-use crate::spatial::{Composite, Linear, Transform};
+use crate::spatial::{Ddf, Linear, Transform};
 
 /// The transform of a registration state (maps fixed-space world points to moving-space points, mm).
 #[derive(Clone, Debug)]
 pub enum StateTransform {
     /// A linear transform (translation .. 12-parameter affine) being optimized.
     Linear(Linear),
-    /// A linear part followed by a dense part (points pass through `linear` first): the shape deformable
-    /// stages will produce. Nothing in the pipeline makes it yet.
-    LinearDense { linear: Linear, dense: Arc<dyn Transform> },
+    /// A dense part then a linear part: a fixed point `x` maps to `linear(x + u(x))`, with `u` the
+    /// displacement field (mm, on the fixed grid) of `dense` (as `regsh register` writes it:
+    /// `PREFIX_warp.nii.gz` then `PREFIX_affine.tfm`, ANTs' `1Warp` then `0GenericAffine`). The deformable
+    /// stages ([`super::iso_deformable`]) make it.
+    LinearDense { linear: Linear, dense: Ddf, model: String },
 }
 
 impl StateTransform {
@@ -22,9 +25,7 @@ impl StateTransform {
     pub fn to_transform(&self) -> Arc<dyn Transform> {
         match self {
             StateTransform::Linear(l) => Arc::new(l.clone()),
-            StateTransform::LinearDense { linear, dense } => {
-                Arc::new(Composite::new(vec![Arc::new(linear.clone()), dense.clone()]))
-            }
+            StateTransform::LinearDense { linear, dense, .. } => Arc::new(dense_transform(dense, linear)),
         }
     }
 
@@ -39,7 +40,7 @@ impl StateTransform {
     pub fn describe(&self) -> String {
         match self {
             StateTransform::Linear(l) => l.kind().name().to_string(),
-            StateTransform::LinearDense { linear, dense } => format!("{} + {}", linear.kind().name(), dense.name()),
+            StateTransform::LinearDense { linear, model, .. } => format!("{} + {model}", linear.kind().name()),
         }
     }
 }

@@ -72,6 +72,8 @@ pub fn register(engine: &mut Engine, host: &Arc<Host>) {
         .register_fn("to_debug", |a: &mut OptimizerValue| a.to_string());
     with_opts!(engine, "schedule", | | o => schedule_from(&o, 3));
     with_opts!(engine, "adam", | | o => Ok(OptimizerValue { name: "adam".into(), lr: o.f64("lr")? }));
+    engine.register_fn("lbfgs", || OptimizerValue { name: "lbfgs".into(), lr: None });
+    engine.register_fn("powell", || OptimizerValue { name: "powell".into(), lr: None });
     let h = host.clone();
     engine.register_fn("seed", move |n: i64| h.seed(n as u64));
     engine.register_fn("device", || crate::device::device_name(&crate::device::default_device()));
