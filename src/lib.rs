@@ -9,6 +9,7 @@
 //! | [`ops`] | fused CPU kernels with hand-written backward passes and slow twins: sampling, warps, local filters, Parzen statistics |
 //! | [`spatial`] | transforms in world mm (linear, DDF, SVF, B-spline, composite), inverses, Jacobians, the warp, ITK / ANTs files |
 //! | [`metrics`] | similarity measures and their registry, regularizers, evaluation measures |
+//! | [`nn`] | 3-D network blocks: fused conv3d / transposed conv3d (im2col + gemm, hand-written backward) with slow twins, pooling, upsampling, norms, activations, MLP heads |
 //! | [`optim`] | optimizers, convergence, initialization, multi-scale ISO |
 //! | [`register`] | registration recipes and `regsh register` |
 //! | [`snapshot`] | PNG pictures of a registration: orthogonal slices, checkerboard, loss curves (`regsh snapshot`) |
@@ -27,6 +28,7 @@ pub mod info;
 pub mod measure;
 pub mod metrics;
 pub mod names;
+pub mod nn;
 pub mod ops;
 pub mod optim;
 pub mod pipeline;
