@@ -309,3 +309,74 @@ fn conv3d_timing() {
         );
     }
 }
+
+/// The parameters of `vm` that receive no gradient, or an all-zero one, from `loss`.
+fn params_without_gradient(vm: &candle_nn::VarMap, loss: &Tensor) -> Vec<String> {
+    let grads = loss.backward().unwrap();
+    let mut bad: Vec<String> = vm
+        .data()
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(_, v)| grads.get(v.as_tensor()).is_none_or(|g| max_abs(g) == 0.0))
+        .map(|(k, _)| k.clone())
+        .collect();
+    bad.sort();
+    bad
+}
+
+#[test]
+fn every_parameter_of_a_stack_of_all_blocks_gets_a_gradient() {
+    use candle_core::Module;
+    use candle_nn::{VarBuilder, VarMap};
+    use regsh::nn::{
+        conv3d_layer, conv_transpose3d_layer, group_norm, instance_norm, mlp, Conv3dConfig, ConvTranspose3dConfig,
+        LeakyRelu, Pool3d, PoolKind, Upsample3d, UpsampleMode,
+    };
+    let vm = VarMap::new();
+    let vb = VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu);
+    let c1 = conv3d_layer(2, 8, 3, Conv3dConfig::new(1, 1), vb.pp("c1")).unwrap();
+    let gn = group_norm(2, 8, 1e-5, vb.pp("gn")).unwrap();
+    let act = LeakyRelu::default();
+    let down = conv3d_layer(8, 8, 3, Conv3dConfig::new(2, 1), vb.pp("down")).unwrap();
+    let inorm = instance_norm(8, 1e-5, true, vb.pp("in")).unwrap();
+    let up = conv_transpose3d_layer(8, 4, 2, ConvTranspose3dConfig::default(), vb.pp("up")).unwrap();
+    let c2 =
+        conv3d_layer(4, 4, [1, 3, 3], Conv3dConfig { padding: [0, 1, 1].into(), ..Default::default() }, vb.pp("c2"))
+            .unwrap();
+    let head = mlp(&[4, 6, 3], 0.2, vb.pp("head")).unwrap();
+    let maxp = Pool3d::new(PoolKind::Max, 2);
+    let avgp = Pool3d::new(PoolKind::Avg, 2);
+    let near = Upsample3d::new(2, UpsampleMode::Nearest);
+    let tri = Upsample3d::new(2, UpsampleMode::Trilinear { align_corners: false });
+    let gap = Pool3d::new(PoolKind::GlobalAvg, 1);
+
+    let x = rand_t(&[2, 2, 8, 8, 8], 71);
+    let forward = |x: &Tensor| -> Tensor {
+        let h = act.forward(&gn.forward(&c1.forward(x).unwrap()).unwrap()).unwrap(); // (2, 8, 8^3)
+        let h = maxp.forward(&h).unwrap(); // 4^3
+        let h = act.forward(&inorm.forward(&down.forward(&h).unwrap()).unwrap()).unwrap(); // 2^3
+        let h = near.forward(&h).unwrap(); // 4^3
+        let h = act.forward(&up.forward(&h).unwrap()).unwrap(); // (2, 4, 8^3)
+        let h = tri.forward(&avgp.forward(&h).unwrap()).unwrap(); // 4^3 -> 8^3
+        let h = c2.forward(&h).unwrap(); // kernel (1, 3, 3), padding (0, 1, 1): same size
+        assert_eq!(h.dims(), [2, 4, 8, 8, 8]);
+        head.forward(&gap.forward(&h).unwrap()).unwrap() // (2, 3)
+    };
+    let y = forward(&x);
+    assert_eq!(y.dims(), [2, 3]);
+    let target = rand_t(&[2, 3], 72);
+    let loss = (y - target).unwrap().sqr().unwrap().sum_all().unwrap();
+    let names: Vec<String> = vm.data().lock().unwrap().keys().cloned().collect();
+    assert_eq!(names.len(), 16, "{names:?}"); // 4 convs x 2, gn 2, in 2, head 2 x 2
+    assert_eq!(params_without_gradient(&vm, &loss), Vec::<String>::new());
+
+    // The check catches the trap it exists for: candle_nn's RmsNorm on contiguous input cuts the graph, so
+    // the convolution before it gets no gradient.
+    let vm2 = VarMap::new();
+    let vb2 = VarBuilder::from_varmap(&vm2, DType::F32, &Device::Cpu);
+    let c = conv3d_layer(2, 4, 3, Conv3dConfig::new(1, 1), vb2.pp("c")).unwrap();
+    let rms = candle_nn::rms_norm(8, 1e-5, vb2.pp("rms")).unwrap();
+    let loss2 = rms.forward(&c.forward(&x).unwrap()).unwrap().sqr().unwrap().sum_all().unwrap();
+    assert_eq!(params_without_gradient(&vm2, &loss2), ["c.bias", "c.weight", "rms.weight"]);
+}

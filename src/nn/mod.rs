@@ -9,20 +9,36 @@
 //! |---|---|---|---|
 //! | convolution | [`conv3d`] (im2col + gemm, `CustomOp2/3`) | [`conv3d_slow`] (`conv2d` per kernel depth) | [`Conv3d`], [`conv3d_layer`] |
 //! | transposed convolution | [`conv_transpose3d`] (col2im) | [`conv_transpose3d_slow`] (zero insertion + flipped kernel) | [`ConvTranspose3d`], [`conv_transpose3d_layer`] |
+//! | pooling (kernel = stride), global pooling | [`avg_pool3d`], [`max_pool3d`], [`global_avg_pool3d`], [`global_max_pool3d`] | reshape + mean / max | [`Pool3d`] |
+//! | upsampling | [`upsample_nearest3d`] (integer factor), [`upsample_trilinear3d`] (any size, `align_corners`) | broadcast + reshape; `index_select` | [`Upsample3d`] |
+//! | normalization | [`group_normalize`] | mean / variance ops | [`GroupNorm`] ([`group_norm`]), [`InstanceNorm`] ([`instance_norm`]) |
+//! | activation | [`leaky_relu`] | `relu` | [`LeakyRelu`] |
+//! | fully connected | candle_nn's [`Linear`] | | [`Mlp`] ([`mlp`]) |
 //!
 //! Off the CPU (the `cuda` feature with a GPU) the fused ops fall back to their slow twins, which run on
 //! candle's own `conv2d`.
 //!
 //! Layers import only `image`, `ops`, `error` and candle.
 
+pub mod activation;
 pub mod conv;
 pub mod conv_transpose;
 pub(crate) mod im2col;
+pub mod mlp;
+pub mod norm;
+pub mod pool;
+pub mod upsample;
+
+pub use activation::{leaky_relu, LeakyRelu};
 
 pub use conv::{conv3d, conv3d_layer, conv3d_slow, Conv3d, Conv3dConfig};
 pub use conv_transpose::{
     conv_transpose3d, conv_transpose3d_layer, conv_transpose3d_slow, ConvTranspose3d, ConvTranspose3dConfig,
 };
+pub use mlp::{linear, mlp, Linear, Mlp};
+pub use norm::{group_norm, group_normalize, instance_norm, GroupNorm, InstanceNorm};
+pub use pool::{avg_pool3d, global_avg_pool3d, global_max_pool3d, max_pool3d, Pool3d, PoolKind};
+pub use upsample::{upsample_nearest3d, upsample_trilinear3d, Upsample3d, UpsampleMode};
 
 use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
