@@ -2,8 +2,8 @@
 //! Leaky ReLU between layers.
 
 use candle_core::{Module, Tensor};
-use candle_nn::VarBuilder;
 pub use candle_nn::{linear, Linear};
+use candle_nn::{Init, VarBuilder};
 
 use super::activation::LeakyRelu;
 use crate::error::{Error, Result};
@@ -51,6 +51,31 @@ pub fn mlp(dims: &[usize], slope: f64, vb: VarBuilder) -> Result<Mlp> {
         .enumerate()
         .map(|(i, w)| linear(w[0], w[1], vb.pp(format!("l{i}"))))
         .collect::<candle_core::Result<Vec<_>>>()?;
+    Ok(Mlp { layers, act })
+}
+
+/// An [`Mlp`] as [`mlp`], but with the last layer's weight drawn from `final_init` and its bias zero, so a
+/// head can start at (or near) a chosen output: with a tiny `final_init` every output starts at about
+/// 0 while gradients still reach every layer (an all-zero last layer would block them at the first step).
+///
+/// Errors: as [`mlp`].
+pub fn mlp_with_final_init(dims: &[usize], slope: f64, final_init: Init, vb: VarBuilder) -> Result<Mlp> {
+    if dims.len() < 2 || dims.contains(&0) {
+        return Err(Error::arg("mlp", format!("need at least two positive widths, got {dims:?}")));
+    }
+    let act = LeakyRelu::new(slope)?;
+    let last = dims.len() - 2;
+    let mut layers = Vec::with_capacity(last + 1);
+    for (i, w) in dims.windows(2).enumerate() {
+        let vbi = vb.pp(format!("l{i}"));
+        layers.push(if i == last {
+            let weight = vbi.get_with_hints((w[1], w[0]), "weight", final_init)?;
+            let bias = vbi.get_with_hints(w[1], "bias", Init::Const(0.0))?;
+            Linear::new(weight, Some(bias))
+        } else {
+            linear(w[0], w[1], vbi)?
+        });
+    }
     Ok(Mlp { layers, act })
 }
 

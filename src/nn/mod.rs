@@ -13,31 +13,49 @@
 //! | upsampling | [`upsample_nearest3d`] (integer factor), [`upsample_trilinear3d`] (any size, `align_corners`) | broadcast + reshape; `index_select` | [`Upsample3d`] |
 //! | normalization | [`group_normalize`] | mean / variance ops | [`GroupNorm`] ([`group_norm`]), [`InstanceNorm`] ([`instance_norm`]) |
 //! | activation | [`leaky_relu`] | `relu` | [`LeakyRelu`] |
-//! | fully connected | candle_nn's [`Linear`] | | [`Mlp`] ([`mlp`]) |
+//! | fully connected | candle_nn's [`Linear`] | | [`Mlp`] ([`mlp()`]) |
+//!
+//! Networks (Rhai-free; each a name, a serde configuration and weights in a `VarMap`, saved as
+//! safetensors with the configuration as JSON beside them, see [`weights`]):
+//!
+//! | network | in | out |
+//! |---|---|---|
+//! | [`AffineNet`] (seed 000, CNN encoder) | pair `(N, 2, D, H, W)` on a fixed grid | `(N, 12)` affine parameters, regsh's `Linear` convention |
+//! | [`UNet`] (seed 001, VoxelMorph) | pair `(N, 2, D, H, W)` | `(N, 3, D, H, W)` displacement in network-grid voxels |
+//!
+//! [`pair_input`] resamples a moving / fixed pair onto a network grid; [`flow_to_world`] turns a voxel
+//! displacement into regsh's mm field.
 //!
 //! Off the CPU (the `cuda` feature with a GPU) the fused ops fall back to their slow twins, which run on
 //! candle's own `conv2d`.
 //!
-//! Layers import only `image`, `ops`, `error` and candle.
+//! This layer imports only `image`, `ops`, `error` and candle (no `spatial`, `dsl` or `pipeline`).
 
 pub mod activation;
+pub mod affine_net;
 pub mod conv;
 pub mod conv_transpose;
 pub(crate) mod im2col;
+pub mod input;
 pub mod mlp;
 pub mod norm;
 pub mod pool;
+pub mod unet;
 pub mod upsample;
+pub mod weights;
 
 pub use activation::{leaky_relu, LeakyRelu};
+pub use affine_net::{AffineNet, AffineNetConfig};
 
 pub use conv::{conv3d, conv3d_layer, conv3d_slow, Conv3d, Conv3dConfig};
 pub use conv_transpose::{
     conv_transpose3d, conv_transpose3d_layer, conv_transpose3d_slow, ConvTranspose3d, ConvTranspose3dConfig,
 };
-pub use mlp::{linear, mlp, Linear, Mlp};
+pub use input::{flow_to_world, network_grid, pair_input};
+pub use mlp::{linear, mlp, mlp_with_final_init, Linear, Mlp};
 pub use norm::{group_norm, group_normalize, instance_norm, GroupNorm, InstanceNorm};
 pub use pool::{avg_pool3d, global_avg_pool3d, global_max_pool3d, max_pool3d, Pool3d, PoolKind};
+pub use unet::{UNet, UNetConfig};
 pub use upsample::{upsample_nearest3d, upsample_trilinear3d, Upsample3d, UpsampleMode};
 
 use candle_core::Tensor;
