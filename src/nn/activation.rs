@@ -15,6 +15,7 @@ pub fn leaky_relu(x: &Tensor, slope: f64) -> Result<Tensor> {
 /// The Leaky ReLU layer (no parameters); VoxelMorph and seed 001 use `slope = 0.2`.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct LeakyRelu {
+    /// The factor applied to non-positive inputs.
     pub slope: f64,
 }
 

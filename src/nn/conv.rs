@@ -149,7 +149,10 @@ fn conv_out(op: &str, inp: [usize; 3], k: [usize; 3], s: [usize; 3], p: [usize; 
     }
     let mut out = [0; 3];
     for i in 0..3 {
-        let padded = inp[i] + 2 * p[i];
+        let padded = p[i]
+            .checked_mul(2)
+            .and_then(|q| q.checked_add(inp[i]))
+            .ok_or_else(|| Error::arg(op, format!("padding {p:?} is too large")))?;
         if padded < k[i] {
             return Err(Error::arg(
                 op,
@@ -254,8 +257,11 @@ pub fn conv3d_slow(
 /// has a bias. Default: stride 1, padding 0, bias.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Conv3dConfig {
+    /// Step between output samples per axis `(D, H, W)`, voxels (>= 1).
     pub stride: Dim3,
+    /// Zeros added on both sides of each axis `(D, H, W)`, voxels.
     pub padding: Dim3,
+    /// Whether the layer has a bias `(C_out)`.
     pub bias: bool,
 }
 

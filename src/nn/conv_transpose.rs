@@ -114,7 +114,11 @@ fn transpose_out(inp: [usize; 3], k: [usize; 3], s: [usize; 3], p: [usize; 3], o
         if op[i] >= s[i] {
             return Err(Error::arg(name, format!("output_padding {op:?} must be smaller than the stride {s:?}")));
         }
-        let o = ((inp[i] - 1) * s[i] + k[i] + op[i]) as isize - 2 * p[i] as isize;
+        let full = (inp[i] - 1).checked_mul(s[i]).and_then(|v| v.checked_add(k[i] + op[i]));
+        let o = match (full, p[i].checked_mul(2)) {
+            (Some(f), Some(pp)) if f <= isize::MAX as usize && pp <= isize::MAX as usize => f as isize - pp as isize,
+            _ => return Err(Error::arg(name, format!("stride {s:?} or padding {p:?} is too large"))),
+        };
         if o <= 0 {
             return Err(Error::arg(name, format!("padding {p:?} leaves no output for input {inp:?}, kernel {k:?}")));
         }
@@ -221,9 +225,14 @@ pub fn conv_transpose3d_slow(
 /// kernel of 2 this doubles each axis).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ConvTranspose3dConfig {
+    /// Upsampling step per axis `(D, H, W)`, voxels (>= 1).
     pub stride: Dim3,
+    /// Voxels removed from both sides of each axis of the full output `(D, H, W)`.
     pub padding: Dim3,
+    /// Voxels added at the end of each axis `(D, H, W)` (< stride), to reach sizes the floor of a
+    /// strided convolution maps to the same input size.
     pub output_padding: Dim3,
+    /// Whether the layer has a bias `(C_out)`.
     pub bias: bool,
 }
 

@@ -83,7 +83,9 @@ pub enum PoolKind {
 /// A pooling layer (no parameters): `kind` over `kernel` blocks (stride = kernel).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Pool3d {
+    /// Which pooling.
     pub kind: PoolKind,
+    /// Block size (= stride) per axis `(D, H, W)`, voxels; unused by the global kinds.
     pub kernel: Dim3,
 }
 

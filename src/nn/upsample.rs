@@ -92,13 +92,18 @@ pub enum UpsampleMode {
     /// [`upsample_nearest3d`].
     Nearest,
     /// [`upsample_trilinear3d`] to `factor` times the input size, with `align_corners`.
-    Trilinear { align_corners: bool },
+    Trilinear {
+        /// PyTorch's `align_corners` (see the module doc).
+        align_corners: bool,
+    },
 }
 
 /// An upsampling layer (no parameters): `(N, C, D, H, W)` to `(N, C, fD D, fH H, fW W)`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Upsample3d {
+    /// Integer factor per axis `(D, H, W)`.
     pub factor: Dim3,
+    /// Nearest or trilinear.
     pub mode: UpsampleMode,
 }
 
