@@ -1,7 +1,7 @@
 //! # regsh: a scriptable registration shell for medical images
 //!
-//! Layers import only downward: `image -> ops -> (spatial, metrics) -> optim -> register -> cli`
-//! (the DSL, sessions, REPL and networks come later).
+//! Layers import only downward: `image -> ops -> (spatial, metrics, nn) -> optim -> register -> cli`
+//! (the DSL, sessions and REPL above them).
 //!
 //! | module | what |
 //! |---|---|

@@ -159,6 +159,24 @@ fn conv3d_chunked_columns_match_slow_twin() {
     }
 }
 
+#[test]
+fn conv3d_takes_non_contiguous_operands() {
+    // x and w given as transposed views: values and gradients as for the slow twin on the same views
+    let xv = Var::from_tensor(&rand_t(&[1, 2, 6, 5, 4], 91)).unwrap();
+    let wv = Var::from_tensor(&rand_t(&[3, 2, 3, 2, 3], 92)).unwrap();
+    let (x, w) = (xv.transpose(2, 4).unwrap(), wv.transpose(2, 4).unwrap());
+    assert!(!x.is_contiguous() && !w.is_contiguous());
+    let fast = conv3d(&x, &w, None, 1, 1).unwrap();
+    let slow = conv3d_slow(&x, &w, None, 1, 1).unwrap();
+    assert!(max_abs_diff(&fast, &slow) < 1e-5);
+    let gf = fast.sqr().unwrap().sum_all().unwrap().backward().unwrap();
+    let gs = slow.sqr().unwrap().sum_all().unwrap().backward().unwrap();
+    for v in [xv.as_tensor(), wv.as_tensor()] {
+        let (a, b) = (gf.get(v).unwrap(), gs.get(v).unwrap());
+        assert!(max_abs(a) > 1e-2 && max_abs_diff(a, b) < 1e-4 * max_abs(b).max(1.0));
+    }
+}
+
 /// Central differences of `loss` at a few entries of `v` against `grad`.
 fn check_fd(loss: &dyn Fn(&Tensor) -> f64, v: &Tensor, grad: &Tensor, step: usize, tag: &str) {
     let base = vec(v);

@@ -225,7 +225,9 @@ pub fn conv3d_slow(
     let k = [wd[2], wd[3], wd[4]];
     let out = conv_out("conv3d", [xd[2], xd[3], xd[4]], k, s, p)?;
     let (n, c, co) = (xd[0], xd[1], wd[0]);
-    let xp = x.pad_with_zeros(2, p[0], p[0])?.pad_with_zeros(3, p[1], p[1])?.pad_with_zeros(4, p[2], p[2])?;
+    // index_select needs contiguous input
+    let xp =
+        x.contiguous()?.pad_with_zeros(2, p[0], p[0])?.pad_with_zeros(3, p[1], p[1])?.pad_with_zeros(4, p[2], p[2])?;
     let (hp, wp) = (xd[3] + 2 * p[1], xd[4] + 2 * p[2]);
     let dev = x.device();
     let mut acc: Option<Tensor> = None;

@@ -57,6 +57,7 @@ fn resize_axis(t: &Tensor, dim: usize, n_out: usize, align_corners: bool, dev: &
         return Ok(t.clone());
     }
     let (lo, hi, wt) = linear_taps(n_in, n_out, align_corners);
+    let t = t.contiguous()?; // index_select needs contiguous input
     let a = t.index_select(&Tensor::from_vec(lo, n_out, dev)?, dim)?;
     let b = t.index_select(&Tensor::from_vec(hi, n_out, dev)?, dim)?;
     let mut shape = vec![1usize; 5];
@@ -194,6 +195,14 @@ mod tests {
             }
         }
         assert!(matches!(upsample_trilinear3d(&x, [1, 0, 2], true), Err(Error::InvalidArgument { .. })));
+    }
+
+    #[test]
+    fn trilinear_takes_a_non_contiguous_view() {
+        // (1, 1, 1, 3, 2) viewed with the last two axes swapped is the (1, 1, 1, 2, 3) rows [0, 2, 4], [1, 3, 5]
+        let x = t(vec![0.0, 1.0, 2.0, 3.0, 4.0, 5.0], &[1, 1, 1, 3, 2]).transpose(3, 4).unwrap();
+        let u = upsample_trilinear3d(&x, [1, 2, 5], true).unwrap();
+        assert_eq!(flat(&u), [0.0, 1.0, 2.0, 3.0, 4.0, 1.0, 2.0, 3.0, 4.0, 5.0]);
     }
 
     #[test]
