@@ -1,7 +1,7 @@
 //! # regsh: a scriptable registration shell for medical images
 //!
-//! Layers import only downward: `image -> ops -> (spatial, metrics) -> optim -> register`
-//! `-> pipeline -> dsl -> session -> (repl, watch, cli)` (networks come later).
+//! Layers import only downward: `image -> ops -> (spatial, metrics, nn) -> optim -> register`
+//! `-> pipeline -> dsl -> session -> (repl, watch, cli)`.
 //!
 //! | module | what |
 //! |---|---|
@@ -9,6 +9,7 @@
 //! | [`ops`] | fused CPU kernels with hand-written backward passes and slow twins: sampling, warps, local filters, Parzen statistics |
 //! | [`spatial`] | transforms in world mm (linear, DDF, SVF, B-spline, composite), inverses, Jacobians, the warp, ITK / ANTs files |
 //! | [`metrics`] | similarity measures and their registry, regularizers, evaluation measures |
+//! | [`nn`] | 3-D network blocks: fused conv3d / transposed conv3d (im2col + gemm, hand-written backward) with slow twins, pooling, upsampling, norms, activations, MLP heads |
 //! | [`optim`] | optimizers, convergence, initialization, multi-scale ISO |
 //! | [`register`] | registration recipes and `regsh register` |
 //! | [`snapshot`] | PNG pictures of a registration: orthogonal slices, checkerboard, loss curves (`regsh snapshot`) |
@@ -28,6 +29,7 @@ pub mod info;
 pub mod measure;
 pub mod metrics;
 pub mod names;
+pub mod nn;
 pub mod ops;
 pub mod optim;
 pub mod pipeline;
