@@ -13,6 +13,7 @@
 //! | [`optim`] | optimizers, convergence, initialization, multi-scale ISO |
 //! | [`register`] | registration recipes and `regsh register` |
 //! | [`snapshot`] | PNG pictures of a registration: orthogonal slices, checkerboard, loss curves (`regsh snapshot`) |
+//! | [`train`] | registration networks as transforms ([`train::Network`]), training pairs, unsupervised training with checkpoints |
 //! | [`pipeline`] | Rhai-free registration pipelines: `RegState`, `init`, `iso`, `warp` |
 //! | [`dsl`], [`session`], [`diagnostics`] | the Rhai DSL (keyword arguments, `\|>`, builtins, help, stdlib), the evaluation session, error reports |
 //! | [`repl`], [`watch`] | the interactive shell (rustyline) and hot-reloaded recipes (notify) |
@@ -38,6 +39,7 @@ pub mod repl;
 pub mod session;
 pub mod snapshot;
 pub mod spatial;
+pub mod train;
 pub mod watch;
 
 pub use error::{Error, Result};

@@ -46,6 +46,13 @@ fn repl_through_a_pty_keeps_variables_across_an_error() {
     p.exp_string("smooth").unwrap();
     p.exp_string(PROMPT).unwrap();
 
+    // Ctrl-C during a long registration (minutes at 1 mm) cancels it, not the REPL.
+    p.send_line("let slow = register(ch2, ch2, transform=\"syn\", scales=1, iterations=[100000]);").unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    p.send_control('c').unwrap();
+    p.exp_string("(cancelled)").unwrap();
+    p.exp_string(PROMPT).unwrap();
+
     // The variable is still there after the error, and multi-line input waits for the closing bracket.
     p.send_line("let s = [ch2.spacing[0],").unwrap();
     p.send_line("ch2.spacing[2]]").unwrap();

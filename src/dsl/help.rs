@@ -542,6 +542,7 @@ pub static HELP: &[Help] = &[
             o("field_sigma", "1", "dense: Gaussian sigma (voxels) applied to the field after each step"),
             o("regularizer", "none (bspline: bending:0.01)", "dense: diffusion:W, bending:W or none"),
             o("control_spacing", "10", "bspline: control point spacing, mm"),
+            o("seed", "0", "seed of the random sample points"),
         ],
         example: "let t1 = load(\"data/avg152/avg152T1.nii\");\nlet t2 = load(\"data/avg152/avg152T2.nii\");\nlet r = register(t2, t1, transform=\"rigid\", metric=mi, scales=2, iterations=[20, 10]);\nassert(r.stages.len() == 1 && r.transform.kind == \"rigid\", \"one rigid stage\");\nassert(displacement_error(r.transform, affine(), t1) < 1.0, \"T2 and T1 are aligned already\");",
     },

@@ -21,8 +21,12 @@ use candle_nn::{Init, VarBuilder, VarMap};
 use serde::{Deserialize, Serialize};
 
 use super::weights::{load_network_file, save_network};
-use super::{conv3d_layer, dims5, to_candle, Conv3d, Conv3dConfig, LeakyRelu, Upsample3d, UpsampleMode};
+use super::{conv3d_layer, dims5, to_candle, Conv3d, Conv3dConfig, Dim3, LeakyRelu, Upsample3d, UpsampleMode};
 use crate::error::{Error, Result};
+
+fn default_unet_input() -> Dim3 {
+    Dim3([64; 3])
+}
 
 /// The kind name of [`UNet`] in its JSON file.
 pub const UNET_KIND: &str = "unet";
@@ -30,6 +34,14 @@ pub const UNET_KIND: &str = "unet";
 /// The configuration of a [`UNet`] (serialized beside its weights).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct UNetConfig {
+    /// The network grid `(D, H, W)` voxels a pair is resampled onto for registration (each a multiple of
+    /// `2^levels`); [`UNet::predict`] itself takes any such size.
+    #[serde(default = "default_unet_input")]
+    pub input_size: Dim3,
+    /// How the output becomes a transform: 0, a displacement field; `n > 0`, a stationary velocity
+    /// field integrated by scaling and squaring with `n` squarings (diffeomorphic, seed 001's option).
+    #[serde(default)]
+    pub integration_steps: usize,
     /// Input channels (2: moving and fixed).
     pub in_channels: usize,
     /// Output channels of the strided encoder convolutions, finest first (VoxelMorph: `[16, 32, 32, 32]`).
@@ -48,9 +60,12 @@ pub struct UNetConfig {
 }
 
 impl Default for UNetConfig {
-    /// VoxelMorph's default widths, nearest upsampling, slope 0.2, final std 1e-5.
+    /// VoxelMorph's default widths, nearest upsampling, slope 0.2, final std 1e-5, a 64^3 grid, a
+    /// displacement output.
     fn default() -> Self {
         UNetConfig {
+            input_size: default_unet_input(),
+            integration_steps: 0,
             in_channels: 2,
             encoder: vec![16, 32, 32, 32],
             decoder: vec![32, 32, 32, 32],
@@ -74,6 +89,13 @@ impl UNetConfig {
         }
         if [&self.encoder, &self.decoder, &self.full_res].iter().any(|v| v.contains(&0)) {
             return bad("channel widths must be positive".into());
+        }
+        let m = 1usize << self.levels().min(16);
+        if self.input_size.0.iter().any(|&n| n == 0 || n % m != 0) {
+            return bad(format!("input_size {:?} must be positive multiples of 2^levels = {m}", self.input_size.0));
+        }
+        if self.integration_steps > 20 {
+            return bad(format!("integration_steps must be at most 20, got {}", self.integration_steps));
         }
         let std_ok = self.final_init_std.is_finite() && self.final_init_std > 0.0;
         if !self.slope.is_finite() || !std_ok {

@@ -46,6 +46,18 @@ fn parent_dir(path: &Path) -> &Path {
     }
 }
 
+/// Writes a file atomically: `write` fills a temporary file in `path`'s directory, which then replaces
+/// `path` (so a reader never sees a half-written file, and a failed write leaves the old one).
+///
+/// Errors: [`Error::Io`] for a missing directory or a failed rename; those of `write`.
+pub fn write_atomically(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+    let dir = parent_dir(path);
+    let tmp = tempfile::NamedTempFile::new_in(dir).map_err(io_err(dir))?;
+    write(tmp.path())?;
+    tmp.persist(path).map_err(|e| Error::Io { path: path.into(), source: e.error })?;
+    Ok(())
+}
+
 /// Writes `varmap` to `weights` (safetensors) and the kind, name and `config` to [`config_path`].
 ///
 /// Errors: [`Error::InvalidArgument`] when `weights` would be its own JSON file (extension `json`);

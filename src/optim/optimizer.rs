@@ -41,6 +41,19 @@ impl Adam {
     pub fn new(lr: f64, scales: Vec<Option<Tensor>>) -> Self {
         Adam { lr, beta1: 0.9, beta2: 0.999, eps: 1e-8, scales, state: Vec::new(), t: 0 }
     }
+
+    /// The step count and the first / second moment estimates per variable (in the order of the
+    /// variables passed to `step`; `None` where a variable has had no gradient yet), for checkpoints.
+    pub fn moments(&self) -> (i32, &[Option<(Tensor, Tensor)>]) {
+        (self.t, &self.state)
+    }
+
+    /// Restores the step count and moments [`Adam::moments`] returned, so training resumes where it
+    /// stopped.
+    pub fn restore(&mut self, t: i32, state: Vec<Option<(Tensor, Tensor)>>) {
+        self.t = t;
+        self.state = state;
+    }
 }
 
 impl Optimizer for Adam {

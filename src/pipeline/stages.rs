@@ -11,7 +11,7 @@ use crate::image::Image;
 use crate::metrics::Metric;
 use crate::optim::init::{initial_transform, Init};
 use crate::optim::{iso_dense, iso_linear, DenseModel, DenseOptions, IsoOptions, Sampling, Schedule};
-use crate::register::{promote, register_linear, StageReport};
+use crate::register::{promote, register_linear_with, RunControl, StageReport};
 use crate::spatial::{LinearKind, WarpInterpolation};
 
 /// Options of [`init`].
@@ -182,11 +182,14 @@ pub fn warp(state: &RegState) -> Result<Image> {
 
 /// A whole recipe (`translation`, `rigid`, `similarity`, `affine`, and the deformable `syn`, `svf`,
 /// `bspline`; see [`crate::register::recipe`]) of `moving` onto `fixed` (MOVING first): the linear
-/// stages as [`register_linear`] runs them with `metric` (or `mi` when `metric` is local), then the dense
+/// stages as [`register_linear_with`] runs them with `metric` (or `mi` when `metric` is local), then the dense
 /// stage with `metric`, or with the model and options of `dense` (default: the recipe's model and
 /// [`DenseOptions::defaults`]).
 ///
-/// Errors: an unknown recipe (with "did you mean"); as [`register_linear`] and [`iso_dense`].
+/// `control` carries the seed of the sample points and the cancel flag (a cancelled linear stage skips
+/// the dense one; the state holds what was reached).
+///
+/// Errors: an unknown recipe (with "did you mean"); as [`register_linear_with`] and [`iso_dense`].
 #[allow(clippy::too_many_arguments)]
 pub fn register(
     moving: &Image,
@@ -197,11 +200,13 @@ pub fn register(
     method: Init,
     fixed_mask: Option<&Image>,
     dense: Option<(DenseModel, DenseOptions)>,
+    control: &RunControl,
 ) -> Result<RegState> {
     let (kinds, model) = crate::register::recipe(recipe)?;
     let t0 = Instant::now();
     let linear_metric = if metric.is_local() { Metric::new("mi")? } else { metric.clone() };
-    let (t, stages) = register_linear(fixed, moving, &kinds, &linear_metric, schedule, method, fixed_mask)?;
+    let (t, stages) =
+        register_linear_with(fixed, moving, &kinds, &linear_metric, schedule, method, fixed_mask, control)?;
     let state = RegState {
         fixed: fixed.clone(),
         moving: moving.clone(),
@@ -210,7 +215,8 @@ pub fn register(
         stages,
         seconds: t0.elapsed().as_secs_f64(),
     };
-    let Some(model) = model else { return Ok(state) };
+    let cancelled = control.cancel.as_ref().is_some_and(|c| c.load(std::sync::atomic::Ordering::Relaxed));
+    let Some(model) = model.filter(|_| !cancelled) else { return Ok(state) };
     let (model, options) = match dense {
         Some(d) => d,
         None => (model, DenseOptions::defaults(model, metric.clone(), fixed.grid())?),

@@ -208,7 +208,11 @@ pub fn register(engine: &mut Engine, host: &Arc<Host>) {
             }
             None => None,
         };
-        pipeline::register(&moving, &fixed, &recipe, &metric, &schedule, init, mask.as_ref(), dense).host()
+        let control = crate::register::RunControl {
+            seed: o.usize("seed")?.unwrap_or(0) as u64,
+            cancel: Some(host.cancel.clone()),
+        };
+        pipeline::register(&moving, &fixed, &recipe, &metric, &schedule, init, mask.as_ref(), dense, &control).host()
     });
     engine.register_fn("warp", |s: RegState| pipeline::warp(&s).host());
     with_opts!(engine, "snapshot", |s: RegState, path: &str| o => {

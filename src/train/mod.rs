@@ -1,0 +1,581 @@
+//! Registration networks as registration tools: a [`Network`] (seed `000`'s affine network or seed
+//! `001`'s U-Net) predicts a world-space transform for any moving / fixed pair, and [`train`] fits its
+//! weights without supervision (the loss is a similarity measure of the warped pair, plus a
+//! regularizer for dense outputs).
+//!
+//! | module | what |
+//! |---|---|
+//! | [`pairs`] | pairs from files or made on the fly from real images (random affine / smooth deformation, intensity augmentation, seeded) |
+//! | this file | [`Network`] (prediction, loss), [`train`] (Adam, learning-rate schedule, validation, checkpoints, resume, Ctrl-C) |
+//!
+//! Inputs are resampled onto the network's grid (the fixed image's field of view at the network's
+//! input size, [`crate::nn::pair_input`]), and the prediction is mapped back to the fixed image's world
+//! millimetres: the affine network's 12 parameters are a [`Linear`] about the fixed image's centre (so
+//! ISO can refine them), the U-Net's voxel displacement becomes a [`Ddf`] in mm on the network grid
+//! (optionally integrated as a stationary velocity field by scaling and squaring). So a network works
+//! on any input grid.
+
+pub mod pairs;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use candle_core::{DType, Device, Tensor, Var};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::image::ops::{normalize, Normalization};
+use crate::image::resample::Padding;
+use crate::image::{Grid, Image};
+use crate::metrics::evaluation::{dice, mean_displacement_error};
+use crate::metrics::regularizers::{bending_energy, diffusion};
+use crate::metrics::{Metric, OptionValue};
+use crate::nn::{flow_to_world, pair_input, AffineNet, Dim3, UNet};
+use crate::ops::warp_field;
+use crate::optim::{Adam, Optimizer, Regularizer};
+use crate::spatial::{warp, warp_tensor, Ddf, Linear, LinearKind, Svf, Transform, WarpInterpolation};
+pub use pairs::{AffineBounds, Deformation, IntensityAugmentation, Pair, PairSource, SyntheticPairs};
+
+/// A registration network and how its output becomes a transform.
+pub enum Network {
+    /// Seed `000`'s affine network: 12 parameters of a [`Linear`] (affine kind) about the fixed centre.
+    Affine(AffineNet),
+    /// Seed `001`'s U-Net: a dense displacement (`steps == 0`) or a stationary velocity field integrated
+    /// with `steps` squarings (diffeomorphic).
+    Dense { unet: UNet, steps: usize },
+}
+
+/// A network's prediction for one pair, in the fixed image's world mm (fixed points to moving points).
+#[derive(Clone, Debug)]
+pub enum Prediction {
+    /// The affine network's transform.
+    Linear(Linear),
+    /// The U-Net's displacement field (mm, on the network grid; the identity outside it).
+    Field(Ddf),
+}
+
+impl Prediction {
+    /// The prediction as a transform.
+    pub fn transform(&self) -> Arc<dyn Transform> {
+        match self {
+            Prediction::Linear(l) => Arc::new(l.clone()),
+            Prediction::Field(d) => Arc::new(d.clone()),
+        }
+    }
+}
+
+/// One forward pass: the network grid, the normalized fixed image on it `(1, D, H, W)`, and the
+/// normalized moving image warped onto it through the prediction (with its graph to the weights).
+struct Forward {
+    grid: Grid,
+    fixed: Tensor,
+    warped: Tensor,
+    /// `(3, D, H, W)` mm field (dense networks), for the regularizer.
+    field: Option<Tensor>,
+}
+
+/// Images mapped to [0, 1] by their 1st-99th percentiles (as the network input is).
+fn unit_range(im: &Image) -> Result<Image> {
+    normalize(im, Normalization::Percentile { lo: 1.0, hi: 99.0 }, None)
+}
+
+impl Network {
+    /// The network's name.
+    pub fn name(&self) -> &str {
+        match self {
+            Network::Affine(n) => n.name(),
+            Network::Dense { unet, .. } => unet.name(),
+        }
+    }
+
+    /// `affine_net` or `unet`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Network::Affine(_) => crate::nn::affine_net::AFFINE_NET_KIND,
+            Network::Dense { .. } => crate::nn::unet::UNET_KIND,
+        }
+    }
+
+    /// The input grid size `(D, H, W)` voxels.
+    pub fn input_size(&self) -> Dim3 {
+        match self {
+            Network::Affine(n) => n.config().input_size,
+            Network::Dense { unet, .. } => unet.config().input_size,
+        }
+    }
+
+    /// The trainable variables.
+    pub fn vars(&self) -> Vec<Var> {
+        match self {
+            Network::Affine(n) => n.varmap().all_vars(),
+            Network::Dense { unet, .. } => unet.varmap().all_vars(),
+        }
+    }
+
+    /// The weights by name, sorted by name.
+    fn named_vars(&self) -> Vec<(String, Var)> {
+        let vm = match self {
+            Network::Affine(n) => n.varmap(),
+            Network::Dense { unet, .. } => unet.varmap(),
+        };
+        let mut v: Vec<(String, Var)> = match vm.data().lock() {
+            Ok(d) => d.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            Err(_) => Vec::new(),
+        };
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    }
+
+    /// Redraws every weight from a seeded generator with the mean and standard deviation its random
+    /// initialization gave it (so constant biases stay constant and small final layers stay small):
+    /// candle's CPU generator cannot be seeded, and this makes a network's start reproducible.
+    ///
+    /// Errors: tensor errors.
+    pub fn reseed(&self, seed: u64) -> Result<()> {
+        use rand::SeedableRng;
+        for (i, (_, var)) in self.named_vars().iter().enumerate() {
+            let t = var.as_tensor().to_dtype(DType::F64)?.flatten_all()?;
+            let n = t.elem_count();
+            let mean = t.mean_all()?.to_scalar::<f64>()?;
+            let sd = if n > 1 {
+                (t.broadcast_sub(&Tensor::new(mean, t.device())?)?.sqr()?.sum_all()?.to_scalar::<f64>()? / n as f64)
+                    .sqrt()
+            } else {
+                0.0
+            };
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed.wrapping_mul(1_000_003).wrapping_add(i as u64));
+            let z = pairs::normals(&mut rng, n);
+            let v: Vec<f32> = z.iter().map(|z| (mean + sd * *z as f64) as f32).collect();
+            var.set(&Tensor::from_vec(v, var.shape(), var.device())?.to_dtype(var.dtype())?)?;
+        }
+        Ok(())
+    }
+
+    /// The number of trainable scalars.
+    pub fn num_params(&self) -> usize {
+        self.vars().iter().map(|v| v.elem_count()).sum()
+    }
+
+    /// Runs the network on a pair and warps the (normalized) moving image onto the network grid with
+    /// the prediction, keeping the graph to the weights.
+    fn forward(&self, moving: &Image, fixed: &Image) -> Result<Forward> {
+        let (input, grid) = pair_input(moving, fixed, self.input_size())?;
+        let fixed_net = input.get(0)?.narrow(0, 1, 1)?;
+        let m = unit_range(moving)?;
+        match self {
+            Network::Affine(net) => {
+                let p = net.predict(&input)?.get(0)?;
+                let t = Linear::new(LinearKind::Affine, p, fixed.grid().centre())?;
+                let warped = warp_tensor(m.data(), m.grid(), &t, &grid, crate::ops::SampleMode::Linear, Padding::Zero)?;
+                Ok(Forward { grid, fixed: fixed_net, warped, field: None })
+            }
+            Network::Dense { unet, steps } => {
+                let flow = unet.predict(&input)?.get(0)?;
+                let mut u = flow_to_world(&flow, &grid)?;
+                if *steps > 0 {
+                    u = Svf::new(u, grid.clone(), *steps)?.to_ddf()?.field().clone();
+                }
+                // Sample points in moving voxels: W2V_m (V2W_net i + u).
+                let w2v = m.grid().world_to_voxel();
+                let mm = w2v * grid.voxel_to_world();
+                let mv: [f64; 12] = std::array::from_fn(|i| mm[(i / 4, i % 4)]);
+                let r: [f64; 9] = std::array::from_fn(|i| w2v[(i / 3, i % 3)]);
+                let warped = warp_field(&m.data().to_dtype(DType::F32)?, &u, mv, r, false)?;
+                Ok(Forward { grid, fixed: fixed_net, warped, field: Some(u) })
+            }
+        }
+    }
+
+    /// The training loss of a pair: `metric`'s loss of the warped moving image against the fixed one on
+    /// the network grid (both in [0, 1]), plus `regularizer` of the dense field. Returns the loss tensor
+    /// (with its graph) and the similarity part's value.
+    ///
+    /// Errors: images with several channels; tensor errors.
+    pub fn loss(&self, pair: &Pair, metric: &Metric, regularizer: Option<Regularizer>) -> Result<(Tensor, f64)> {
+        let f = self.forward(&pair.moving, &pair.fixed)?;
+        let metric = unit_ranges(metric)?;
+        let sim = metric.loss(&f.fixed, &f.warped, None)?;
+        let sim_value = sim.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+        let total = match (regularizer, &f.field) {
+            (Some(Regularizer::Diffusion(w)), Some(u)) => (sim + (diffusion(u, f.grid.spacing())? * w)?)?,
+            (Some(Regularizer::Bending(w)), Some(u)) => (sim + (bending_energy(u, f.grid.spacing())? * w)?)?,
+            _ => sim,
+        };
+        Ok((total, sim_value))
+    }
+
+    /// The network's transform for a pair (no graph): see [`Prediction`].
+    ///
+    /// Errors: images with several channels; tensor errors.
+    pub fn predict(&self, moving: &Image, fixed: &Image) -> Result<Prediction> {
+        let (input, grid) = pair_input(moving, fixed, self.input_size())?;
+        Ok(match self {
+            Network::Affine(net) => {
+                let p = net.predict(&input)?.get(0)?.detach();
+                Prediction::Linear(Linear::new(LinearKind::Affine, p, fixed.grid().centre())?)
+            }
+            Network::Dense { unet, steps } => {
+                let flow = unet.predict(&input)?.get(0)?.detach();
+                let mut u = flow_to_world(&flow, &grid)?;
+                if *steps > 0 {
+                    u = Svf::new(u, grid.clone(), *steps)?.to_ddf()?.field().clone();
+                }
+                Prediction::Field(Ddf::new(u, grid)?)
+            }
+        })
+    }
+
+    /// Saves the weights (safetensors at `path`) and the configuration (JSON beside them).
+    ///
+    /// Errors: I/O errors (nothing is left half-written).
+    pub fn save(&self, path: &Path) -> Result<()> {
+        match self {
+            Network::Affine(n) => n.save(path),
+            Network::Dense { unet, .. } => unet.save(path),
+        }
+    }
+
+    /// Loads a network saved by [`Network::save`] (its kind read from the configuration).
+    ///
+    /// Errors: a missing or malformed file, an unknown kind, weights that do not fit the configuration.
+    pub fn load(path: &Path, device: &Device) -> Result<Self> {
+        let cfg = crate::nn::weights::config_path(path);
+        let text = std::fs::read_to_string(&cfg).map_err(|e| Error::Io { path: cfg.clone(), source: e })?;
+        let v: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|e| Error::arg("load_net", format!("{}: not a network configuration: {e}", cfg.display())))?;
+        match v.get("kind").and_then(|k| k.as_str()) {
+            Some(k) if k == crate::nn::affine_net::AFFINE_NET_KIND => {
+                Ok(Network::Affine(AffineNet::load(path, device)?))
+            }
+            Some(k) if k == crate::nn::unet::UNET_KIND => {
+                let unet = UNet::load(path, device)?;
+                let steps = unet.config().integration_steps;
+                Ok(Network::Dense { unet, steps })
+            }
+            other => Err(Error::arg("load_net", format!("{}: unknown network kind {other:?}", cfg.display()))),
+        }
+    }
+}
+
+/// `metric` with the Parzen intensity ranges set to [0, 1] (the normalized images'), so the bins stay
+/// put while the warped image changes.
+fn unit_ranges(metric: &Metric) -> Result<Metric> {
+    let mut m = metric.clone();
+    if m.option_names().contains(&"range_fixed") {
+        if !m.has_range(true) {
+            m.set("range_fixed", OptionValue::Range(0.0, 1.0))?;
+        }
+        if !m.has_range(false) {
+            m.set("range_moving", OptionValue::Range(0.0, 1.0))?;
+        }
+    }
+    Ok(m)
+}
+
+/// How the learning rate changes over training.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub enum LrSchedule {
+    /// The same rate throughout.
+    Constant,
+    /// Cosine decay from the rate to `final_fraction` of it over all steps.
+    Cosine { final_fraction: f64 },
+}
+
+impl LrSchedule {
+    /// The rate at `step` of `total`.
+    pub fn at(&self, lr: f64, step: usize, total: usize) -> f64 {
+        match *self {
+            LrSchedule::Constant => lr,
+            LrSchedule::Cosine { final_fraction } => {
+                let t = step as f64 / total.max(1) as f64;
+                lr * (final_fraction + (1.0 - final_fraction) * 0.5 * (1.0 + (std::f64::consts::PI * t).cos()))
+            }
+        }
+    }
+}
+
+/// Options of [`train`].
+#[derive(Clone)]
+pub struct TrainOptions {
+    /// The similarity measure whose loss is minimized (seed 000: global CR or MI; seed 001: MI or LNCC).
+    pub loss: Metric,
+    /// The regularizer of dense outputs (seed 001: diffusion).
+    pub regularizer: Option<Regularizer>,
+    /// Epochs to reach (counted from the start of training, so a resumed run does the rest).
+    pub epochs: usize,
+    /// Optimizer steps per epoch.
+    pub steps: usize,
+    /// Pairs per step (their losses are averaged).
+    pub batch: usize,
+    /// Adam's learning rate.
+    pub lr: f64,
+    /// Its schedule.
+    pub schedule: LrSchedule,
+    /// Held-out pairs evaluated after each epoch (loss; Dice where both label maps exist; mean
+    /// displacement error over the fixed foreground where the truth is known).
+    pub validation: Option<PairSource>,
+    /// How many validation pairs.
+    pub validation_pairs: usize,
+    /// Where checkpoints go after each epoch (weights at this path, configuration and training state
+    /// beside it); `None`: no checkpoints.
+    pub checkpoint: Option<PathBuf>,
+    /// Continue from the checkpoint's weights, optimizer state and epoch count when it exists.
+    pub resume: bool,
+    /// Set (e.g. by Ctrl-C) to stop after the current step; a checkpoint is written.
+    pub cancel: Option<Arc<AtomicBool>>,
+}
+
+impl TrainOptions {
+    /// `epochs` x `steps` with batch 1, Adam at `lr` with a cosine decay to 5 %, no validation or
+    /// checkpoint.
+    pub fn new(loss: Metric, epochs: usize, steps: usize, lr: f64) -> Self {
+        TrainOptions {
+            loss,
+            regularizer: None,
+            epochs,
+            steps,
+            batch: 1,
+            lr,
+            schedule: LrSchedule::Cosine { final_fraction: 0.05 },
+            validation: None,
+            validation_pairs: 4,
+            checkpoint: None,
+            resume: false,
+            cancel: None,
+        }
+    }
+}
+
+/// One epoch's report.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct EpochReport {
+    pub epoch: usize,
+    /// Mean training loss (similarity plus regularizer) over the epoch's steps.
+    pub train_loss: f64,
+    /// Mean validation similarity loss.
+    pub val_loss: Option<f64>,
+    /// Mean Dice of the validation pairs' labels after registration.
+    pub val_dice: Option<f64>,
+    /// Mean displacement error (mm) of the validation pairs against their truth.
+    pub val_error_mm: Option<f64>,
+    /// The learning rate at the epoch's end.
+    pub lr: f64,
+    pub seconds: f64,
+}
+
+/// What [`train`] did.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TrainReport {
+    /// Every epoch so far (a resumed run includes the earlier ones).
+    pub epochs: Vec<EpochReport>,
+    /// Optimizer steps taken, in all.
+    pub steps: usize,
+    pub seconds: f64,
+    /// `epochs`, `cancelled` or `non-finite loss`.
+    pub stop: String,
+}
+
+/// Training state saved beside a checkpoint (`WEIGHTS.train.json`, optimizer moments in
+/// `WEIGHTS.adam.safetensors`).
+#[derive(Serialize, Deserialize)]
+struct TrainState {
+    report: TrainReport,
+    adam_t: i32,
+}
+
+fn state_paths(weights: &Path) -> (PathBuf, PathBuf) {
+    let s = weights.to_string_lossy();
+    let stem = s.strip_suffix(".safetensors").unwrap_or(&s).to_string();
+    (PathBuf::from(format!("{stem}.train.json")), PathBuf::from(format!("{stem}.adam.safetensors")))
+}
+
+fn save_checkpoint(net: &Network, path: &Path, report: &TrainReport, adam: &Adam) -> Result<()> {
+    net.save(path)?;
+    let (json, moments) = state_paths(path);
+    let (t, tensors) = adam.moments();
+    let mut named = std::collections::HashMap::new();
+    for (i, m) in tensors.iter().enumerate() {
+        if let Some((a, b)) = m {
+            named.insert(format!("m{i}"), a.clone());
+            named.insert(format!("v{i}"), b.clone());
+        }
+    }
+    crate::nn::weights::write_atomically(&moments, |tmp| Ok(candle_core::safetensors::save(&named, tmp)?))?;
+    let text = serde_json::to_string_pretty(&TrainState { report: report.clone(), adam_t: t })
+        .map_err(|e| Error::arg("train", format!("cannot encode the training state: {e}")))?;
+    crate::nn::weights::write_atomically(&json, |tmp| {
+        std::fs::write(tmp, text.as_bytes()).map_err(|e| Error::Io { path: tmp.to_path_buf(), source: e })
+    })
+}
+
+/// Loads a checkpoint's weights, optimizer moments and report into `net` / `adam`.
+fn resume_from(net: &Network, path: &Path, adam: &mut Adam) -> Result<Option<TrainReport>> {
+    let (json, moments) = state_paths(path);
+    if !path.exists() || !json.exists() {
+        return Ok(None);
+    }
+    let saved = Network::load(path, &Device::Cpu)?;
+    for (dst, src) in net.vars().iter().zip(saved.vars()) {
+        if dst.dims() != src.dims() {
+            return Err(Error::arg(
+                "train",
+                format!("{}: the checkpoint's weights do not fit this network", path.display()),
+            ));
+        }
+        dst.set(src.as_tensor())?;
+    }
+    let text = std::fs::read_to_string(&json).map_err(|e| Error::Io { path: json.clone(), source: e })?;
+    let state: TrainState = serde_json::from_str(&text)
+        .map_err(|e| Error::arg("train", format!("{}: malformed training state: {e}", json.display())))?;
+    if moments.exists() {
+        let m = candle_core::safetensors::load(&moments, &Device::Cpu)?;
+        let n = net.vars().len();
+        let restored: Vec<Option<(Tensor, Tensor)>> = (0..n)
+            .map(|i| match (m.get(&format!("m{i}")), m.get(&format!("v{i}"))) {
+                (Some(a), Some(b)) => Some((a.clone(), b.clone())),
+                _ => None,
+            })
+            .collect();
+        adam.restore(state.adam_t, restored);
+    }
+    Ok(Some(state.report))
+}
+
+/// Evaluates a network on held-out pairs: mean similarity loss, mean Dice of the labels (where both
+/// label maps exist), mean displacement error over the fixed foreground (where the truth is known).
+///
+/// Errors: as [`Network::loss`] and [`Network::predict`].
+pub fn evaluate(
+    net: &Network,
+    pairs: &PairSource,
+    n: usize,
+    metric: &Metric,
+) -> Result<(f64, Option<f64>, Option<f64>)> {
+    let (mut loss, mut dices, mut errors) = (0.0, Vec::new(), Vec::new());
+    for i in 0..n {
+        let p = pairs.pair(i as u64)?;
+        let (_, sim) = net.loss(&p, metric, None)?;
+        loss += sim;
+        let t = net.predict(&p.moving, &p.fixed)?.transform();
+        if let (Some(ml), Some(fl)) = (&p.moving_labels, &p.fixed_labels) {
+            let w = warp(ml, t.as_ref(), fl.grid(), WarpInterpolation::Nearest, Padding::Zero)?;
+            dices.push(dice(fl, &w, None)?.mean);
+        }
+        if let Some(truth) = &p.truth {
+            let fg = crate::image::ops::threshold(&p.fixed, f64::MIN_POSITIVE, f64::INFINITY)?;
+            errors.push(mean_displacement_error(t.as_ref(), truth.as_ref(), p.fixed.grid(), Some(&fg))?);
+        }
+    }
+    let mean = |v: &[f64]| if v.is_empty() { None } else { Some(v.iter().sum::<f64>() / v.len() as f64) };
+    Ok((loss / n.max(1) as f64, mean(&dices), mean(&errors)))
+}
+
+/// Trains `net` on `pairs` (see [`TrainOptions`]): Adam on the weights, pair `k` of the whole run drawn
+/// as `pairs.pair(k)`; after each epoch, validation and a checkpoint. A progress bar (epoch, step,
+/// loss, time left) shows on a terminal. A non-finite loss stops training (the weights of the last
+/// finite step are kept: the failing step is not applied).
+///
+/// Errors: zero epochs / steps / batch, a learning rate not > 0; as [`Network::loss`]; checkpoint I/O.
+pub fn train(net: &Network, pairs: &PairSource, opts: &TrainOptions) -> Result<TrainReport> {
+    if opts.epochs == 0 || opts.steps == 0 || opts.batch == 0 {
+        return Err(Error::arg("train", "epochs, steps and batch must be at least 1"));
+    }
+    if !(opts.lr.is_finite() && opts.lr > 0.0) {
+        return Err(Error::arg("train", format!("the learning rate must be > 0, got {}", opts.lr)));
+    }
+    let start = Instant::now();
+    let vars = net.vars();
+    let mut adam = Adam::new(opts.lr, vec![]);
+    let mut report = TrainReport { epochs: Vec::new(), steps: 0, seconds: 0.0, stop: "epochs".into() };
+    if opts.resume {
+        if let Some(path) = &opts.checkpoint {
+            if let Some(r) = resume_from(net, path, &mut adam)? {
+                tracing::info!("train: resumed {} at epoch {} ({} steps)", path.display(), r.epochs.len(), r.steps);
+                report = r;
+                report.stop = "epochs".into();
+            }
+        }
+    }
+    let total = opts.epochs * opts.steps;
+    let bar = indicatif::ProgressBar::new(total as u64);
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "{prefix} [{elapsed_precise}<{eta_precise}] {wide_bar} {pos}/{len} loss {msg}",
+    ) {
+        bar.set_style(style);
+    }
+    bar.set_position(report.steps as u64);
+    let cancelled = || opts.cancel.as_ref().is_some_and(|c| c.load(Ordering::Relaxed));
+    'epochs: for epoch in report.epochs.len()..opts.epochs {
+        let t0 = Instant::now();
+        bar.set_prefix(format!("{} epoch {}/{}", net.name(), epoch + 1, opts.epochs));
+        let mut sum = 0.0;
+        let mut done = 0;
+        for _ in 0..opts.steps {
+            if cancelled() {
+                report.stop = "cancelled".into();
+                break;
+            }
+            let lr = opts.schedule.at(opts.lr, report.steps, total);
+            adam.set_lr(lr);
+            let mut loss: Option<Tensor> = None;
+            for b in 0..opts.batch {
+                let k = (report.steps * opts.batch + b) as u64;
+                let (l, _) = net.loss(&pairs.pair(k)?, &opts.loss, opts.regularizer)?;
+                loss = Some(match loss {
+                    Some(acc) => (acc + l)?,
+                    None => l,
+                });
+            }
+            let loss = match loss {
+                Some(l) => (l / opts.batch as f64)?,
+                None => break,
+            };
+            let v = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+            if !v.is_finite() {
+                tracing::warn!("train: loss is {v} at step {}; stopping with the last finite weights", report.steps);
+                report.stop = "non-finite loss".into();
+                break 'epochs;
+            }
+            let grads = loss.backward()?;
+            adam.step(&vars, &grads)?;
+            report.steps += 1;
+            sum += v;
+            done += 1;
+            bar.set_message(format!("{v:.5}"));
+            bar.inc(1);
+        }
+        if done == 0 {
+            break;
+        }
+        let (val_loss, val_dice, val_error_mm) = match &opts.validation {
+            Some(v) if opts.validation_pairs > 0 => {
+                let (l, d, e) = evaluate(net, v, opts.validation_pairs, &opts.loss)?;
+                (Some(l), d, e)
+            }
+            _ => (None, None, None),
+        };
+        let er = EpochReport {
+            epoch: epoch + 1,
+            train_loss: sum / done as f64,
+            val_loss,
+            val_dice,
+            val_error_mm,
+            lr: adam.lr,
+            seconds: t0.elapsed().as_secs_f64(),
+        };
+        tracing::info!("train: {er:?}");
+        report.epochs.push(er);
+        report.seconds += t0.elapsed().as_secs_f64();
+        if let Some(path) = &opts.checkpoint {
+            save_checkpoint(net, path, &report, &adam)?;
+        }
+        if report.stop == "cancelled" {
+            break;
+        }
+    }
+    bar.finish_and_clear();
+    let _ = start;
+    Ok(report)
+}
