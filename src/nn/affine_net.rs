@@ -2,7 +2,8 @@
 //! moving / fixed pair on a fixed network grid in, the 12 affine parameters of regsh's `Linear`
 //! convention out.
 //!
-//! Architecture: the `(N, 2, D, H, W)` pair (channel 0 moving, 1 fixed; see [`super::pair_input`])
+//! Architecture: the `(N, 2, D, H, W)` pair (channel 0 moving, 1 fixed; see [`super::pair_input`]), with
+//! three coordinate channels appended when `coordinates` is set (CoordConv),
 //! passes through one `3x3x3` convolution of stride 2 (padding 1) and a Leaky ReLU per entry of
 //! `channels`, then global average pooling to `(N, C)`, then four MLP heads (`C -> hidden -> 3`, as
 //! TransMorph-affine's) for translation, rotation, scale and shear. Each head is bounded:
@@ -57,11 +58,16 @@ pub struct AffineNetConfig {
     pub slope: f64,
     /// Standard deviation of the heads' last-layer weights at initialisation.
     pub final_init_std: f64,
+    /// Append three coordinate channels (x, y, z in [-1, 1] across the grid: CoordConv, Liu et al.
+    /// 2018) to the pair, so the encoder, whose global pooling is otherwise blind to position, can
+    /// regress where the images lie; the first convolution then sees 5 channels.
+    #[serde(default)]
+    pub coordinates: bool,
 }
 
 impl Default for AffineNetConfig {
     /// 64^3 grid, channels `[16, 32, 64, 64]`, hidden 64, bounds 40 mm / 0.5 rad / 1.25 / 0.2, slope 0.2,
-    /// final-layer std 1e-4.
+    /// final-layer std 1e-4, no coordinate channels (they slowed learning of shifts here).
     fn default() -> Self {
         AffineNetConfig {
             input_size: Dim3([64; 3]),
@@ -73,6 +79,7 @@ impl Default for AffineNetConfig {
             max_shear: 0.2,
             slope: 0.2,
             final_init_std: 1e-4,
+            coordinates: false,
         }
     }
 }
@@ -130,7 +137,7 @@ impl AffineNet {
         let varmap = VarMap::new();
         let vb = VarBuilder::from_varmap(&varmap, DType::F32, device);
         let mut encoder = Vec::with_capacity(config.channels.len());
-        let mut cin = 2;
+        let mut cin = if config.coordinates { 5 } else { 2 };
         for (i, &c) in config.channels.iter().enumerate() {
             encoder.push(conv3d_layer(cin, c, 3, Conv3dConfig::new(2, 1), vb.pp(format!("enc{i}")))?);
             cin = c;
@@ -166,7 +173,7 @@ impl AffineNet {
                 actual: format!("{d:?}"),
             });
         }
-        let mut h = pair.clone();
+        let mut h = if self.config.coordinates { coordinate_channels(pair)? } else { pair.clone() };
         for conv in &self.encoder {
             h = self.act.forward(&conv.forward(&h)?)?;
         }
@@ -211,4 +218,20 @@ impl Module for AffineNet {
     fn forward(&self, pair: &Tensor) -> candle_core::Result<Tensor> {
         self.predict(pair).map_err(to_candle)
     }
+}
+
+/// `pair` `(N, C, D, H, W)` with three channels appended: the x (W), y (H) and z (D) voxel coordinates
+/// mapped to [-1, 1] (0 for an axis of size 1).
+fn coordinate_channels(pair: &Tensor) -> Result<Tensor> {
+    let (n, _, d, h, w) = pair.dims5()?;
+    let dev = pair.device();
+    let axis = |len: usize| -> Result<Tensor> {
+        let v: Vec<f32> =
+            (0..len).map(|i| if len > 1 { 2.0 * i as f32 / (len - 1) as f32 - 1.0 } else { 0.0 }).collect();
+        Ok(Tensor::from_vec(v, len, dev)?)
+    };
+    let x = axis(w)?.reshape((1, 1, 1, 1, w))?.broadcast_as((n, 1, d, h, w))?;
+    let y = axis(h)?.reshape((1, 1, 1, h, 1))?.broadcast_as((n, 1, d, h, w))?;
+    let z = axis(d)?.reshape((1, 1, d, 1, 1))?.broadcast_as((n, 1, d, h, w))?;
+    Ok(Tensor::cat(&[pair, &x.contiguous()?, &y.contiguous()?, &z.contiguous()?], 1)?)
 }

@@ -106,12 +106,9 @@ impl Network {
         }
     }
 
-    /// The trainable variables.
+    /// The trainable variables, sorted by name (the order optimizer checkpoints rely on).
     pub fn vars(&self) -> Vec<Var> {
-        match self {
-            Network::Affine(n) => n.varmap().all_vars(),
-            Network::Dense { unet, .. } => unet.varmap().all_vars(),
-        }
+        self.named_vars().into_iter().map(|(_, v)| v).collect()
     }
 
     /// The weights by name, sorted by name.
@@ -417,7 +414,12 @@ fn resume_from(net: &Network, path: &Path, adam: &mut Adam) -> Result<Option<Tra
         return Ok(None);
     }
     let saved = Network::load(path, &Device::Cpu)?;
-    for (dst, src) in net.vars().iter().zip(saved.vars()) {
+    let (mine, theirs) = (net.named_vars(), saved.named_vars());
+    let names = |v: &[(String, Var)]| v.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>();
+    if names(&mine) != names(&theirs) {
+        return Err(Error::arg("train", format!("{}: the checkpoint is of another network", path.display())));
+    }
+    for ((_, dst), (_, src)) in mine.iter().zip(&theirs) {
         if dst.dims() != src.dims() {
             return Err(Error::arg(
                 "train",
