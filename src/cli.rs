@@ -211,6 +211,15 @@ pub enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Run a training recipe: the same as `regsh run FILE [ARGS...]` (a recipe calls `train(...)`, which
+    /// shows a progress bar, writes checkpoints and stops cleanly on Ctrl-C).
+    Train {
+        /// The training recipe (a DSL script).
+        file: String,
+        /// Arguments for the script (the array ARGS).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// The interactive shell (also `regsh` alone): history, tab completion, `:help NAME`, `:functions`,
     /// `:vars`, `:load FILE`, `:time EXPR`, `:clear`, `:quit`.
     Repl {
@@ -262,6 +271,12 @@ fn run_script(expr: Option<String>, file: Option<String>, args: Vec<String>) {
         std::process::exit(1)
     };
     let mut session = crate::session::Session::new().unwrap_or_else(|e| fail(&e));
+    // Ctrl-C stops the script cleanly: `iso` / `register` keep the best parameters, `train` writes its
+    // checkpoint, then the script ends with a report.
+    let cancel = session.cancel_flag();
+    if ctrlc::set_handler(move || cancel.store(true, Ordering::Relaxed)).is_err() {
+        tracing::debug!("Ctrl-C handler already installed");
+    }
     match expr {
         Some(e) => {
             session.set_args(file.into_iter().chain(args).collect());
@@ -418,6 +433,7 @@ pub fn run(cli: Cli) -> Result<()> {
             tracing::info!("snapshot: {} ({w} x {h} pixels)", output.display());
         }
         Command::Run { expr, file, args } => run_script(expr, file, args),
+        Command::Train { file, args } => run_script(None, Some(file), args),
         Command::Jacobian { transforms, reference, output } => {
             let fixed = load(&reference)?;
             let t = load_chain(&transforms)?;

@@ -9,7 +9,7 @@
 //! | module | what |
 //! |---|---|
 //! | [`prepass`] | keyword arguments and `\|>` by a rewrite of Rhai's token stream, with an offset map |
-//! | [`api`] | the builtins, one file per domain (`image`, `spatial`, `metrics`, `optim`, `pipeline`) |
+//! | [`api`] | the builtins, one file per domain (`image`, `spatial`, `metrics`, `optim`, `pipeline`, `nn`) |
 //! | [`options`] | keyword-argument maps and value conversions; [`options::HostError`] |
 //! | [`value`] | script-side host values (`Transform`, `Optimizer`) and how every value prints |
 //! | [`help`] | the help table: signature, summary, options, runnable example of every builtin |
@@ -50,6 +50,9 @@ pub struct Host {
     pub disk_loads: AtomicUsize,
     /// Images [`Host::load`] returned from the cache.
     pub cache_hits: AtomicUsize,
+    /// The active registration network (`net(m, f)` uses it): the last one made, loaded, trained or
+    /// passed to `use_net`.
+    active_net: Mutex<Option<Arc<crate::train::Network>>>,
 }
 
 impl Host {
@@ -77,6 +80,18 @@ impl Host {
             cache.insert(canon, (mtime, img.clone()));
         }
         Ok(img)
+    }
+
+    /// Makes `net` the active network.
+    pub fn set_net(&self, net: Arc<crate::train::Network>) {
+        if let Ok(mut n) = self.active_net.lock() {
+            *n = Some(net);
+        }
+    }
+
+    /// The active network, if any.
+    pub fn net(&self) -> Option<Arc<crate::train::Network>> {
+        self.active_net.lock().ok().and_then(|n| n.clone())
     }
 
     /// Number of cached images.
@@ -146,6 +161,7 @@ pub fn base_engine(host: Arc<Host>) -> Engine {
     api::metrics::register(&mut e);
     api::optim::register(&mut e, &host);
     api::pipeline::register(&mut e, &host);
+    api::nn::register(&mut e, &host);
     e.register_fn("exists", |path: &str| std::path::Path::new(path).exists());
     e.register_fn("assert", |c: bool| -> RhaiResult<()> {
         if c {

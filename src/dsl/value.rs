@@ -92,7 +92,9 @@ impl std::fmt::Display for StageValue {
 
 /// The script-facing name of a host type (from its Rust name).
 pub fn dsl_type_name(rust: &str) -> &str {
-    match rust {
+    match rust.trim_end_matches('>') {
+        "Network" => "Network",
+        "PairSource" => "Pairs",
         "TransformValue" => "Transform",
         "OptimizerValue" => "Optimizer",
         "HostError" => "Error",
@@ -130,6 +132,12 @@ pub fn display(d: &Dynamic) -> String {
     }
     if let Some(x) = d.clone().try_cast::<StageValue>() {
         return x.to_string();
+    }
+    if let Some(x) = d.clone().try_cast::<crate::dsl::api::nn::NetValue>() {
+        return crate::dsl::api::nn::net_string(&x);
+    }
+    if let Some(x) = d.clone().try_cast::<crate::dsl::api::nn::PairsValue>() {
+        return crate::dsl::api::nn::pairs_string(&x);
     }
     if let Ok(f) = d.as_float() {
         return float_string(f);

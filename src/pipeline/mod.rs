@@ -11,6 +11,7 @@
 //! | [`init`], [`InitOptions`] | the starting transform (identity / centres / moments) of a kind |
 //! | [`iso`], [`IsoStage`] | multi-scale instance-specific optimization of the current transform |
 //! | [`iso_deformable`], [`DenseStage`] | a dense stage (greedy field, SVF, B-spline) after the linear part |
+//! | [`net_init`] | the starting state from a registration network's prediction |
 //! | [`register`] | a whole recipe (`rigid`, `affine`, `syn`, ...) from `init` through its stages |
 //! | [`warp`] | the moving image resampled through the transform onto the fixed grid |
 //!
@@ -20,5 +21,7 @@
 mod stages;
 mod state;
 
-pub use stages::{default_iterations, init, iso, iso_deformable, register, warp, DenseStage, InitOptions, IsoStage};
+pub use stages::{
+    default_iterations, init, iso, iso_deformable, net_init, register, warp, DenseStage, InitOptions, IsoStage,
+};
 pub use state::{RegState, StateTransform};

@@ -223,3 +223,38 @@ pub fn register(
     };
     iso_deformable(&state, &DenseStage { model, options })
 }
+
+/// The starting state of a registration from a network's prediction (the networks issue's `net(m, f)`):
+/// the affine network's [`crate::spatial::Linear`] (affine kind, about the fixed centre), which `iso`
+/// can refine, or the U-Net's displacement field after an identity affine. The state carries one stage
+/// report named `KIND:NAME` (no levels; its seconds are the inference time).
+///
+/// Errors: as [`crate::train::Network::predict`].
+pub fn net_init(net: &crate::train::Network, moving: &Image, fixed: &Image) -> Result<RegState> {
+    let t0 = Instant::now();
+    let pred = net.predict(moving, fixed)?;
+    let seconds = t0.elapsed().as_secs_f64();
+    let (transform, params) = match pred {
+        crate::train::Prediction::Linear(l) => {
+            let p = l.param_values()?;
+            (StateTransform::Linear(l), p)
+        }
+        crate::train::Prediction::Field(dense) => {
+            let linear = crate::spatial::Linear::identity(LinearKind::Affine, fixed.grid().centre());
+            (StateTransform::LinearDense { linear, dense, model: net.kind().into() }, vec![])
+        }
+    };
+    Ok(RegState {
+        fixed: fixed.clone(),
+        moving: moving.clone(),
+        fixed_mask: None,
+        transform,
+        stages: vec![StageReport {
+            transform: format!("{}:{}", net.kind(), net.name()),
+            levels: vec![],
+            seconds,
+            params,
+        }],
+        seconds,
+    })
+}

@@ -47,6 +47,12 @@ pub enum Network {
     Dense { unet: UNet, steps: usize },
 }
 
+impl std::fmt::Debug for Network {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Network({} {:?})", self.kind(), self.name())
+    }
+}
+
 /// A network's prediction for one pair, in the fixed image's world mm (fixed points to moving points).
 #[derive(Clone, Debug)]
 pub enum Prediction {

@@ -4,6 +4,7 @@
 
 pub mod image;
 pub mod metrics;
+pub mod nn;
 pub mod optim;
 pub mod pipeline;
 pub mod spatial;
