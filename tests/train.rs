@@ -98,3 +98,27 @@ fn an_affine_network_learns_shifts_and_resumes_from_its_checkpoint() {
     let (_, _, e) = evaluate(&loaded, &val, 6, &metric).unwrap();
     assert!((e.unwrap() - r2.epochs[4].val_error_mm.unwrap()).abs() < 1e-9, "checkpoint = last epoch");
 }
+
+#[test]
+fn a_cancelled_training_stops_after_the_step_and_writes_its_checkpoint() {
+    let net = small_net();
+    let dir = tempfile::tempdir().unwrap();
+    let ck = dir.path().join("cut.safetensors");
+    let cancel = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut opts = TrainOptions::new(Metric::new("ncc").unwrap(), 3, 100_000, 1e-3);
+    opts.checkpoint = Some(ck.clone());
+    opts.cancel = Some(cancel.clone());
+    let flag = cancel.clone();
+    let t = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_secs(2));
+        flag.store(true, std::sync::atomic::Ordering::Relaxed);
+    });
+    let r = train(&net, &shifts(1), &opts).unwrap();
+    t.join().unwrap();
+    assert_eq!(r.stop, "cancelled");
+    assert_eq!(r.epochs.len(), 1, "the interrupted epoch is reported");
+    assert!(r.steps > 0 && r.steps < 100_000, "{} steps", r.steps);
+    assert!(ck.exists() && dir.path().join("cut.train.json").exists(), "Ctrl-C writes the checkpoint");
+    let state = std::fs::read_to_string(dir.path().join("cut.train.json")).unwrap();
+    assert!(state.contains(&format!("\"steps\": {}", r.steps)), "{state}");
+}
