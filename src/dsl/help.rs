@@ -741,6 +741,20 @@ pub static HELP: &[Help] = &[
         example: "let t1 = load(\"data/avg152/avg152T1.nii\");\nlet t2 = load(\"data/avg152/avg152T2.nii\");\nlet r = register_affine(t2, t1, scales=2, iterations=[20, 10]);\nassert(r.stages.len() == 2 && r.transform.kind == \"affine\", \"rigid then affine\");\nassert(displacement_error(r.transform, affine(), t1) < 1.0, \"aligned already\");",
     },
     Help {
+        name: "register_deformable",
+        domain: "stdlib",
+        signature: "register_deformable(moving, fixed) -> RegState   (stdlib/register.rhai)",
+        summary: "Rigid, affine, then a greedy displacement field with ANTs-SyN-like defaults (lncc for the field, mi for the linear stages); pass metric=mi for multi-modal pairs; keyword arguments go on to register",
+        options: &[
+            o("metric", "lncc", "similarity measure of the dense stage"),
+            o("scales", "4", "pyramid levels of the linear stages"),
+            o("iterations", "[100, 60, 30, 15]", "iterations per level of the linear stages"),
+            o("dense_iterations", "100,100,50", "iterations per level of the dense stage"),
+            o("mask", "-", "fixed-grid mask"),
+        ],
+        example: "let t1 = load(\"data/avg152/avg152T1.nii\");\nlet moved = warp(t1, translation([4.0, 0.0, 0.0]), t1);\nlet r = register_deformable(moved, t1, scales=2, iterations=[20, 10], dense_iterations=[10, 5]);\nassert(r.stages.len() == 3 && r.stages[2].transform == \"syn\", \"rigid, affine, then the field\");\nassert(displacement_error(r.transform, translation([-4.0, 0.0, 0.0]), t1) < 1.0, \"a 4 mm shift is undone to within a millimetre\");",
+    },
+    Help {
         name: "evaluate",
         domain: "stdlib",
         signature: "evaluate(state) -> map   (stdlib/evaluate.rhai)",
