@@ -115,14 +115,21 @@ impl Session {
     }
 
     /// The variables of the scope: name, type (as scripts call it) and printed value, in definition order.
+    /// A name defined twice (shadowed) is listed once, with its current value.
     pub fn variables(&self) -> Vec<(String, String, String)> {
-        self.scope
+        // `iter_raw` runs from the newest entry: the first of each name is its current value.
+        let mut seen = std::collections::HashSet::new();
+        let mut v: Vec<(String, String, String)> = self
+            .scope
             .iter_raw()
+            .filter(|(n, _, _)| seen.insert(n.to_string()))
             .map(|(n, _, v)| {
                 let ty = dsl::value::dsl_type_name(v.type_name().rsplit("::").next().unwrap_or(""));
                 (n.to_string(), ty.to_string(), dsl::value::display(v))
             })
-            .collect()
+            .collect();
+        v.reverse();
+        v
     }
 
     /// Names for completion and "did you mean": builtins and stdlib recipes, script functions, variables.
