@@ -13,12 +13,13 @@ use serde::Serialize;
 use crate::error::{Error, Result};
 use crate::image::io::{load, save_with, SaveOptions};
 use crate::image::resample::Padding;
+use crate::image::smooth::pyramid;
 use crate::image::Image;
 use crate::metrics::Metric;
 use crate::optim::init::{initial_transform, Init};
 use crate::optim::{
-    dense_transform, iso_dense, iso_linear, DenseModel, DenseOptions, IsoOptions, LevelReport, Regularizer, Sampling,
-    Schedule,
+    dense_transform, iso_dense, iso_linear, iso_linear_pyramids, DenseModel, DenseOptions, IsoOptions, LevelReport,
+    Regularizer, Sampling, Schedule,
 };
 use crate::spatial::io::save_transform;
 use crate::spatial::{warp, Ddf, Linear, LinearKind, Transform, WarpInterpolation};
@@ -130,6 +131,10 @@ pub fn register_linear_with(
     let first = kinds.first().ok_or_else(|| Error::arg("register", "no stage"))?;
     let mut t = initial_transform(*first, fixed, moving, init)?;
     let mut reports = Vec::new();
+    // One pyramid of each image for every stage.
+    schedule.check()?;
+    let fpyr = pyramid(fixed, &schedule.factors, schedule.sigmas.as_deref())?;
+    let mpyr = pyramid(moving, &schedule.factors, schedule.sigmas.as_deref())?;
     for (i, &kind) in kinds.iter().enumerate() {
         if t.kind() != kind {
             t = promote(&t, kind)?;
@@ -143,8 +148,9 @@ pub fn register_linear_with(
             sampling: Sampling::default_for(metric),
             seed: control.seed.wrapping_mul(31).wrapping_add(i as u64),
             optimizer: crate::optim::IsoOptimizer::Adam,
+            polish: None,
         };
-        let r = iso_linear(fixed, moving, &t, &opts)?;
+        let r = iso_linear_pyramids(fixed, moving, &fpyr, &mpyr, &t, &opts)?;
         t = r.transform;
         reports.push(StageReport {
             transform: kind.name().into(),

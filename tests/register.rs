@@ -127,6 +127,7 @@ fn register_multi(fixed: &Image, moving: &Image, name: &str, schedule: &Schedule
         sampling: regsh::optim::Sampling::Jittered,
         seed: 0,
         optimizer: regsh::optim::IsoOptimizer::Adam,
+        polish: None,
     };
     regsh::optim::iso_linear(fixed, moving, &est, &opts).unwrap().transform
 }

@@ -120,6 +120,7 @@ pub fn iso(state: &RegState, stage: &IsoStage) -> Result<RegState> {
         sampling: stage.sampling.unwrap_or_else(|| Sampling::default_for(&stage.metric)),
         seed: stage.seed,
         optimizer: stage.optimizer,
+        polish: None,
     };
     let r = iso_linear(&state.fixed, &state.moving, &start, &opts)?;
     let mut out = state.clone();
