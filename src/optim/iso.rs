@@ -91,7 +91,8 @@ pub struct IsoOptions {
     pub seed: u64,
     /// The optimizer of each level.
     pub optimizer: IsoOptimizer,
-    /// A final deterministic refinement after the last level (global measures only): see [`Polish`].
+    /// A final deterministic refinement after the last level (global measures only; `None`: none):
+    /// see [`Polish`].
     pub polish: Option<Polish>,
 }
 
@@ -104,8 +105,17 @@ pub struct IsoOptions {
 pub struct Polish {
     /// Sample points of the refinement.
     pub points: usize,
-    /// At most this many L-BFGS iterations.
+    /// At most this many L-BFGS iterations (and `3 * iterations + 10` evaluations).
     pub iterations: usize,
+}
+
+impl Default for Polish {
+    /// 50 000 points, at most 20 iterations: about 0.1 s with NCC and 0.3 s with MI on 2 threads at
+    /// 2 mm, and it brings a mono-modal affine from about 0.2 mm of the truth (Adam's noise) to about
+    /// 0.02 mm.
+    fn default() -> Self {
+        Polish { points: 50_000, iterations: 20 }
+    }
 }
 
 /// The optimizer [`iso_linear`] runs at each pyramid level.
@@ -156,16 +166,20 @@ pub enum Sampling {
 }
 
 impl Sampling {
-    /// The default for a measure: 20 000 random points for global measures, the jittered grid for local
-    /// ones.
+    /// The default for a measure: 5 000 random points per iteration for global measures (elastix uses
+    /// 2 048; Adam's steps average the noise of a draw over the next ones, and [`Polish`] removes what
+    /// is left), the jittered grid for local ones.
     pub fn default_for(metric: &Metric) -> Sampling {
         if metric.is_local() {
             Sampling::Jittered
         } else {
-            Sampling::Random(20_000)
+            Sampling::Random(DEFAULT_POINTS)
         }
     }
 }
+
+/// Random points per iteration of global measures by default ([`Sampling::default_for`]).
+pub const DEFAULT_POINTS: usize = 5_000;
 
 /// Fresh random sample points of a level: fixed intensities `(1, 1, 1, n)` (no gradient), their world
 /// positions `(n, 3)` (mm), drawn from `candidates` (flat voxel indices of the grid) with a uniform jitter
@@ -261,7 +275,11 @@ pub struct LevelReport {
 #[derive(Clone, Debug)]
 pub struct IsoResult {
     pub transform: Linear,
+    /// One report per pyramid level, coarse to fine.
     pub levels: Vec<LevelReport>,
+    /// The report of [`IsoOptions::polish`], when it ran (`iterations` counts its evaluations; `stop`
+    /// is L-BFGS's reason).
+    pub polish: Option<LevelReport>,
     pub seconds: f64,
 }
 
@@ -614,6 +632,7 @@ pub fn iso_linear_pyramids(
         }
     }
     let cancelled = levels.last().is_some_and(|l| l.stop == "cancelled");
+    let mut polish = None;
     if let (Some(p), Some(measure), false, Some(fl), Some(ml)) =
         (opts.polish, metric.point_measure(), cancelled, fpyr.last(), mpyr.last())
     {
@@ -645,17 +664,17 @@ pub fn iso_linear_pyramids(
             r.best,
             r.stop
         );
-        levels.push(LevelReport {
+        polish = Some(LevelReport {
             factor: fl.factor,
             iterations: r.losses.len(),
             final_loss: r.best,
             best_loss: r.best,
             seconds: t0.elapsed().as_secs_f64(),
             losses: r.losses,
-            stop: format!("polish: {}", r.stop),
+            stop: r.stop,
         });
     }
-    Ok(IsoResult { transform: init.with_params(best.1)?, levels, seconds: start.elapsed().as_secs_f64() })
+    Ok(IsoResult { transform: init.with_params(best.1)?, levels, polish, seconds: start.elapsed().as_secs_f64() })
 }
 
 /// One level of the fused path: the objective and the parameter scales.
@@ -751,6 +770,7 @@ impl FusedLevel<'_> {
             gtol: 0.0,
             ftol: 1e-12,
             initial_step: 0.1,
+            max_evals: 3 * iters + 10,
             ..Default::default()
         };
         let r = super::lbfgs::lbfgs(

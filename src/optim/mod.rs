@@ -32,6 +32,7 @@ pub use convergence::WindowedSlope;
 pub use dense::{dense_transform, iso_dense, DenseModel, DenseOptions, DenseResult, Regularizer};
 pub use iso::{
     iso_linear, iso_linear_pyramids, IsoOptimizer, IsoOptions, IsoResult, LevelReport, Polish, Sampling, Schedule,
+    DEFAULT_POINTS,
 };
 pub use lbfgs::{lbfgs, LbfgsOptions, LbfgsResult};
 pub use objective::{flatten, physical_shift_scales, tensor_objective, tensor_value, unflatten};

@@ -11,7 +11,7 @@ use crate::image::Image;
 use crate::metrics::Metric;
 use crate::optim::init::{initial_transform, Init};
 use crate::optim::{iso_dense, iso_linear, DenseModel, DenseOptions, IsoOptions, Sampling, Schedule};
-use crate::register::{promote, register_linear, StageReport};
+use crate::register::{promote, register_linear_with, RunControl, StageReport};
 use crate::spatial::{LinearKind, WarpInterpolation};
 
 /// Options of [`init`].
@@ -80,6 +80,8 @@ pub struct IsoStage {
     pub seed: u64,
     /// The optimizer of each level (Adam, L-BFGS, Powell).
     pub optimizer: crate::optim::IsoOptimizer,
+    /// The L-BFGS refinement after the last level (global measures only); default none.
+    pub polish: Option<crate::optim::Polish>,
 }
 
 impl IsoStage {
@@ -95,6 +97,7 @@ impl IsoStage {
             sampling: None,
             optimizer: crate::optim::IsoOptimizer::Adam,
             seed: 0,
+            polish: None,
         }
     }
 }
@@ -120,13 +123,14 @@ pub fn iso(state: &RegState, stage: &IsoStage) -> Result<RegState> {
         sampling: stage.sampling.unwrap_or_else(|| Sampling::default_for(&stage.metric)),
         seed: stage.seed,
         optimizer: stage.optimizer,
-        polish: None,
+        polish: stage.polish,
     };
     let r = iso_linear(&state.fixed, &state.moving, &start, &opts)?;
     let mut out = state.clone();
     out.stages.push(StageReport {
         transform: r.transform.kind().name().into(),
         levels: r.levels,
+        polish: r.polish,
         seconds: r.seconds,
         params: r.transform.param_values()?,
     });
@@ -159,6 +163,7 @@ pub fn iso_deformable(state: &RegState, stage: &DenseStage) -> Result<RegState> 
     out.stages.push(StageReport {
         transform: stage.model.name().into(),
         levels: r.levels,
+        polish: None,
         seconds: r.seconds,
         params: vec![],
     });
@@ -185,9 +190,10 @@ pub fn warp(state: &RegState) -> Result<Image> {
 /// `bspline`; see [`crate::register::recipe`]) of `moving` onto `fixed` (MOVING first): the linear
 /// stages as [`register_linear`] runs them with `metric` (or `mi` when `metric` is local), then the dense
 /// stage with `metric`, or with the model and options of `dense` (default: the recipe's model and
-/// [`DenseOptions::defaults`]).
+/// [`DenseOptions::defaults`]). `control` sets the linear stages' seed, cancel flag, random points per
+/// iteration and final refinement ([`RunControl::default`]: 5 000 points, the default polish).
 ///
-/// Errors: an unknown recipe (with "did you mean"); as [`register_linear`] and [`iso_dense`].
+/// Errors: an unknown recipe (with "did you mean"); as [`register_linear_with`] and [`iso_dense`].
 #[allow(clippy::too_many_arguments)]
 pub fn register(
     moving: &Image,
@@ -198,11 +204,13 @@ pub fn register(
     method: Init,
     fixed_mask: Option<&Image>,
     dense: Option<(DenseModel, DenseOptions)>,
+    control: &RunControl,
 ) -> Result<RegState> {
     let (kinds, model) = crate::register::recipe(recipe)?;
     let t0 = Instant::now();
     let linear_metric = if metric.is_local() { Metric::new("mi")? } else { metric.clone() };
-    let (t, stages) = register_linear(fixed, moving, &kinds, &linear_metric, schedule, method, fixed_mask)?;
+    let (t, stages) =
+        register_linear_with(fixed, moving, &kinds, &linear_metric, schedule, method, fixed_mask, control)?;
     let state = RegState {
         fixed: fixed.clone(),
         moving: moving.clone(),
