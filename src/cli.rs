@@ -134,9 +134,10 @@ pub enum Command {
         #[arg(long)]
         lr: Option<f64>,
         /// Random off-grid points per Adam iteration of the linear stages with a global measure (fresh
-        /// each iteration; a level with fewer voxels uses all of them).
-        #[arg(long, default_value_t = crate::optim::DEFAULT_POINTS)]
-        points: usize,
+        /// each iteration; a level with fewer voxels uses all of them). Default 5000 (ssd, ncc, mi,
+        /// nmi: fused kernel), 20000 (cr).
+        #[arg(long)]
+        points: Option<usize>,
         /// Points of the final L-BFGS refinement of the last linear stage (one fixed random draw at
         /// full resolution; global measures only). It removes the noise floor of Adam on random points
         /// (mono-modal affine: about 0.2 mm -> 0.02 mm). 0 turns it off.

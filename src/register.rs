@@ -19,7 +19,7 @@ use crate::metrics::Metric;
 use crate::optim::init::{initial_transform, Init};
 use crate::optim::{
     dense_transform, iso_dense, iso_linear_pyramids, DenseModel, DenseOptions, IsoOptions, LevelReport, Polish,
-    Regularizer, Sampling, Schedule, DEFAULT_POINTS,
+    Regularizer, Sampling, Schedule,
 };
 use crate::spatial::io::save_transform;
 use crate::spatial::{warp, Ddf, Linear, LinearKind, Transform, WarpInterpolation};
@@ -101,9 +101,9 @@ pub struct RunControl {
     pub seed: u64,
     /// Set to true (Ctrl-C) to stop; the result so far is kept.
     pub cancel: Option<Arc<AtomicBool>>,
-    /// Random points per iteration for global measures (default [`DEFAULT_POINTS`]); local measures
-    /// use the jittered grid ([`Sampling::default_for`]).
-    pub points: usize,
+    /// Random points per iteration for global measures (`None`: [`Sampling::default_for`] the measure,
+    /// [`DEFAULT_POINTS`] for SSD, NCC, MI, NMI); local measures use the jittered grid.
+    pub points: Option<usize>,
     /// The L-BFGS refinement after the last level of the last stage (global measures only); `None`:
     /// none. Default [`Polish::default`].
     pub polish: Option<Polish>,
@@ -111,7 +111,7 @@ pub struct RunControl {
 
 impl Default for RunControl {
     fn default() -> Self {
-        RunControl { seed: 0, cancel: None, points: DEFAULT_POINTS, polish: Some(Polish::default()) }
+        RunControl { seed: 0, cancel: None, points: None, polish: Some(Polish::default()) }
     }
 }
 
@@ -161,9 +161,9 @@ pub fn register_linear_with(
             fixed_mask: fixed_mask.cloned(),
             convergence: (10, 1e-5),
             cancel: control.cancel.clone(),
-            sampling: match Sampling::default_for(metric) {
-                Sampling::Random(_) => Sampling::Random(control.points.max(1)),
-                other => other,
+            sampling: match (Sampling::default_for(metric), control.points) {
+                (Sampling::Random(_), Some(n)) => Sampling::Random(n.max(1)),
+                (other, _) => other,
             },
             seed: control.seed.wrapping_mul(31).wrapping_add(i as u64),
             optimizer: crate::optim::IsoOptimizer::Adam,
@@ -202,9 +202,9 @@ pub struct RegisterArgs {
     pub scales: usize,
     pub iterations: Vec<usize>,
     pub lr: Option<f64>,
-    /// Random points per iteration of the linear stages with a global measure (default
-    /// [`DEFAULT_POINTS`]).
-    pub points: usize,
+    /// Random points per iteration of the linear stages with a global measure (`None`: the measure's
+    /// default, [`crate::optim::Sampling::default_for`]).
+    pub points: Option<usize>,
     /// Points and most iterations of the final L-BFGS refinement of the last linear stage
     /// ([`Polish`]; 0 points or 0 iterations: none).
     pub polish_points: usize,

@@ -235,6 +235,12 @@ impl Metric {
         matches!(self.kind, MetricKind::Lncc) || self.patch > 0
     }
 
+    /// Whether the measure has a fused point-list form ([`Metric::point_measure`], once the Parzen
+    /// ranges are set): global SSD, NCC, MI and NMI.
+    pub fn has_point_form(&self) -> bool {
+        matches!(self.kind, MetricKind::Mse | MetricKind::Ncc | MetricKind::Mi | MetricKind::Nmi) && self.patch == 0
+    }
+
     /// The fused point-list form of this measure ([`crate::ops::point_metric`]), for global SSD, NCC,
     /// MI and NMI; `None` for local and patch measures, the correlation ratio, and Parzen measures whose
     /// intensity ranges are not both set (see [`Metric::set`]).

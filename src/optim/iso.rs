@@ -166,19 +166,22 @@ pub enum Sampling {
 }
 
 impl Sampling {
-    /// The default for a measure: 5 000 random points per iteration for global measures (elastix uses
-    /// 2 048; Adam's steps average the noise of a draw over the next ones, and [`Polish`] removes what
-    /// is left), the jittered grid for local ones.
+    /// The default for a measure: for global measures with a fused form ([`Metric::has_point_form`])
+    /// [`DEFAULT_POINTS`] random points per iteration (elastix uses 2 048; Adam's steps average the
+    /// noise of a draw over the next ones, and [`Polish`] removes what is left), for the other global
+    /// ones (the correlation ratio, evaluated with tensors) 20 000, the jittered grid for local ones.
     pub fn default_for(metric: &Metric) -> Sampling {
         if metric.is_local() {
             Sampling::Jittered
-        } else {
+        } else if metric.has_point_form() {
             Sampling::Random(DEFAULT_POINTS)
+        } else {
+            Sampling::Random(20_000)
         }
     }
 }
 
-/// Random points per iteration of global measures by default ([`Sampling::default_for`]).
+/// Random points per iteration of global measures with a fused form by default ([`Sampling::default_for`]).
 pub const DEFAULT_POINTS: usize = 5_000;
 
 /// Fresh random sample points of a level: fixed intensities `(1, 1, 1, n)` (no gradient), their world

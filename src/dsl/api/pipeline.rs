@@ -226,7 +226,7 @@ pub fn register(engine: &mut Engine, host: &Arc<Host>) {
         let control = crate::register::RunControl {
             seed: o.usize("seed")?.unwrap_or(0) as u64,
             cancel: Some(host.cancel.clone()),
-            points: o.usize("points")?.unwrap_or(crate::optim::DEFAULT_POINTS),
+            points: o.usize("points")?,
             polish: polish_of(&o, crate::optim::Polish::default().points)?,
         };
         pipeline::register(&moving, &fixed, &recipe, &metric, &schedule, init, mask.as_ref(), dense, &control).host()
