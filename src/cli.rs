@@ -27,6 +27,8 @@ pub struct Cli {
 }
 
 /// The subcommands.
+// Parsed once per process: the size of the `register` variant (many options) costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Print an image's grid (shape, spacing, origin, direction, world affine), datatype and range.
