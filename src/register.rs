@@ -13,12 +13,13 @@ use serde::Serialize;
 use crate::error::{Error, Result};
 use crate::image::io::{load, save_with, SaveOptions};
 use crate::image::resample::Padding;
+use crate::image::smooth::pyramid;
 use crate::image::Image;
 use crate::metrics::Metric;
 use crate::optim::init::{initial_transform, Init};
 use crate::optim::{
-    dense_transform, iso_dense, iso_linear, DenseModel, DenseOptions, IsoOptions, LevelReport, Regularizer, Sampling,
-    Schedule,
+    dense_transform, iso_dense, iso_linear_pyramids, DenseModel, DenseOptions, IsoOptions, LevelReport, Polish,
+    Regularizer, Sampling, Schedule,
 };
 use crate::spatial::io::save_transform;
 use crate::spatial::{warp, Ddf, Linear, LinearKind, Transform, WarpInterpolation};
@@ -63,7 +64,11 @@ pub fn stages(recipe: &str) -> Result<Vec<LinearKind>> {
 #[derive(Clone, Debug, Serialize)]
 pub struct StageReport {
     pub transform: String,
+    /// One report per pyramid level, coarse to fine.
     pub levels: Vec<LevelReport>,
+    /// The final L-BFGS refinement of a linear stage ([`crate::optim::Polish`]), when it ran.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub polish: Option<LevelReport>,
     pub seconds: f64,
     pub params: Vec<f64>,
 }
@@ -89,13 +94,25 @@ pub fn promote(from: &Linear, kind: LinearKind) -> Result<Linear> {
     Linear::from_params(kind, &q, from.centre())
 }
 
-/// How the stages run: random sampling seed, cancel flag.
-#[derive(Clone, Debug, Default)]
+/// How the stages run: random sampling seed, cancel flag, sample points and the final refinement.
+#[derive(Clone, Debug)]
 pub struct RunControl {
     /// Seed of every random choice (sample points).
     pub seed: u64,
     /// Set to true (Ctrl-C) to stop; the result so far is kept.
     pub cancel: Option<Arc<AtomicBool>>,
+    /// Random points per iteration for global measures (`None`: [`Sampling::default_for`] the measure,
+    /// [`DEFAULT_POINTS`] for SSD, NCC, MI, NMI); local measures use the jittered grid.
+    pub points: Option<usize>,
+    /// The L-BFGS refinement after the last level of the last stage (global measures only); `None`:
+    /// none. Default [`Polish::default`].
+    pub polish: Option<Polish>,
+}
+
+impl Default for RunControl {
+    fn default() -> Self {
+        RunControl { seed: 0, cancel: None, points: None, polish: Some(Polish::default()) }
+    }
 }
 
 /// Runs the stages of a linear recipe: each stage starts from the previous one's result.
@@ -130,6 +147,10 @@ pub fn register_linear_with(
     let first = kinds.first().ok_or_else(|| Error::arg("register", "no stage"))?;
     let mut t = initial_transform(*first, fixed, moving, init)?;
     let mut reports = Vec::new();
+    // One pyramid of each image for every stage.
+    schedule.check()?;
+    let fpyr = pyramid(fixed, &schedule.factors, schedule.sigmas.as_deref())?;
+    let mpyr = pyramid(moving, &schedule.factors, schedule.sigmas.as_deref())?;
     for (i, &kind) in kinds.iter().enumerate() {
         if t.kind() != kind {
             t = promote(&t, kind)?;
@@ -140,15 +161,20 @@ pub fn register_linear_with(
             fixed_mask: fixed_mask.cloned(),
             convergence: (10, 1e-5),
             cancel: control.cancel.clone(),
-            sampling: Sampling::default_for(metric),
+            sampling: match (Sampling::default_for(metric), control.points) {
+                (Sampling::Random(_), Some(n)) => Sampling::Random(n.max(1)),
+                (other, _) => other,
+            },
             seed: control.seed.wrapping_mul(31).wrapping_add(i as u64),
             optimizer: crate::optim::IsoOptimizer::Adam,
+            polish: if i + 1 == kinds.len() { control.polish } else { None },
         };
-        let r = iso_linear(fixed, moving, &t, &opts)?;
+        let r = iso_linear_pyramids(fixed, moving, &fpyr, &mpyr, &t, &opts)?;
         t = r.transform;
         reports.push(StageReport {
             transform: kind.name().into(),
             levels: r.levels,
+            polish: r.polish,
             seconds: r.seconds,
             params: t.param_values()?,
         });
@@ -176,6 +202,13 @@ pub struct RegisterArgs {
     pub scales: usize,
     pub iterations: Vec<usize>,
     pub lr: Option<f64>,
+    /// Random points per iteration of the linear stages with a global measure (`None`: the measure's
+    /// default, [`crate::optim::Sampling::default_for`]).
+    pub points: Option<usize>,
+    /// Points and most iterations of the final L-BFGS refinement of the last linear stage
+    /// ([`Polish`]; 0 points or 0 iterations: none).
+    pub polish_points: usize,
+    pub polish_iterations: usize,
     pub init: String,
     /// Iterations per level of the dense stage (its number of levels).
     pub dense_iterations: Vec<usize>,
@@ -200,7 +233,10 @@ struct Report<'a> {
     linear_metric: String,
     schedule: &'a Schedule,
     stages: &'a [StageReport],
+    /// The whole run: loading, registration, warping and writing.
     seconds: f64,
+    /// The registration alone (pyramids and every stage), as [`register_images`] takes it.
+    register_seconds: f64,
     threads: usize,
     seed: u64,
     cancelled: bool,
@@ -269,7 +305,9 @@ pub fn register_images(fixed: &Image, moving: &Image, mask: Option<&Image>, a: &
         None => default_lr(&schedule.factors),
     };
     let init = Init::parse(&a.init)?;
-    let control = RunControl { seed: a.seed, cancel: a.cancel.clone() };
+    let polish = (a.polish_points > 0 && a.polish_iterations > 0)
+        .then_some(Polish { points: a.polish_points, iterations: a.polish_iterations });
+    let control = RunControl { seed: a.seed, cancel: a.cancel.clone(), points: a.points, polish };
     let (affine, mut stages) =
         register_linear_with(fixed, moving, &kinds, &linear_metric, &schedule, init, mask, &control)?;
     let Some(mut model) = dense else {
@@ -304,7 +342,13 @@ pub fn register_images(fixed: &Image, moving: &Image, mask: Option<&Image>, a: &
         return Ok(Registration { affine, field: None, stages, linear_metric: linear_metric.to_string() });
     }
     let r = iso_dense(fixed, moving, &affine, model, &opts)?;
-    stages.push(StageReport { transform: model.name().into(), levels: r.levels, seconds: r.seconds, params: vec![] });
+    stages.push(StageReport {
+        transform: model.name().into(),
+        levels: r.levels,
+        polish: None,
+        seconds: r.seconds,
+        params: vec![],
+    });
     Ok(Registration { affine, field: Some(r.field), stages, linear_metric: linear_metric.to_string() })
 }
 
@@ -319,7 +363,9 @@ pub fn run(a: &RegisterArgs) -> Result<(PathBuf, Registration)> {
     let fixed = load(&a.fixed)?;
     let moving = load(&a.moving)?;
     let mask = a.fixed_mask.as_ref().map(load).transpose()?;
+    let t0 = std::time::Instant::now();
     let reg = register_images(&fixed, &moving, mask.as_ref(), a)?;
+    let register_seconds = t0.elapsed().as_secs_f64();
     let t = reg.transform();
     let warped = warp(&moving, t.as_ref(), fixed.grid(), WarpInterpolation::Linear, Padding::Zero)?;
     let (pw, pt, pd, pr) = (
@@ -343,9 +389,10 @@ pub fn run(a: &RegisterArgs) -> Result<(PathBuf, Registration)> {
         schedule: &Schedule::new(a.scales, &a.iterations, 1.0)?,
         stages: &reg.stages,
         seconds: start.elapsed().as_secs_f64(),
+        register_seconds,
         threads: rayon::current_num_threads(),
         seed: a.seed,
-        cancelled: cancelled(&RunControl { seed: 0, cancel: a.cancel.clone() }),
+        cancelled: a.cancel.as_ref().is_some_and(|c| c.load(Ordering::Relaxed)),
         outputs,
     };
     let text = serde_json::to_string_pretty(&report).map_err(|e| Error::arg("register", e.to_string()))?;

@@ -105,6 +105,7 @@ fn iso(pair: &Pair, start: &Linear, metric: &str) -> Linear {
         cancel: None,
         seed: 0,
         optimizer: IsoOptimizer::Adam,
+        polish: None,
     };
     iso_linear(&pair.fixed, &pair.moving, start, &opts).unwrap().transform
 }

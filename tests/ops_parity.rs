@@ -266,3 +266,159 @@ fn border_gradient_is_zero_on_the_edge_voxel_as_pytorch() {
     let g = grid_sample(&img, &p, SampleMode::Linear, Padding::Border).unwrap().sum_all().unwrap().backward().unwrap();
     assert!((g.get(p.as_tensor()).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap()[0] - 1.0).abs() < 1e-6);
 }
+
+mod point_metric {
+    use super::*;
+    use regsh::ops::parzen::Parzen;
+    use regsh::ops::point_metric::{point_loss, MovingVolume, PointMeasure, PointParzen, PointSamples};
+    use regsh::ops::{point_metric, point_metric_slow};
+    use std::sync::Arc;
+
+    const SHAPE: [usize; 3] = [11, 10, 9];
+
+    /// A smooth moving image (values about 0-100) with a little noise, x fastest.
+    fn moving() -> Vec<f32> {
+        let [nx, ny, nz] = SHAPE;
+        let noise = rand_vec(nx * ny * nz, 41);
+        (0..nx * ny * nz)
+            .map(|i| {
+                let (x, y, z) = ((i % nx) as f32, ((i / nx) % ny) as f32, (i / (nx * ny)) as f32);
+                50.0 + 30.0 * (0.5 * x).sin() * (0.4 * y).cos() + 15.0 * (0.3 * z + 0.2 * x).cos() + 5.0 * noise[i]
+            })
+            .collect()
+    }
+
+    /// Points over and a little beyond the grid (some map outside), fixed values correlated with the
+    /// moving image along the map.
+    fn samples(n: usize, seed: u64) -> PointSamples {
+        let r = rand_vec(4 * n, seed);
+        let mut s = PointSamples::default();
+        for i in 0..n {
+            let p = [r[4 * i] * 11.0 - 0.5, r[4 * i + 1] * 10.0 - 0.5, r[4 * i + 2] * 9.0 - 0.5];
+            s.points.extend_from_slice(&p);
+            s.fixed.push(40.0 + 20.0 * (0.5 * p[0]).sin() + 10.0 * r[4 * i + 3]);
+        }
+        s
+    }
+
+    /// A map from fixed to moving voxel indices: a small rotation and shear, a shift.
+    const A: [f64; 12] = [0.98, 0.05, -0.03, 0.4, -0.04, 1.02, 0.02, -0.3, 0.03, -0.02, 0.97, 0.25];
+
+    fn measures() -> Vec<(&'static str, PointMeasure)> {
+        let pp = PointParzen {
+            parzen: Parzen { bins: 16, sigma: 0.5 },
+            range_fixed: (30.0, 75.0),
+            range_moving: (0.0, 110.0),
+        };
+        vec![
+            ("ssd", PointMeasure::Mse),
+            ("ncc", PointMeasure::Ncc),
+            ("mi", PointMeasure::Mi(pp)),
+            ("nmi", PointMeasure::Nmi(pp)),
+            ("mi sigma 1", PointMeasure::Mi(PointParzen { parzen: Parzen { bins: 16, sigma: 1.0 }, ..pp })),
+            ("mi sigma 0.2", PointMeasure::Mi(PointParzen { parzen: Parzen { bins: 16, sigma: 0.2 }, ..pp })),
+        ]
+    }
+
+    #[test]
+    fn point_metric_matches_slow_twin_value_and_gradient() {
+        let mv = moving();
+        let mt = Tensor::from_vec(mv.clone(), (1, SHAPE[2], SHAPE[1], SHAPE[0]), &Device::Cpu).unwrap();
+        let s = Arc::new(samples(3000, 42));
+        let a32: Vec<f32> = A.iter().map(|&v| v as f32).collect();
+        for (name, m) in measures() {
+            let a = Var::from_tensor(&Tensor::from_vec(a32.clone(), (3, 4), &Device::Cpu).unwrap()).unwrap();
+            let fast = point_metric(a.as_tensor(), &m, s.clone(), &mt).unwrap();
+            let slow = point_metric_slow(a.as_tensor(), &m, &s, &mt).unwrap();
+            let (vf, vs) = (fast.to_scalar::<f32>().unwrap(), slow.to_scalar::<f32>().unwrap());
+            assert!((vf - vs).abs() < 1e-4 * (1.0 + vs.abs()), "{name}: value {vf} vs slow twin {vs}");
+            let gf =
+                fast.backward().unwrap().get(a.as_tensor()).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let gs =
+                slow.backward().unwrap().get(a.as_tensor()).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let scale = gs.iter().fold(0f32, |m, v| m.max(v.abs()));
+            assert!(scale > 0.0, "{name}: zero gradient");
+            for k in 0..12 {
+                assert!((gf[k] - gs[k]).abs() < 2e-3 * scale, "{name}: dL/dA[{k}] {} vs slow twin {}", gf[k], gs[k]);
+            }
+            // Some points map outside and are left out.
+            let r = point_loss(&m, &s, &MovingVolume { data: &mv, shape: SHAPE }, &A).unwrap();
+            assert!(r.inside > 2000 && r.inside < 3000, "{name}: {} points inside", r.inside);
+        }
+    }
+
+    #[test]
+    fn point_metric_gradient_matches_finite_differences() {
+        let mv = moving();
+        let vol = MovingVolume { data: &mv, shape: SHAPE };
+        // Points that stay inside the moving image under the perturbations (a point crossing its border
+        // leaves the sum: a jump, not a derivative).
+        let mut s = samples(4000, 43);
+        for (i, p) in s.points.iter_mut().enumerate() {
+            let hi = [9.0, 8.0, 7.0][i % 3];
+            *p = 1.0 + (*p + 0.5) / (hi + 3.0) * (hi - 1.0);
+        }
+        assert_eq!(point_loss(&PointMeasure::Ncc, &s, &vol, &A).unwrap().inside, 4000);
+        for (name, m) in measures() {
+            let r = point_loss(&m, &s, &vol, &A).unwrap();
+            let scale = r.grad.iter().fold(0f64, |m, v| m.max(v.abs()));
+            for k in 0..12 {
+                // A step of about a thousandth of a voxel at the far side of the grid.
+                let h = if k % 4 == 3 { 1e-3 } else { 1e-4 };
+                let (mut ap, mut am) = (A, A);
+                ap[k] += h;
+                am[k] -= h;
+                let fd = (point_loss(&m, &s, &vol, &ap).unwrap().loss - point_loss(&m, &s, &vol, &am).unwrap().loss)
+                    / (2.0 * h);
+                assert!(
+                    (fd - r.grad[k]).abs() < 5e-3 * scale,
+                    "{name}: dL/dA[{k}] {} vs finite difference {fd}",
+                    r.grad[k]
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn point_metric_knows_the_measures_extremes() {
+        // Fixed values equal to the moving image at the same points: NCC -1, SSD 0, MI at its maximum
+        // (above the MI of a shuffled pairing).
+        let mv = moving();
+        let vol = MovingVolume { data: &mv, shape: SHAPE };
+        let id = [1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0];
+        let mut s = samples(2000, 44);
+        for i in 0..s.len() {
+            let p = &s.points[3 * i..3 * i + 3];
+            let q = [p[0].clamp(0.0, 10.0), p[1].clamp(0.0, 9.0), p[2].clamp(0.0, 8.0)];
+            s.points[3 * i..3 * i + 3].copy_from_slice(&q);
+        }
+        let mt = Tensor::from_vec(mv.clone(), (1, 9, 10, 11), &Device::Cpu).unwrap();
+        let pts = Tensor::from_slice(&s.points, (s.len(), 3), &Device::Cpu).unwrap();
+        s.fixed = grid_sample(&mt, &pts, SampleMode::Linear, Padding::Zero)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        let ncc = point_loss(&PointMeasure::Ncc, &s, &vol, &id).unwrap();
+        assert!((ncc.loss + 1.0).abs() < 1e-6 && ncc.inside == 2000, "ncc {}", ncc.loss);
+        assert!(point_loss(&PointMeasure::Mse, &s, &vol, &id).unwrap().loss < 1e-9);
+        let pp = PointParzen {
+            parzen: Parzen { bins: 16, sigma: 0.5 },
+            range_fixed: (0.0, 110.0),
+            range_moving: (0.0, 110.0),
+        };
+        let mi = point_loss(&PointMeasure::Mi(pp), &s, &vol, &id).unwrap().loss;
+        let mut shuffled = s.clone();
+        shuffled.fixed.rotate_left(777);
+        let mi_off = point_loss(&PointMeasure::Mi(pp), &shuffled, &vol, &id).unwrap().loss;
+        assert!(mi < mi_off - 0.5, "-MI aligned {mi} vs shuffled {mi_off}");
+        // No point inside: loss 0, no gradient.
+        let away = [1.0, 0.0, 0.0, 100.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0];
+        let r = point_loss(&PointMeasure::Ncc, &s, &vol, &away).unwrap();
+        assert_eq!((r.loss, r.inside, r.grad), (0.0, 0, [0.0; 12]));
+        // Bad inputs are errors, not panics.
+        let bad = PointSamples { points: vec![0.0; 5], fixed: vec![0.0; 2] };
+        assert!(point_loss(&PointMeasure::Ncc, &bad, &vol, &id).is_err());
+    }
+}

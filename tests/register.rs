@@ -99,8 +99,10 @@ fn known_affines_are_recovered_mono_modal() {
             "seed {seed:2}: error {before:5.2} mm -> {err:.3} mm, GM/WM Dice {d_est:.4} (true transform {d_true:.4}) \
              in {secs:.1} s"
         );
-        assert!(err < 0.2, "seed {seed}: error {err} mm");
-        assert!(d_est > d_true - 0.005, "seed {seed}: Dice {d_est} vs {d_true} with the true transform");
+        // Adam on random points alone stops at about 0.2 mm (its noise); the L-BFGS polish of the
+        // default recipe reaches about 0.015 mm (ANTs' `Affine`: about 0.05 mm on this set-up).
+        assert!(err < 0.05, "seed {seed}: error {err} mm");
+        assert!(d_est > d_true - 0.001, "seed {seed}: Dice {d_est} vs {d_true} with the true transform");
         worst = (worst.0.max(err), worst.1.max(d_true - d_est));
     }
     eprintln!("worst error {:.3} mm, worst Dice gap {:.4}", worst.0, worst.1);
@@ -127,6 +129,7 @@ fn register_multi(fixed: &Image, moving: &Image, name: &str, schedule: &Schedule
         sampling: regsh::optim::Sampling::Jittered,
         seed: 0,
         optimizer: regsh::optim::IsoOptimizer::Adam,
+        polish: None,
     };
     regsh::optim::iso_linear(fixed, moving, &est, &opts).unwrap().transform
 }
@@ -238,6 +241,9 @@ fn known_smooth_deformation_is_recovered() {
         scales: 3,
         iterations: vec![60, 40, 20],
         lr: None,
+        points: None,
+        polish_points: 50_000,
+        polish_iterations: 20,
         init: "identity".into(),
         dense_iterations: vec![100, 100, 50],
         grad_sigma: None,

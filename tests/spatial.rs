@@ -385,3 +385,34 @@ fn label_warps_give_background_outside_and_keep_large_labels_exact() {
         assert_eq!(same.to_vec_f64().unwrap(), labels.to_vec_f64().unwrap(), "{interp:?} identity");
     }
 }
+
+#[test]
+fn linear_matrix_f64_matches_the_tensor_matrix_and_its_derivatives() {
+    // Every kind: the f64 matrix equals `Linear::matrix` (f32), and each derivative matrix equals central
+    // differences of the f64 matrix.
+    let centre = [3.0, -7.0, 12.0];
+    let cases: [(LinearKind, Vec<f64>); 5] = [
+        (LinearKind::Translation, vec![1.5, -2.0, 0.7]),
+        (LinearKind::Rigid, vec![1.5, -2.0, 0.7, 0.2, -0.15, 0.3]),
+        (LinearKind::Similarity, vec![1.5, -2.0, 0.7, 0.2, -0.15, 0.3, 1.08]),
+        (LinearKind::Affine, vec![1.5, -2.0, 0.7, 0.2, -0.15, 0.3, 1.08, 0.93, 1.02, 0.04, -0.03, 0.05]),
+        (LinearKind::Matrix, vec![1.1, 0.1, -0.05, 2.0, 0.02, 0.95, 0.1, -1.0, 0.0, -0.1, 1.05, 0.5]),
+    ];
+    for (kind, p) in cases {
+        let (m, dm) = regsh::spatial::linear_matrix_f64(kind, &p, centre).unwrap();
+        let t = Linear::from_params(kind, &p, centre).unwrap().linear_matrix().unwrap().unwrap();
+        assert!((m - t).abs().max() < 1e-5 * (1.0 + t.abs().max()), "{kind:?}: {m} vs {t}");
+        assert_eq!(dm.len(), kind.num_params());
+        for (i, d) in dm.iter().enumerate() {
+            let h = 1e-6;
+            let (mut a, mut b) = (p.clone(), p.clone());
+            a[i] += h;
+            b[i] -= h;
+            let fd = (regsh::spatial::linear_matrix_f64(kind, &a, centre).unwrap().0
+                - regsh::spatial::linear_matrix_f64(kind, &b, centre).unwrap().0)
+                / (2.0 * h);
+            assert!((d - fd).abs().max() < 1e-6, "{kind:?} d/dp{i}: {d} vs {fd}");
+        }
+    }
+    assert!(regsh::spatial::linear_matrix_f64(LinearKind::Rigid, &[0.0; 5], centre).is_err());
+}

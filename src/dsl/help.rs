@@ -84,7 +84,7 @@ const METRIC_OPTS: [Opt; 8] = [
     o("window", "9", "box window side, voxels (lncc)"),
     o("gaussian", "-", "Gaussian window sigma, voxels (lncc)"),
 ];
-const ISO_OPTS: [Opt; 16] = [
+const ISO_OPTS: [Opt; 19] = [
     o("metric", "mi", "similarity measure (a metric value or name)"),
     o("scales", "3", "pyramid levels, factors 2^(scales-1) .. 1"),
     o("iterations", "100,..,60,40", "iterations per level, coarse to fine (one number for all)"),
@@ -102,6 +102,9 @@ const ISO_OPTS: [Opt; 16] = [
     o("mask", "-", "fixed-grid mask: only non-zero voxels count"),
     o("tolerance", "1e-5", "windowed-slope convergence tolerance (relative); 0 runs every iteration"),
     o("seed", "0", "seed of the random sample points (global measures)"),
+    o("points", "5000 (cr: 20000)", "random off-grid points per iteration (global measures; fresh each iteration)"),
+    o("polish", "0", "points of a final L-BFGS refinement at full resolution (global measures); 0: none"),
+    o("polish_iterations", "20", "most L-BFGS iterations of the final refinement"),
     o("grad_sigma", "3", "dense: Gaussian sigma (voxels) applied to each gradient"),
     o("field_sigma", "1", "dense: Gaussian sigma (voxels) applied to the field after each step"),
     o("regularizer", "none (bspline: bending:0.01)", "dense: diffusion:W, bending:W or none"),
@@ -535,6 +538,10 @@ pub static HELP: &[Help] = &[
             o("scales", "3", "pyramid levels of the linear stages"),
             o("iterations", "100,..,60,40", "iterations per level of the linear stages, coarse to fine"),
             o("lr", "0.25*factor+0.25", "learning rate of the linear stages (one number for all levels), mm per step"),
+            o("points", "5000 (cr: 20000)", "linear stages: random off-grid points per Adam iteration (global measures)"),
+            o("polish", "50000", "linear: points of the final L-BFGS refinement of the last stage (global measures); 0: none"),
+            o("polish_iterations", "20", "linear: most L-BFGS iterations of the final refinement"),
+            o("seed", "0", "seed of the random sample points"),
             o("init", "moments", "identity, centres or moments"),
             o("mask", "-", "fixed-grid mask: only non-zero voxels count"),
             o("dense_iterations", "100,100,50", "iterations per level of the dense stage (factors 2^(n-1) .. 1)"),

@@ -60,33 +60,43 @@ pub fn smooth(image: &Image, sigma: [f64; 3], unit: SigmaUnit) -> Result<Image> 
 }
 
 /// Convolves `(C, Z, Y, X)` data along one axis (0 = x, 1 = y, 2 = z) with a centred odd kernel,
-/// replicating the border. Parallel over output (channel, z) planes.
+/// replicating the border. Parallel over output (channel, z) planes. Along y and z whole rows are
+/// combined (the inner loop runs along x, contiguous); along x the border clamp is taken only near the
+/// ends. Every output voxel sums its taps in kernel order either way.
 fn convolve_axis(src: &[f32], shape: [usize; 3], axis: usize, kernel: &[f32]) -> Vec<f32> {
     let [nx, ny, nz] = shape;
     let plane = nx * ny;
-    let r = kernel.len() as i64 / 2;
+    let r = kernel.len() / 2;
     let mut out = vec![0f32; src.len()];
     out.par_chunks_mut(plane).enumerate().for_each(|(ck, dst)| {
         let (c, k) = (ck / nz, ck % nz);
         let vol = &src[c * plane * nz..(c + 1) * plane * nz];
+        let clamp = |pos: usize, q: usize, n: usize| (pos + q).saturating_sub(r).min(n - 1);
         for j in 0..ny {
-            for i in 0..nx {
-                let (pos, n) = match axis {
-                    0 => (i, nx),
-                    1 => (j, ny),
-                    _ => (k, nz),
-                };
-                let mut acc = 0f32;
-                for (q, w) in kernel.iter().enumerate() {
-                    let t = (pos as i64 + q as i64 - r).clamp(0, n as i64 - 1) as usize;
-                    let (ii, jj, kk) = match axis {
-                        0 => (t, j, k),
-                        1 => (i, t, k),
-                        _ => (i, j, t),
-                    };
-                    acc += w * vol[kk * plane + jj * nx + ii];
+            let d = &mut dst[j * nx..(j + 1) * nx];
+            if axis == 0 {
+                let row = &vol[k * plane + j * nx..][..nx];
+                for (i, o) in d.iter_mut().enumerate() {
+                    let mut acc = 0f32;
+                    if i >= r && i + r < nx {
+                        for (w, v) in kernel.iter().zip(&row[i - r..=i + r]) {
+                            acc += w * v;
+                        }
+                    } else {
+                        for (q, w) in kernel.iter().enumerate() {
+                            acc += w * row[clamp(i, q, nx)];
+                        }
+                    }
+                    *o = acc;
                 }
-                dst[j * nx + i] = acc;
+            } else {
+                for (q, w) in kernel.iter().enumerate() {
+                    let (jj, kk) = if axis == 1 { (clamp(j, q, ny), k) } else { (j, clamp(k, q, nz)) };
+                    let row = &vol[kk * plane + jj * nx..][..nx];
+                    for (o, v) in d.iter_mut().zip(row) {
+                        *o += w * v;
+                    }
+                }
             }
         }
     });

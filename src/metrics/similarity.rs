@@ -235,6 +235,33 @@ impl Metric {
         matches!(self.kind, MetricKind::Lncc) || self.patch > 0
     }
 
+    /// Whether the measure has a fused point-list form ([`Metric::point_measure`], once the Parzen
+    /// ranges are set): global SSD, NCC, MI and NMI.
+    pub fn has_point_form(&self) -> bool {
+        matches!(self.kind, MetricKind::Mse | MetricKind::Ncc | MetricKind::Mi | MetricKind::Nmi) && self.patch == 0
+    }
+
+    /// The fused point-list form of this measure ([`crate::ops::point_metric`]), for global SSD, NCC,
+    /// MI and NMI; `None` for local and patch measures, the correlation ratio, and Parzen measures whose
+    /// intensity ranges are not both set (see [`Metric::set`]).
+    pub fn point_measure(&self) -> Option<crate::ops::point_metric::PointMeasure> {
+        use crate::ops::point_metric::{PointMeasure, PointParzen};
+        let parzen = || -> Option<PointParzen> {
+            Some(PointParzen {
+                parzen: crate::ops::parzen::Parzen { bins: self.parzen.bins, sigma: self.parzen.sigma },
+                range_fixed: self.parzen.range_fixed?,
+                range_moving: self.parzen.range_moving?,
+            })
+        };
+        match self.kind {
+            MetricKind::Mse => Some(PointMeasure::Mse),
+            MetricKind::Ncc => Some(PointMeasure::Ncc),
+            MetricKind::Mi if self.patch == 0 => parzen().map(PointMeasure::Mi),
+            MetricKind::Nmi if self.patch == 0 => parzen().map(PointMeasure::Nmi),
+            _ => None,
+        }
+    }
+
     /// The loss to minimize: the measure, negated where higher is better (see the module table).
     pub fn loss(&self, fixed: &Tensor, moving: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
         let m = self.measure(fixed, moving, mask)?;

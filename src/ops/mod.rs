@@ -9,17 +9,20 @@
 //! | displacement-field warp (fused) | [`warp_field`] | candle ops + [`grid_sample_slow`] |
 //! | separable local sums (LNCC windows) | [`local_filter`] | [`local_filter_slow`] (conv1d) |
 //! | Parzen-window moments and joint histograms (CR, MI), global or per patch | [`parzen::parzen_moments`], [`parzen::parzen_joint`] | [`parzen::parzen_moments_slow`], [`parzen::parzen_joint_slow`] |
+//! | a global measure (SSD, NCC, MI, NMI) on a point list through a linear map, with its gradient to the map | [`point_metric`] ([`point_metric::point_loss`]) | [`point_metric_slow`] |
 
 pub mod affine_grid;
 pub mod grid_sample;
 pub mod local_filter;
 pub mod parzen;
+pub mod point_metric;
 pub(crate) mod trilinear;
 pub mod warp;
 
 pub use affine_grid::{affine_grid, affine_grid_slow};
 pub use grid_sample::{grid_sample, grid_sample_slow, SampleMode};
 pub use local_filter::{local_filter, local_filter_slow};
+pub use point_metric::{point_metric, point_metric_slow};
 pub use warp::{warp_affine, warp_field};
 
 use candle_core::{CpuStorage, Layout, Result};

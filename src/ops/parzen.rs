@@ -97,7 +97,7 @@ impl Parzen {
     /// so contributes a total weight of exactly 1, at the edge bins as in the middle (MONAI normalizes
     /// the same way).
     #[inline]
-    fn weights(&self, u: f64, w: &mut [f64; 64], dw: &mut [f64; 64]) -> (usize, usize) {
+    pub(crate) fn weights(&self, u: f64, w: &mut [f64; 64], dw: &mut [f64; 64]) -> (usize, usize) {
         let (lo, hi) = self.span(u);
         if hi < lo {
             return (lo, hi);

@@ -11,6 +11,7 @@
 //! | [`powell`](mod@powell) | Powell's derivative-free conjugate-direction method with Brent line searches |
 //! | [`lbfgs`](mod@lbfgs) | L-BFGS (two-loop recursion) with a strong-Wolfe line search |
 //! | [`objective`] | candle losses as flat-vector objectives (value, gradient); physical-shift scales |
+//! | [`sampled`] | the fused sampled loss of a linear transform as an f64 objective (no tensors per evaluation) |
 //!
 //! [`powell()`](fn@powell) and [`lbfgs()`](fn@lbfgs) work on a flat `&[f64]` parameter vector with per-parameter scales (one unit
 //! of search moves each parameter by its scale), a cancel flag checked before every evaluation, and a
@@ -25,11 +26,15 @@ pub mod objective;
 pub mod optimizer;
 pub mod powell;
 pub(crate) mod progress;
+pub mod sampled;
 
 pub use convergence::WindowedSlope;
 pub use dense::{dense_transform, iso_dense, DenseModel, DenseOptions, DenseResult, Regularizer};
-pub use iso::{iso_linear, IsoOptimizer, IsoOptions, IsoResult, LevelReport, Sampling, Schedule};
+pub use iso::{
+    iso_linear, iso_linear_pyramids, IsoOptimizer, IsoOptions, IsoResult, LevelReport, Polish, Sampling, Schedule,
+    DEFAULT_POINTS,
+};
 pub use lbfgs::{lbfgs, LbfgsOptions, LbfgsResult};
 pub use objective::{flatten, physical_shift_scales, tensor_objective, tensor_value, unflatten};
-pub use optimizer::{Adam, Optimizer, Sgd};
+pub use optimizer::{Adam, AdamVec, Optimizer, Sgd};
 pub use powell::{powell, PowellOptions, PowellResult};

@@ -131,3 +131,52 @@ impl Optimizer for Sgd {
         self.velocity.clear();
     }
 }
+
+/// Adam on a flat f64 parameter vector (the same update as [`Adam`], without tensors): for optimizers
+/// whose objective returns its gradient as numbers, e.g. the fused sampled loss of
+/// [`crate::optim::sampled`]. `scales[i]` multiplies the step of parameter `i`.
+#[derive(Clone, Debug)]
+pub struct AdamVec {
+    pub lr: f64,
+    pub beta1: f64,
+    pub beta2: f64,
+    pub eps: f64,
+    scales: Vec<f64>,
+    m: Vec<f64>,
+    v: Vec<f64>,
+    t: i32,
+}
+
+impl AdamVec {
+    /// Adam with `lr`, betas (0.9, 0.999), eps 1e-8, and one scale per parameter.
+    pub fn new(lr: f64, scales: Vec<f64>) -> Self {
+        let n = scales.len();
+        AdamVec { lr, beta1: 0.9, beta2: 0.999, eps: 1e-8, scales, m: vec![0.0; n], v: vec![0.0; n], t: 0 }
+    }
+
+    /// One update of `x` from its gradient `g` (both of the scales' length; extra entries are ignored).
+    pub fn step(&mut self, x: &mut [f64], g: &[f64]) {
+        self.t += 1;
+        let (b1, b2) = (self.beta1, self.beta2);
+        let c1 = 1.0 - b1.powi(self.t);
+        let c2 = 1.0 - b2.powi(self.t);
+        for i in 0..self.scales.len().min(x.len()).min(g.len()) {
+            self.m[i] = b1 * self.m[i] + (1.0 - b1) * g[i];
+            self.v[i] = b2 * self.v[i] + (1.0 - b2) * g[i] * g[i];
+            let upd = (self.m[i] / c1) / ((self.v[i] / c2).sqrt() + self.eps);
+            x[i] -= self.lr * self.scales[i] * upd;
+        }
+    }
+
+    /// Sets the learning rate.
+    pub fn set_lr(&mut self, lr: f64) {
+        self.lr = lr;
+    }
+
+    /// Forgets the moment estimates.
+    pub fn reset(&mut self) {
+        self.m.iter_mut().for_each(|v| *v = 0.0);
+        self.v.iter_mut().for_each(|v| *v = 0.0);
+        self.t = 0;
+    }
+}

@@ -80,6 +80,8 @@ pub struct IsoStage {
     pub seed: u64,
     /// The optimizer of each level (Adam, L-BFGS, Powell).
     pub optimizer: crate::optim::IsoOptimizer,
+    /// The L-BFGS refinement after the last level (global measures only); default none.
+    pub polish: Option<crate::optim::Polish>,
 }
 
 impl IsoStage {
@@ -95,6 +97,7 @@ impl IsoStage {
             sampling: None,
             optimizer: crate::optim::IsoOptimizer::Adam,
             seed: 0,
+            polish: None,
         }
     }
 }
@@ -120,12 +123,14 @@ pub fn iso(state: &RegState, stage: &IsoStage) -> Result<RegState> {
         sampling: stage.sampling.unwrap_or_else(|| Sampling::default_for(&stage.metric)),
         seed: stage.seed,
         optimizer: stage.optimizer,
+        polish: stage.polish,
     };
     let r = iso_linear(&state.fixed, &state.moving, &start, &opts)?;
     let mut out = state.clone();
     out.stages.push(StageReport {
         transform: r.transform.kind().name().into(),
         levels: r.levels,
+        polish: r.polish,
         seconds: r.seconds,
         params: r.transform.param_values()?,
     });
@@ -158,6 +163,7 @@ pub fn iso_deformable(state: &RegState, stage: &DenseStage) -> Result<RegState> 
     out.stages.push(StageReport {
         transform: stage.model.name().into(),
         levels: r.levels,
+        polish: None,
         seconds: r.seconds,
         params: vec![],
     });
@@ -184,10 +190,10 @@ pub fn warp(state: &RegState) -> Result<Image> {
 /// `bspline`; see [`crate::register::recipe`]) of `moving` onto `fixed` (MOVING first): the linear
 /// stages as [`register_linear_with`] runs them with `metric` (or `mi` when `metric` is local), then the dense
 /// stage with `metric`, or with the model and options of `dense` (default: the recipe's model and
-/// [`DenseOptions::defaults`]).
+/// [`DenseOptions::defaults`]). `control` sets the linear stages' seed, cancel flag, random points per
+/// iteration and final refinement ([`RunControl::default`]: 5 000 points, the default polish).
 ///
-/// `control` carries the seed of the sample points and the cancel flag (a cancelled linear stage skips
-/// the dense one; the state holds what was reached).
+/// A cancelled linear stage skips the dense one; the state holds what was reached.
 ///
 /// Errors: an unknown recipe (with "did you mean"); as [`register_linear_with`] and [`iso_dense`].
 #[allow(clippy::too_many_arguments)]
@@ -254,6 +260,7 @@ pub fn net_init(net: &crate::train::Network, moving: &Image, fixed: &Image) -> R
             levels: vec![],
             seconds,
             params,
+            polish: None,
         }],
         seconds,
     })

@@ -324,3 +324,104 @@ pub fn from_world_matrix(m: &Matrix4<f64>) -> Result<Linear> {
 pub fn tensor_of(m: &Matrix4<f64>) -> Result<Tensor> {
     matrix34(m, &Device::Cpu)
 }
+
+/// The 4x4 world matrix of a linear transform of `kind` with parameters `params` about `centre` (see the
+/// module documentation), in f64, and its derivative with respect to each parameter (one 4x4 matrix
+/// per parameter, bottom row 0): what [`Linear::matrix`] computes, without tensors, for optimizers that
+/// keep the parameters in f64.
+///
+/// Errors: [`Error::Shape`] for a parameter count that is not the kind's.
+pub fn linear_matrix_f64(
+    kind: LinearKind,
+    params: &[f64],
+    centre: [f64; 3],
+) -> Result<(Matrix4<f64>, Vec<Matrix4<f64>>)> {
+    if params.len() != kind.num_params() {
+        return Err(Error::Shape {
+            op: format!("{} transform", kind.name()),
+            expected: format!("({},)", kind.num_params()),
+            actual: format!("({},)", params.len()),
+        });
+    }
+    let c = Vector3::from(centre);
+    // dM / dp for every parameter (zero for translations), then the full matrix.
+    let zero = Matrix3::zeros();
+    let (m, dm): (Matrix3<f64>, Vec<Matrix3<f64>>) = match kind {
+        LinearKind::Translation => (Matrix3::identity(), vec![zero; 3]),
+        LinearKind::Matrix => {
+            let m = Matrix3::from_fn(|r, col| params[4 * r + col]);
+            let dm = (0..12)
+                .map(|i| {
+                    let (r, col) = (i / 4, i % 4);
+                    let mut d = zero;
+                    if col < 3 {
+                        d[(r, col)] = 1.0;
+                    }
+                    d
+                })
+                .collect();
+            (m, dm)
+        }
+        _ => {
+            let (rx, ry, rz) = (params[3], params[4], params[5]);
+            let (cx, sx, cy, sy, cz, sz) = (rx.cos(), rx.sin(), ry.cos(), ry.sin(), rz.cos(), rz.sin());
+            let mx = Matrix3::new(1.0, 0.0, 0.0, 0.0, cx, -sx, 0.0, sx, cx);
+            let my = Matrix3::new(cy, 0.0, sy, 0.0, 1.0, 0.0, -sy, 0.0, cy);
+            let mz = Matrix3::new(cz, -sz, 0.0, sz, cz, 0.0, 0.0, 0.0, 1.0);
+            let dx = Matrix3::new(0.0, 0.0, 0.0, 0.0, -sx, -cx, 0.0, cx, -sx);
+            let dy = Matrix3::new(-sy, 0.0, cy, 0.0, 0.0, 0.0, -cy, 0.0, -sy);
+            let dz = Matrix3::new(-sz, -cz, 0.0, cz, -sz, 0.0, 0.0, 0.0, 0.0);
+            let r = mz * my * mx;
+            let dr = [mz * my * dx, mz * dy * mx, dz * my * mx];
+            match kind {
+                LinearKind::Rigid => (r, vec![zero, zero, zero, dr[0], dr[1], dr[2]]),
+                LinearKind::Similarity => {
+                    let s = params[6];
+                    (r * s, vec![zero, zero, zero, dr[0] * s, dr[1] * s, dr[2] * s, r])
+                }
+                _ => {
+                    let sc = Matrix3::from_diagonal(&Vector3::new(params[6], params[7], params[8]));
+                    let sh = Matrix3::new(1.0, params[9], params[10], 0.0, 1.0, params[11], 0.0, 0.0, 1.0);
+                    let unit = |r: usize, col: usize| {
+                        let mut d = zero;
+                        d[(r, col)] = 1.0;
+                        d
+                    };
+                    let mut dm = vec![zero, zero, zero];
+                    dm.extend(dr.iter().map(|d| sh * sc * d));
+                    dm.extend((0..3).map(|a| sh * unit(a, a) * r));
+                    dm.extend([(0, 1), (0, 2), (1, 2)].map(|(i, j)| unit(i, j) * sc * r));
+                    (sh * sc * r, dm)
+                }
+            }
+        }
+    };
+    let t = match kind {
+        LinearKind::Matrix => Vector3::new(params[3], params[7], params[11]),
+        _ => Vector3::new(params[0], params[1], params[2]),
+    };
+    let full = |m: &Matrix3<f64>, off: &Vector3<f64>, bottom: f64| {
+        let mut out = Matrix4::zeros();
+        out.fixed_view_mut::<3, 3>(0, 0).copy_from(m);
+        out.fixed_view_mut::<3, 1>(0, 3).copy_from(off);
+        out[(3, 3)] = bottom;
+        out
+    };
+    let value = full(&m, &(c + t - m * c), 1.0);
+    let grads = dm
+        .iter()
+        .enumerate()
+        .map(|(i, d)| {
+            let is_t = match kind {
+                LinearKind::Matrix => i % 4 == 3,
+                _ => i < 3,
+            };
+            let mut off = -(d * c);
+            if is_t {
+                off[if kind == LinearKind::Matrix { i / 4 } else { i }] += 1.0;
+            }
+            full(d, &off, 0.0)
+        })
+        .collect();
+    Ok((value, grads))
+}

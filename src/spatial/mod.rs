@@ -30,7 +30,7 @@ use nalgebra::Matrix4;
 
 pub use dense::{BSpline, Ddf, Svf};
 pub use jacobian::jacobian_determinant;
-pub use linear::{Linear, LinearKind};
+pub use linear::{linear_matrix_f64, Linear, LinearKind};
 pub use warp::{warp, warp_tensor, WarpInterpolation};
 
 use crate::error::Result;

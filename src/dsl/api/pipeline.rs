@@ -57,6 +57,12 @@ fn iso_impl(host: &Host, state: &RegState, metric: Option<Metric>, o: &Opts) -> 
         stage.optimizer = crate::optim::IsoOptimizer::parse(&opt.name).host_key("optimizer")?;
     }
     stage.seed = o.usize("seed")?.unwrap_or(0) as u64;
+    if let Some(n) = o.usize("points")? {
+        if stage.sampling.is_none() && !stage.metric.is_local() {
+            stage.sampling = Some(crate::optim::Sampling::Random(n.max(1)));
+        }
+    }
+    stage.polish = polish_of(o, 0)?;
     stage.kind = transform.map(|k| LinearKind::parse(&k)).transpose().host_key("transform")?;
     stage.fixed_mask = o.image("mask")?;
     if let Some(t) = o.f64("tolerance")? {
@@ -64,6 +70,15 @@ fn iso_impl(host: &Host, state: &RegState, metric: Option<Metric>, o: &Opts) -> 
     }
     stage.cancel = Some(host.cancel.clone());
     pipeline::iso(state, &stage).host()
+}
+
+/// The final refinement asked for by `polish` (points; 0: none; default `default_points`) and
+/// `polish_iterations` (default 20).
+fn polish_of(o: &Opts, default_points: usize) -> RhaiResult<Option<crate::optim::Polish>> {
+    let d = crate::optim::Polish::default();
+    let points = o.usize("polish")?.unwrap_or(default_points);
+    let iterations = o.usize("polish_iterations")?.unwrap_or(d.iterations);
+    Ok((points > 0 && iterations > 0).then_some(crate::optim::Polish { points, iterations }))
 }
 
 /// The dense model a transform name asks for (`syn` / `greedy`, `svf`, `bspline`), if any.
@@ -211,6 +226,8 @@ pub fn register(engine: &mut Engine, host: &Arc<Host>) {
         let control = crate::register::RunControl {
             seed: o.usize("seed")?.unwrap_or(0) as u64,
             cancel: Some(host.cancel.clone()),
+            points: o.usize("points")?,
+            polish: polish_of(&o, crate::optim::Polish::default().points)?,
         };
         pipeline::register(&moving, &fixed, &recipe, &metric, &schedule, init, mask.as_ref(), dense, &control).host()
     });

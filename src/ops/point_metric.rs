@@ -1,0 +1,586 @@
+//! A global similarity measure on a list of sample points, fused with the linear map of the points and
+//! the trilinear sampling of the moving image, with its gradient with respect to the 12 entries of the
+//! map: the inner loop of sampled linear registration (elastix's random-coordinate sampler).
+//!
+//! Inputs: sample points `x_i` as fractional **voxel indices** `(x, y, z)` of the fixed grid with the
+//! fixed image's values `f_i` there; the moving image (one channel, x fastest); and the `(3, 4)` map
+//! `A` (row-major `[M | b]`) from fixed voxel indices to moving voxel indices, `q_i = M x_i + b`. Each
+//! point whose `q_i` lies inside the moving grid (`0 <= q <= n - 1` on every axis) counts with the
+//! moving value `m_i` sampled there (trilinear); the others are left out (weight 0, as a mask).
+//!
+//! The loss (lower is better) of the measure over the counted points, as [`crate::metrics::Metric::loss`]
+//! computes it on the same samples:
+//!
+//! | measure | loss |
+//! |---|---|
+//! | [`PointMeasure::Mse`] | `mean((f - m)^2)` |
+//! | [`PointMeasure::Ncc`] | `-cov(f, m) / (sd(f) sd(m) + 1e-12)` |
+//! | [`PointMeasure::Mi`] | `-(H(F) + H(M) - H(F, M))` of the Gaussian Parzen joint histogram (nats) |
+//! | [`PointMeasure::Nmi`] | `-(H(F) + H(M)) / (H(F, M) + 1e-12)` |
+//!
+//! The Parzen windows are those of [`super::parzen`]: intensities mapped linearly onto bin coordinates
+//! (`range` onto `0 ..= bins - 1`, clamped, with zero derivative where clamped), Gaussian weights of
+//! `sigma` bin widths truncated at `ceil(4 sigma)` and normalized per sample. Sums run in f64.
+//!
+//! Two passes over the points: the first samples the moving image (value and gradient) and accumulates
+//! the measure's sums (moments or the joint histogram); the second accumulates `dL/dA = sum_i dL/dm_i *
+//! grad m(q_i) [x_i, 1]^T`. [`point_loss`] returns both; [`point_metric`] wraps it as a candle op on the
+//! `(3, 4)` map tensor with a backward, and [`point_metric_slow`] is its slow twin from differentiable
+//! candle ops ([`super::grid_sample`] and the measures of [`crate::metrics::functional`]).
+
+use std::sync::{Arc, Mutex};
+
+use candle_core::{CpuStorage, CustomOp1, DType, Device, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
+
+use super::parzen::Parzen;
+use super::trilinear::corners_fast;
+
+/// The measures [`point_loss`] fuses.
+#[derive(Clone, Debug, PartialEq)]
+pub enum PointMeasure {
+    /// Mean squared difference.
+    Mse,
+    /// Global normalized cross-correlation (Pearson).
+    Ncc,
+    /// Parzen-window mutual information.
+    Mi(PointParzen),
+    /// Normalized mutual information `(H(F) + H(M)) / H(F, M)`.
+    Nmi(PointParzen),
+}
+
+/// Parzen windowing of [`PointMeasure::Mi`] / [`PointMeasure::Nmi`]: the kernel and the intensity
+/// ranges `(lo, hi)` (with `hi > lo`) of the fixed and moving images mapped onto the bins.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct PointParzen {
+    pub parzen: Parzen,
+    pub range_fixed: (f64, f64),
+    pub range_moving: (f64, f64),
+}
+
+impl PointParzen {
+    fn scale(&self, moving: bool) -> (f64, f64) {
+        let (lo, hi) = if moving { self.range_moving } else { self.range_fixed };
+        (lo, (self.parzen.bins - 1) as f64 / (hi - lo))
+    }
+}
+
+/// Sample points of the fixed image: `points` holds `n` voxel indices `(x, y, z)` (`3 n` values), `fixed`
+/// the fixed image's value at each.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct PointSamples {
+    pub points: Vec<f32>,
+    pub fixed: Vec<f32>,
+}
+
+impl PointSamples {
+    /// Number of points.
+    pub fn len(&self) -> usize {
+        self.fixed.len()
+    }
+    /// Whether there are no points.
+    pub fn is_empty(&self) -> bool {
+        self.fixed.is_empty()
+    }
+}
+
+/// The moving image of [`point_loss`]: one channel, `data[(z * ny + y) * nx + x]`, `shape` `[nx, ny, nz]`.
+#[derive(Clone, Copy, Debug)]
+pub struct MovingVolume<'a> {
+    pub data: &'a [f32],
+    pub shape: [usize; 3],
+}
+
+/// The result of [`point_loss`].
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct PointLoss {
+    /// The loss (see the module table).
+    pub loss: f64,
+    /// `dL/dA`, row-major like `A`.
+    pub grad: [f64; 12],
+    /// How many points mapped inside the moving image.
+    pub inside: usize,
+}
+
+/// Points per parallel chunk.
+const CHUNK: usize = 2048;
+
+/// Per-point moving value and gradient (voxel units), and whether the point counts.
+#[derive(Clone, Copy, Default)]
+struct Sampled {
+    m: f32,
+    g: [f32; 3],
+    inside: bool,
+}
+
+#[inline]
+fn sample_one(mv: &MovingVolume, a: &[f64; 12], p: &[f32]) -> Sampled {
+    let (x, y, z) = (p[0] as f64, p[1] as f64, p[2] as f64);
+    let q = [
+        a[0] * x + a[1] * y + a[2] * z + a[3],
+        a[4] * x + a[5] * y + a[6] * z + a[7],
+        a[8] * x + a[9] * y + a[10] * z + a[11],
+    ];
+    let [nx, ny, nz] = mv.shape;
+    let inside = q[0] >= 0.0
+        && q[1] >= 0.0
+        && q[2] >= 0.0
+        && q[0] <= (nx - 1) as f64
+        && q[1] <= (ny - 1) as f64
+        && q[2] <= (nz - 1) as f64;
+    if !inside {
+        return Sampled::default();
+    }
+    let c = corners_fast(q, mv.shape, false);
+    let (mut m, mut g) = (0f32, [0f32; 3]);
+    for k in 0..8 {
+        if c.idx[k] != usize::MAX {
+            let v = mv.data[c.idx[k]];
+            m += c.w[k] * v;
+            g[0] += c.dw[k][0] * v;
+            g[1] += c.dw[k][1] * v;
+            g[2] += c.dw[k][2] * v;
+        }
+    }
+    Sampled { m, g, inside: true }
+}
+
+/// The Parzen kernel with its constants worked out once: radius `ceil(4 sigma)`, `1 / sigma^2` and the
+/// recurrence factor `exp(-1 / sigma^2)`.
+#[derive(Clone, Copy, Debug)]
+struct Kernel {
+    parzen: Parzen,
+    radius: f64,
+    is2: f64,
+    decay: f64,
+}
+
+impl Kernel {
+    fn new(parzen: Parzen) -> Self {
+        let is2 = 1.0 / (parzen.sigma * parzen.sigma);
+        Kernel { parzen, radius: (4.0 * parzen.sigma).ceil(), is2, decay: (-is2).exp() }
+    }
+
+    /// The normalized truncated Gaussian weights of `u` (in `[0, bins - 1]`) and their derivatives, as
+    /// [`Parzen::weights`] computes them, with two exponentials instead of one per bin:
+    /// `w_{k+1} = w_k q_k`, `q_{k+1} = q_k exp(-1 / sigma^2)`. Kernels narrower than 0.25 bin widths
+    /// (where the recurrence could overflow) take [`Parzen::weights`].
+    #[inline(always)]
+    fn weights(&self, u: f64, w: &mut [f64; 64], dw: &mut [f64; 64]) -> (usize, usize) {
+        if self.parzen.sigma < 0.25 || !u.is_finite() || u < 0.0 {
+            return self.parzen.weights(u, w, dw);
+        }
+        // ceil(u - r) and floor(u + r) by truncation (no libm call): u + r > 0.
+        let x = u - self.radius;
+        let t = x as i64;
+        let lo = if (t as f64) < x { t + 1 } else { t }.max(0) as usize;
+        let hi = ((u + self.radius) as usize).min(self.parzen.bins - 1);
+        if hi < lo {
+            return (1, 0);
+        }
+        let is2 = self.is2;
+        let d0 = u - lo as f64;
+        let mut wk = (-0.5 * d0 * d0 * is2).exp();
+        let mut q = ((d0 - 0.5) * is2).exp();
+        let (mut sw, mut sd) = (0.0, 0.0);
+        for k in 0..=hi - lo {
+            let d = d0 - k as f64;
+            w[k] = wk;
+            dw[k] = -d * is2 * wk;
+            sw += wk;
+            sd += dw[k];
+            wk *= q;
+            q *= self.decay;
+        }
+        if sw <= 0.0 {
+            return (1, 0);
+        }
+        let inv = 1.0 / sw;
+        for k in 0..=hi - lo {
+            dw[k] = (dw[k] - w[k] * inv * sd) * inv;
+            w[k] *= inv;
+        }
+        (lo, hi)
+    }
+}
+
+/// Bin coordinate of `v` and its derivative (0 where clamped).
+#[inline]
+fn to_bin(v: f64, lo: f64, s: f64, bins: usize) -> (f64, f64) {
+    let u = (v - lo) * s;
+    let top = (bins - 1) as f64;
+    if u < 0.0 {
+        (0.0, 0.0)
+    } else if u > top {
+        (top, 0.0)
+    } else {
+        (u, s)
+    }
+}
+
+/// Checks the inputs; errors name the op.
+fn check(samples: &PointSamples, mv: &MovingVolume, measure: &PointMeasure) -> std::result::Result<(), String> {
+    if samples.points.len() != 3 * samples.fixed.len() {
+        return Err(format!(
+            "point_metric: {} point coordinates for {} fixed values (expected 3 per point)",
+            samples.points.len(),
+            samples.fixed.len()
+        ));
+    }
+    let [nx, ny, nz] = mv.shape;
+    if nx * ny * nz != mv.data.len() || mv.data.is_empty() {
+        return Err(format!("point_metric: moving shape {:?} does not hold {} voxels", mv.shape, mv.data.len()));
+    }
+    if let PointMeasure::Mi(pp) | PointMeasure::Nmi(pp) = measure {
+        let ok = |r: (f64, f64)| r.0.is_finite() && r.1.is_finite() && r.1 > r.0;
+        if pp.parzen.bins < 2 || pp.parzen.bins > 1024 || !(pp.parzen.sigma > 0.0 && pp.parzen.sigma <= 7.5) {
+            return Err(format!("point_metric: bad Parzen kernel {:?}", pp.parzen));
+        }
+        if !ok(pp.range_fixed) || !ok(pp.range_moving) {
+            return Err(format!(
+                "point_metric: intensity ranges must have lo < hi, got {:?} and {:?}",
+                pp.range_fixed, pp.range_moving
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The loss of `measure` over the sample points mapped by `a` into the moving image, and its gradient
+/// with respect to `a` (see the module documentation). With no point inside, the loss is 0 with a zero
+/// gradient.
+///
+/// Errors: a point list whose length is not 3 per fixed value; a moving shape that does not match its
+/// data; a Parzen kernel or range out of bounds.
+pub fn point_loss(
+    measure: &PointMeasure,
+    samples: &PointSamples,
+    moving: &MovingVolume,
+    a: &[f64; 12],
+) -> std::result::Result<PointLoss, String> {
+    check(samples, moving, measure)?;
+    let n = samples.len();
+    let mut sampled = vec![Sampled::default(); n];
+    sampled.par_chunks_mut(CHUNK).enumerate().for_each(|(b, out)| {
+        for (t, s) in out.iter_mut().enumerate() {
+            let i = b * CHUNK + t;
+            *s = sample_one(moving, a, &samples.points[3 * i..3 * i + 3]);
+        }
+    });
+    let zero = PointLoss { loss: 0.0, grad: [0.0; 12], inside: 0 };
+    // dL/dm_i as a function of the point, from the measure's sums; then the second pass.
+    let (loss, inside, coef): (f64, usize, Coef) = match measure {
+        PointMeasure::Mse | PointMeasure::Ncc => {
+            // [count, sum f, sum m, sum ff, sum mm, sum fm, sum (f - m)^2]
+            let s = sampled
+                .par_chunks(CHUNK)
+                .enumerate()
+                .map(|(b, ch)| {
+                    let mut acc = [0f64; 7];
+                    for (t, sp) in ch.iter().enumerate() {
+                        if sp.inside {
+                            let (f, m) = (samples.fixed[b * CHUNK + t] as f64, sp.m as f64);
+                            acc[0] += 1.0;
+                            acc[1] += f;
+                            acc[2] += m;
+                            acc[3] += f * f;
+                            acc[4] += m * m;
+                            acc[5] += f * m;
+                            acc[6] += (f - m) * (f - m);
+                        }
+                    }
+                    acc
+                })
+                .reduce(|| [0f64; 7], |x, y| std::array::from_fn(|k| x[k] + y[k]));
+            if s[0] == 0.0 {
+                return Ok(zero);
+            }
+            let cnt = s[0];
+            if *measure == PointMeasure::Mse {
+                let loss = s[6] / cnt;
+                (loss, cnt as usize, Coef::Mse { cnt })
+            } else {
+                let (fbar, mbar) = (s[1] / cnt, s[2] / cnt);
+                let cov = s[5] / cnt - fbar * mbar;
+                let vf = (s[3] / cnt - fbar * fbar).max(0.0);
+                let vm = (s[4] / cnt - mbar * mbar).max(0.0);
+                let (sf, sm) = (vf.sqrt(), vm.sqrt());
+                let d = sf * sm + 1e-12;
+                let loss = -cov / d;
+                // dncc/dm_i = (f_i - fbar) / (N d) - cov sf (m_i - mbar) / (N sm d^2).
+                let a1 = 1.0 / (cnt * d);
+                let a2 = if sm > 0.0 { cov * sf / (cnt * sm * d * d) } else { 0.0 };
+                (loss, cnt as usize, Coef::Ncc { fbar, mbar, a1, a2 })
+            }
+        }
+        PointMeasure::Mi(pp) | PointMeasure::Nmi(pp) => {
+            let bins = pp.parzen.bins;
+            let (flo, fs) = pp.scale(false);
+            let (mlo, ms) = pp.scale(true);
+            let kern = Kernel::new(pp.parzen);
+            let hist = sampled
+                .par_chunks(CHUNK)
+                .enumerate()
+                .map(|(b, ch)| {
+                    let mut h = vec![0f64; bins * bins + 1];
+                    let (mut wa, mut da, mut wb, mut db) = ([0f64; 64], [0f64; 64], [0f64; 64], [0f64; 64]);
+                    for (t, sp) in ch.iter().enumerate() {
+                        if !sp.inside {
+                            continue;
+                        }
+                        let (ua, _) = to_bin(samples.fixed[b * CHUNK + t] as f64, flo, fs, bins);
+                        let (ub, _) = to_bin(sp.m as f64, mlo, ms, bins);
+                        let (la, ha) = kern.weights(ua, &mut wa, &mut da);
+                        let (lb, hb) = kern.weights(ub, &mut wb, &mut db);
+                        if ha < la || hb < lb {
+                            continue;
+                        }
+                        for k in la..=ha {
+                            let row = &mut h[k * bins..];
+                            let w = wa[k - la];
+                            for l in lb..=hb {
+                                row[l] += w * wb[l - lb];
+                            }
+                        }
+                        h[bins * bins] += 1.0;
+                    }
+                    h
+                })
+                .reduce(
+                    || vec![0f64; bins * bins + 1],
+                    |mut x, y| {
+                        x.iter_mut().zip(y).for_each(|(p, q)| *p += q);
+                        x
+                    },
+                );
+            let cnt = hist[bins * bins];
+            let total: f64 = hist[..bins * bins].iter().sum();
+            if cnt == 0.0 || total <= 1e-6 {
+                return Ok(zero);
+            }
+            let (loss, g) = parzen_loss_grad(&hist[..bins * bins], bins, matches!(measure, PointMeasure::Nmi(_)));
+            (loss, cnt as usize, Coef::Parzen { pp: *pp, kern, g: Arc::new(g) })
+        }
+    };
+    // Second pass: dL/dA = sum_i c_i grad m(q_i) [x_i, 1]^T.
+    let grad = sampled
+        .par_chunks(CHUNK)
+        .enumerate()
+        .map(|(b, ch)| {
+            let mut acc = [0f64; 12];
+            let (mut wa, mut da, mut wb, mut db) = ([0f64; 64], [0f64; 64], [0f64; 64], [0f64; 64]);
+            for (t, sp) in ch.iter().enumerate() {
+                if !sp.inside {
+                    continue;
+                }
+                let i = b * CHUNK + t;
+                let f = samples.fixed[i] as f64;
+                let c = match &coef {
+                    Coef::Mse { cnt } => -2.0 * (f - sp.m as f64) / cnt,
+                    Coef::Ncc { fbar, mbar, a1, a2 } => -((f - fbar) * a1 - (sp.m as f64 - mbar) * a2),
+                    Coef::Parzen { pp, kern, g } => {
+                        let bins = pp.parzen.bins;
+                        let (flo, fs) = pp.scale(false);
+                        let (mlo, ms) = pp.scale(true);
+                        let (ua, _) = to_bin(f, flo, fs, bins);
+                        let (ub, dub) = to_bin(sp.m as f64, mlo, ms, bins);
+                        if dub == 0.0 {
+                            continue;
+                        }
+                        let (la, ha) = kern.weights(ua, &mut wa, &mut da);
+                        let (lb, hb) = kern.weights(ub, &mut wb, &mut db);
+                        if ha < la || hb < lb {
+                            continue;
+                        }
+                        let mut s = 0.0;
+                        for k in la..=ha {
+                            let row = &g[k * bins..];
+                            let mut r = 0.0;
+                            for l in lb..=hb {
+                                r += row[l] * db[l - lb];
+                            }
+                            s += wa[k - la] * r;
+                        }
+                        s * dub
+                    }
+                };
+                if c == 0.0 {
+                    continue;
+                }
+                let p = &samples.points[3 * i..3 * i + 3];
+                let xh = [p[0] as f64, p[1] as f64, p[2] as f64, 1.0];
+                for r in 0..3 {
+                    let gr = c * sp.g[r] as f64;
+                    for (col, xv) in xh.iter().enumerate() {
+                        acc[4 * r + col] += gr * xv;
+                    }
+                }
+            }
+            acc
+        })
+        .reduce(|| [0f64; 12], |x, y| std::array::from_fn(|k| x[k] + y[k]));
+    Ok(PointLoss { loss, grad, inside })
+}
+
+/// What the second pass needs to form `dL/dm_i`.
+enum Coef {
+    Mse { cnt: f64 },
+    Ncc { fbar: f64, mbar: f64, a1: f64, a2: f64 },
+    Parzen { pp: PointParzen, kern: Kernel, g: Arc<Vec<f64>> },
+}
+
+/// The loss (`-MI`, or `-NMI` when `normalized`) of a joint histogram `(bins, bins)` (fixed along rows)
+/// and its gradient with respect to each entry, with the `1e-12` guards of
+/// [`crate::metrics::functional::mutual_information`].
+fn parzen_loss_grad(j: &[f64], bins: usize, normalized: bool) -> (f64, Vec<f64>) {
+    const E: f64 = 1e-12;
+    let total: f64 = j.iter().sum();
+    let t = total + E;
+    let p: Vec<f64> = j.iter().map(|v| v / t).collect();
+    let mut pa = vec![0f64; bins];
+    let mut pb = vec![0f64; bins];
+    for k in 0..bins {
+        for l in 0..bins {
+            pa[k] += p[k * bins + l];
+            pb[l] += p[k * bins + l];
+        }
+    }
+    let ent = |v: &[f64]| -> f64 { -v.iter().map(|q| q * (q + E).ln()).sum::<f64>() };
+    // d(-q log(q + E))/dq
+    let dent = |q: f64| -> f64 { -((q + E).ln() + q / (q + E)) };
+    let (ha, hb, hab) = (ent(&pa), ent(&pb), ent(&p));
+    let (da, db): (Vec<f64>, Vec<f64>) = (pa.iter().map(|&q| dent(q)).collect(), pb.iter().map(|&q| dent(q)).collect());
+    // d(measure)/dp_kl
+    let (measure, dm): (f64, Vec<f64>) = if normalized {
+        let den = hab + E;
+        let num = ha + hb;
+        let g = (0..bins * bins)
+            .map(|kl| {
+                let (k, l) = (kl / bins, kl % bins);
+                (da[k] + db[l]) / den - num * dent(p[kl]) / (den * den)
+            })
+            .collect();
+        (num / den, g)
+    } else {
+        let g = (0..bins * bins)
+            .map(|kl| {
+                let (k, l) = (kl / bins, kl % bins);
+                da[k] + db[l] - dent(p[kl])
+            })
+            .collect();
+        (ha + hb - hab, g)
+    };
+    // p = J / (sum J + E): d/dJ_mn = (dm_mn - sum_kl dm_kl p_kl) / t; the loss is -measure.
+    let c: f64 = dm.iter().zip(&p).map(|(g, q)| g * q).sum();
+    (-measure, dm.iter().map(|g| -(g - c) / t).collect())
+}
+
+/// The candle op of [`point_metric`]: the loss of its `(3, 4)` input, with `dL/dA` kept from the
+/// forward pass for the backward.
+struct PointMetricOp {
+    measure: PointMeasure,
+    samples: Arc<PointSamples>,
+    moving: Arc<Vec<f32>>,
+    shape: [usize; 3],
+    grad: Mutex<Option<[f64; 12]>>,
+}
+
+impl CustomOp1 for PointMetricOp {
+    fn name(&self) -> &'static str {
+        "point-metric"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let a = super::f32_slice("point_metric", s, l)?;
+        if a.len() != 12 {
+            candle_core::bail!("point_metric: the map must be (3, 4), got {:?}", l.shape());
+        }
+        let a: [f64; 12] = std::array::from_fn(|k| a[k] as f64);
+        let mv = MovingVolume { data: &self.moving, shape: self.shape };
+        let r = point_loss(&self.measure, &self.samples, &mv, &a).map_err(candle_core::Error::msg)?;
+        if let Ok(mut g) = self.grad.lock() {
+            *g = Some(r.grad);
+        }
+        Ok((CpuStorage::F32(vec![r.loss as f32]), Shape::from(())))
+    }
+
+    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        let g = self.grad.lock().ok().and_then(|g| *g);
+        let g = match g {
+            Some(g) => g,
+            None => candle_core::bail!("point_metric: backward before forward"),
+        };
+        let up = grad.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?[0];
+        let v: Vec<f32> = g.iter().map(|x| (x * up as f64) as f32).collect();
+        Ok(Some(Tensor::from_vec(v, (3, 4), arg.device())?))
+    }
+}
+
+/// The loss of `measure` (0-d f32 tensor) at the sample points mapped by `a` `(3, 4)` f32 (fixed voxel
+/// indices to moving voxel indices, see the module documentation) into `moving` `(1, Z, Y, X)` or
+/// `(Z, Y, X)` f32; differentiable with respect to `a` (not the images). CPU only.
+///
+/// Errors: a map that is not `(3, 4)` f32, a moving image of another rank or dtype, and the errors of
+/// [`point_loss`].
+pub fn point_metric(a: &Tensor, measure: &PointMeasure, samples: Arc<PointSamples>, moving: &Tensor) -> Result<Tensor> {
+    if a.dims() != [3, 4] || a.dtype() != DType::F32 {
+        candle_core::bail!("point_metric: the map must be (3, 4) f32, got {:?} {:?}", a.dims(), a.dtype());
+    }
+    let d = moving.dims();
+    let (z, y, x) = match d {
+        [1, z, y, x] | [z, y, x] => (*z, *y, *x),
+        _ => candle_core::bail!("point_metric: moving must be (1, Z, Y, X) or (Z, Y, X), got {d:?}"),
+    };
+    if moving.dtype() != DType::F32 {
+        candle_core::bail!("point_metric: moving must be f32, got {:?}", moving.dtype());
+    }
+    let data = Arc::new(moving.flatten_all()?.to_vec1::<f32>()?);
+    let op =
+        PointMetricOp { measure: measure.clone(), samples, moving: data, shape: [x, y, z], grad: Mutex::new(None) };
+    a.contiguous()?.apply_op1(op)
+}
+
+/// The slow twin of [`point_metric`] from differentiable candle ops: the points mapped by `a` with a
+/// matrix product, the moving image sampled by [`super::grid_sample`] (zero padding), the points outside
+/// masked out, and the measure of [`crate::metrics::functional`] on the `(1, 1, 1, n)` samples.
+///
+/// Errors: as [`point_metric`]; tensor errors.
+pub fn point_metric_slow(
+    a: &Tensor,
+    measure: &PointMeasure,
+    samples: &PointSamples,
+    moving: &Tensor,
+) -> Result<Tensor> {
+    use crate::metrics::functional as f;
+    let n = samples.len();
+    let dev = Device::Cpu;
+    let moving = match moving.rank() {
+        3 => moving.unsqueeze(0)?,
+        _ => moving.clone(),
+    };
+    let (_, z, y, x) = moving.dims4()?;
+    let pts = Tensor::from_slice(&samples.points, (n, 3), &dev)?;
+    let q = pts.matmul(&a.narrow(1, 0, 3)?.t()?)?.broadcast_add(&a.narrow(1, 3, 1)?.squeeze(1)?)?;
+    let hi = Tensor::new(&[x as f32 - 1.0, y as f32 - 1.0, z as f32 - 1.0], &dev)?;
+    let d = q.detach();
+    let inside = d.ge(0f32)?.to_dtype(DType::F32)?.mul(&d.broadcast_le(&hi)?.to_dtype(DType::F32)?)?;
+    let inside = inside.min_keepdim(1)?.reshape((1, 1, 1, n))?;
+    let m = super::grid_sample(&moving, &q, super::SampleMode::Linear, crate::image::resample::Padding::Zero)?
+        .reshape((1, 1, 1, n))?;
+    let fv = Tensor::from_slice(&samples.fixed, (1, 1, 1, n), &dev)?;
+    let err = |e: crate::error::Error| candle_core::Error::msg(e.to_string());
+    let po = |pp: &PointParzen| f::ParzenOptions {
+        bins: pp.parzen.bins,
+        sigma: pp.parzen.sigma,
+        range_fixed: Some(pp.range_fixed),
+        range_moving: Some(pp.range_moving),
+    };
+    Ok(match measure {
+        PointMeasure::Mse => f::mse(&fv, &m, Some(&inside)).map_err(err)?,
+        PointMeasure::Ncc => f::ncc(&fv, &m, Some(&inside)).map_err(err)?.neg()?,
+        PointMeasure::Mi(pp) => f::mutual_information(&fv, &m, &po(pp), 0, Some(&inside)).map_err(err)?.neg()?,
+        PointMeasure::Nmi(pp) => {
+            f::normalized_mutual_information(&fv, &m, &po(pp), 0, Some(&inside)).map_err(err)?.neg()?
+        }
+    })
+}
