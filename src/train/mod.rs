@@ -481,9 +481,9 @@ pub fn evaluate(
 }
 
 /// Trains `net` on `pairs` (see [`TrainOptions`]): Adam on the weights, pair `k` of the whole run drawn
-/// as `pairs.pair(k)`; after each epoch, validation and a checkpoint. A progress bar (epoch, step,
-/// loss, time left) shows on a terminal. A non-finite loss stops training (the weights of the last
-/// finite step are kept: the failing step is not applied).
+/// as `pairs.training_pair(k)` (without the truth); after each epoch, validation and a checkpoint. A
+/// progress bar (epoch, step, loss, time left) shows on a terminal. A non-finite loss stops training
+/// (the weights of the last finite step are kept: the failing step is not applied).
 ///
 /// Errors: zero epochs / steps / batch, a learning rate not > 0; as [`Network::loss`]; checkpoint I/O.
 pub fn train(net: &Network, pairs: &PairSource, opts: &TrainOptions) -> Result<TrainReport> {
@@ -530,7 +530,7 @@ pub fn train(net: &Network, pairs: &PairSource, opts: &TrainOptions) -> Result<T
             let mut loss: Option<Tensor> = None;
             for b in 0..opts.batch {
                 let k = (report.steps * opts.batch + b) as u64;
-                let (l, _) = net.loss(&pairs.pair(k)?, &opts.loss, opts.regularizer)?;
+                let (l, _) = net.loss(&pairs.training_pair(k)?, &opts.loss, opts.regularizer)?;
                 loss = Some(match loss {
                     Some(acc) => (acc + l)?,
                     None => l,

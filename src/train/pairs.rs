@@ -174,17 +174,31 @@ pub fn augment_intensity(rng: &mut impl Rng, image: &Image, aug: &IntensityAugme
 }
 
 impl SyntheticPairs {
-    /// Pair number `index` (the same pair for the same seed and index).
+    /// Pair number `index` (the same pair for the same seed and index), with its truth.
     ///
     /// Errors: no moving image; as [`random_affine`], [`random_smooth_field`] and the warp.
     pub fn pair(&self, index: u64) -> Result<Pair> {
+        self.make(index, true)
+    }
+
+    /// Pair number `index` without its truth (`truth: None`; the images are those of
+    /// [`SyntheticPairs::pair`]): a smooth deformation's truth is the inverse of its field (a
+    /// fixed-point iteration that costs more than making the pair), which training does not need.
+    ///
+    /// Errors: as [`SyntheticPairs::pair`].
+    pub fn pair_without_truth(&self, index: u64) -> Result<Pair> {
+        self.make(index, false)
+    }
+
+    fn make(&self, index: u64, with_truth: bool) -> Result<Pair> {
         if self.moving.is_empty() {
             return Err(Error::arg("pairs", "no moving image to make pairs from"));
         }
         let mut rng = ChaCha8Rng::seed_from_u64(self.seed.wrapping_mul(0x9E37_79B9).wrapping_add(index));
         let base = &self.moving[rng.random_range(0..self.moving.len())];
         let g = self.fixed.grid();
-        let (moving, moving_labels, truth): (Image, Option<Image>, Arc<dyn Transform>) = match self.deformation {
+        let (moving, moving_labels, truth): (Image, Option<Image>, Option<Arc<dyn Transform>>) = match self.deformation
+        {
             Deformation::Affine(b) => {
                 let t = random_affine(&mut rng, &b, g.centre())?;
                 let inv = t.inverse()?;
@@ -193,7 +207,7 @@ impl SyntheticPairs {
                     Some(l) => Some(warp(l, inv.as_ref(), l.grid(), WarpInterpolation::Nearest, Padding::Zero)?),
                     None => None,
                 };
-                (m, l, Arc::new(t))
+                (m, l, Some(Arc::new(t)))
             }
             Deformation::Smooth { max_mm, sigma_mm } => {
                 let w = random_smooth_field(&mut rng, &self.fixed, max_mm, sigma_mm)?;
@@ -202,17 +216,11 @@ impl SyntheticPairs {
                     Some(l) => Some(warp(l, &w, g, WarpInterpolation::Nearest, Padding::Zero)?),
                     None => None,
                 };
-                (m, l, w.inverse()?)
+                (m, l, if with_truth { Some(w.inverse()?) } else { None })
             }
         };
         let moving = augment_intensity(&mut rng, &moving, &self.intensity)?;
-        Ok(Pair {
-            moving,
-            fixed: self.fixed.clone(),
-            moving_labels,
-            fixed_labels: self.labels.clone(),
-            truth: Some(truth),
-        })
+        Ok(Pair { moving, fixed: self.fixed.clone(), moving_labels, fixed_labels: self.labels.clone(), truth })
     }
 }
 
@@ -234,6 +242,17 @@ impl PairSource {
             PairSource::List(v) if v.is_empty() => Err(Error::arg("pairs", "the list of pairs is empty")),
             PairSource::List(v) => Ok(v[(index % v.len() as u64) as usize].clone()),
             PairSource::Synthetic(s) => s.pair(index),
+        }
+    }
+
+    /// Pair number `index` for a training step: as [`PairSource::pair`], but a synthetic pair comes
+    /// without its truth ([`SyntheticPairs::pair_without_truth`]).
+    ///
+    /// Errors: as [`PairSource::pair`].
+    pub fn training_pair(&self, index: u64) -> Result<Pair> {
+        match self {
+            PairSource::Synthetic(s) => s.pair_without_truth(index),
+            other => other.pair(index),
         }
     }
 
