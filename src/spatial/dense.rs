@@ -38,9 +38,14 @@ fn displaced_voxel_points(field: &Tensor, grid: &Grid) -> Result<Tensor> {
 /// Samples a `(3, Z, Y, X)` field on `grid` at world points `(N, 3)`: `(N, 3)`. Outside the field's grid
 /// the displacement falls to zero (identity), as ITK's `DisplacementFieldTransform` does.
 fn sample_field(field: &Tensor, grid: &Grid, points: &Tensor) -> Result<Tensor> {
+    sample_field_padded(field, grid, points, Padding::Zero)
+}
+
+/// [`sample_field`] with a choice of padding beyond the grid (`Border`: the nearest node's vector).
+fn sample_field_padded(field: &Tensor, grid: &Grid, points: &Tensor, padding: Padding) -> Result<Tensor> {
     let m = matrix34(&grid.world_to_voxel(), points.device())?;
     let vox = super::apply_matrix(&m, points)?;
-    Ok(grid_sample(field, &vox, SampleMode::Linear, Padding::Zero)?.t()?)
+    Ok(grid_sample(field, &vox, SampleMode::Linear, padding)?.t()?)
 }
 
 /// A displacement field: `x -> x + u(x)`, `u` in mm on a grid (trilinear between nodes, zero beyond).
@@ -76,7 +81,9 @@ impl Ddf {
 
     /// The inverse by fixed-point iteration `v <- -u(x + v(x))` on the same grid, until the largest
     /// update is below `tol` mm or after `max_iter` iterations. Converges where the map is invertible
-    /// (Jacobian positive, displacement gradients below 1).
+    /// (Jacobian positive, displacement gradients below 1). The iteration samples `u` with border
+    /// padding: the forward map jumps to the identity beyond the grid, which has no inverse there, and
+    /// a point `x + v` just outside would make the iteration oscillate by the border's displacement.
     pub fn invert(&self, max_iter: usize, tol: f64) -> Result<Ddf> {
         let [nx, ny, nz] = self.grid.shape();
         let n = nx * ny * nz;
@@ -85,7 +92,7 @@ impl Ddf {
         let mut v = Tensor::zeros((n, 3), DType::F32, &Device::Cpu)?;
         let mut change = f64::INFINITY;
         for _ in 0..max_iter {
-            let next = sample_field(&u, &self.grid, &(&base + &v)?)?.neg()?;
+            let next = sample_field_padded(&u, &self.grid, &(&base + &v)?, Padding::Border)?.neg()?;
             change = (&next - &v)?.abs()?.max_all()?.to_scalar::<f32>()? as f64;
             v = next;
             if change < tol {

@@ -126,7 +126,8 @@ pub(crate) fn normals(rng: &mut impl Rng, n: usize) -> Vec<f32> {
 }
 
 /// A smooth random displacement field `(3, Z, Y, X)` in mm on `fixed`'s grid: Gaussian noise smoothed by
-/// `sigma_mm`, scaled so its largest vector where `fixed > 0` is `max_mm`.
+/// `sigma_mm`, scaled so its largest vector where `fixed > 0` is `max_mm`, every vector clipped to
+/// `max_mm` (longer ones arise at the grid's border).
 ///
 /// Errors: `max_mm` or `sigma_mm` not finite and > 0; an image without foreground; tensor errors.
 pub fn random_smooth_field(rng: &mut impl Rng, fixed: &Image, max_mm: f64, sigma_mm: f64) -> Result<Ddf> {
@@ -143,7 +144,12 @@ pub fn random_smooth_field(rng: &mut impl Rng, fixed: &Image, max_mm: f64, sigma
     if mx <= 0.0 {
         return Err(Error::arg("random_smooth_field", "the fixed image has no foreground (no value above 0)"));
     }
-    Ddf::new((sm.data() * (max_mm / mx))?, g)
+    // Smoothing renormalizes at the grid's border, where fewer samples are averaged, so vectors there
+    // can be several times longer than in the foreground: clip every vector to `max_mm`.
+    let field = (sm.data() * (max_mm / mx))?;
+    let len = field.sqr()?.sum_keepdim(0)?.sqrt()?.maximum(max_mm)?;
+    let clip = (len.recip()? * max_mm)?;
+    Ddf::new(field.broadcast_mul(&clip)?, g)
 }
 
 /// Applies `aug` to `image` (see [`IntensityAugmentation`]).
