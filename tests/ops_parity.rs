@@ -422,3 +422,106 @@ mod point_metric {
         assert!(point_loss(&PointMeasure::Ncc, &bad, &vol, &id).is_err());
     }
 }
+
+mod lncc {
+    use super::*;
+    use regsh::metrics::functional::{lncc_slow, Window};
+    use regsh::ops::lncc::{lncc, lncc_loss_grad, LnccFixed, LnccWindow};
+
+    const SHAPE: [usize; 3] = [13, 11, 9];
+
+    /// A smooth volume with noise (values about 20-120), x fastest; `phase` makes a related contrast.
+    fn volume(seed: u64, phase: f32) -> Vec<f32> {
+        let [nx, ny, nz] = SHAPE;
+        let noise = rand_vec(nx * ny * nz, seed);
+        (0..nx * ny * nz)
+            .map(|i| {
+                let (x, y, z) = ((i % nx) as f32, ((i / nx) % ny) as f32, (i / (nx * ny)) as f32);
+                70.0 + 30.0 * (0.5 * x + phase).sin() * (0.4 * y).cos()
+                    + 15.0 * (0.3 * z + 0.2 * x).cos()
+                    + 8.0 * noise[i]
+            })
+            .collect()
+    }
+
+    fn tensor(v: &[f32]) -> Tensor {
+        Tensor::from_vec(v.to_vec(), (SHAPE[2], SHAPE[1], SHAPE[0]), &Device::Cpu).unwrap()
+    }
+
+    /// A mask leaving out a slab and a few voxels.
+    fn mask() -> Vec<f32> {
+        let r = rand_vec(SHAPE.iter().product(), 77);
+        r.iter().enumerate().map(|(i, u)| if i % SHAPE[0] < 2 || *u < 0.1 { 0.0 } else { 1.0 }).collect()
+    }
+
+    fn windows() -> Vec<(LnccWindow, Window)> {
+        vec![
+            (LnccWindow::Box(3), Window::Box(3)),
+            (LnccWindow::Box(5), Window::Box(5)),
+            (LnccWindow::Box(9), Window::Box(9)),
+            (LnccWindow::Gaussian(1.0), Window::Gaussian(1.0)),
+        ]
+    }
+
+    #[test]
+    fn lncc_matches_slow_twin_value_and_gradient() {
+        let (f, m, mk) = (volume(1, 0.0), volume(2, 0.7), mask());
+        let (ft, mkt) = (tensor(&f), tensor(&mk));
+        for (fw, sw) in windows() {
+            for use_mask in [false, true] {
+                let msk = use_mask.then_some(&mkt);
+                let mv = Var::from_tensor(&tensor(&m)).unwrap();
+                let fast = lncc(&ft, mv.as_tensor(), fw, msk).unwrap();
+                let slow = lncc_slow(&ft, mv.as_tensor(), sw, msk).unwrap();
+                let (vf, vs) = (fast.to_scalar::<f32>().unwrap(), slow.to_scalar::<f32>().unwrap());
+                assert!(vs > 0.05 && vs < 0.95, "{fw:?}: a measure away from its bounds, got {vs}");
+                assert!((vf - vs).abs() < 1e-5, "{fw:?} mask {use_mask}: value {vf} vs slow twin {vs}");
+                let gf = fast.backward().unwrap().get(mv.as_tensor()).unwrap().flatten_all().unwrap();
+                let gs = slow.backward().unwrap().get(mv.as_tensor()).unwrap().flatten_all().unwrap();
+                let scale = gs.abs().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap();
+                let d = max_abs_diff(&gf, &gs);
+                assert!(scale > 0.0 && d < 1e-3 * scale, "{fw:?} mask {use_mask}: gradient off by {d} of {scale}");
+                // The plain kernel returns the loss (-lncc) and its gradient.
+                let fx = LnccFixed::new(&f, SHAPE, fw, use_mask.then_some(&mk[..])).unwrap();
+                let r = lncc_loss_grad(&fx, &m, true).unwrap();
+                assert!((r.loss + vs as f64).abs() < 1e-5);
+                let gk = Tensor::from_vec(r.grad, gf.shape(), &Device::Cpu).unwrap();
+                assert!(max_abs_diff(&gk, &gf.neg().unwrap()) < 1e-6 * scale.max(1.0));
+            }
+        }
+    }
+
+    #[test]
+    fn lncc_gradient_matches_finite_differences() {
+        let (f, m, mk) = (volume(3, 0.0), volume(4, 1.1), mask());
+        for (fw, _) in windows() {
+            let fx = LnccFixed::new(&f, SHAPE, fw, Some(&mk)).unwrap();
+            let r = lncc_loss_grad(&fx, &m, true).unwrap();
+            let scale = r.grad.iter().fold(0f32, |a, v| a.max(v.abs())) as f64;
+            let h = 0.05f32;
+            for i in (0..m.len()).step_by(37) {
+                let (mut p, mut q) = (m.clone(), m.clone());
+                p[i] += h;
+                q[i] -= h;
+                let lp = lncc_loss_grad(&fx, &p, false).unwrap().loss;
+                let lq = lncc_loss_grad(&fx, &q, false).unwrap().loss;
+                let fd = (lp - lq) / (2.0 * h as f64);
+                assert!(
+                    (fd - r.grad[i] as f64).abs() < 2e-2 * scale,
+                    "{fw:?} voxel {i}: dL/dm {} vs finite difference {fd} (scale {scale})",
+                    r.grad[i]
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn lncc_of_an_image_with_itself_is_one() {
+        let f = volume(5, 0.0);
+        let fx = LnccFixed::new(&f, SHAPE, LnccWindow::Box(5), None).unwrap();
+        let r = lncc_loss_grad(&fx, &f, true).unwrap();
+        assert!((r.loss + 1.0).abs() < 1e-4, "loss {}", r.loss);
+        // At the maximum the gradient is (nearly) zero.
+        assert!(r.grad.iter().all(|g| g.abs() < 1e-4));
+    }
+}

@@ -94,7 +94,33 @@ pub enum Window {
 /// `cc = cov(f, m)^2 / (var(f) var(m) + eps)`, then the mean of `cc` over the mask. Range `[0, 1]`, 1 for
 /// identical images (where both vary locally). Windows are zero-padded at the border. The guard `eps` is
 /// `1e-5 / n^2 + 1e-6 var(f) var(m)` (global variances), and `cc` is capped at 1.
+///
+/// On the CPU with a constant fixed image (the registration case) this runs the fused kernel
+/// [`crate::ops::lncc::lncc`] (differentiable in the moving image); otherwise, or when the fixed image
+/// needs a gradient too, [`lncc_slow`].
 pub fn lncc(fixed: &Tensor, moving: &Tensor, window: Window, mask: Option<&Tensor>) -> Result<Tensor> {
+    zyx_of(fixed, moving)?;
+    if fixed.track_op() || !fixed.device().is_cpu() || !moving.device().is_cpu() {
+        return lncc_slow(fixed, moving, window, mask);
+    }
+    if let Some(m) = mask {
+        if m.elem_count() != fixed.elem_count() {
+            return Err(Error::Shape {
+                op: "similarity mask".into(),
+                expected: format!("{} voxels", fixed.elem_count()),
+                actual: format!("{:?}", m.dims()),
+            });
+        }
+    }
+    let w = match window {
+        Window::Box(n) => crate::ops::lncc::LnccWindow::Box(n),
+        Window::Gaussian(s) => crate::ops::lncc::LnccWindow::Gaussian(s),
+    };
+    Ok(crate::ops::lncc::lncc(fixed, moving, w, mask)?)
+}
+
+/// [`lncc`] from differentiable tensor ops (in both images): the slow twin of the fused kernel.
+pub fn lncc_slow(fixed: &Tensor, moving: &Tensor, window: Window, mask: Option<&Tensor>) -> Result<Tensor> {
     let [z, y, x] = zyx_of(fixed, moving)?;
     let kern = match window {
         Window::Box(n) => box_kernel(n),

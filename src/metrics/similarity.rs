@@ -229,6 +229,16 @@ impl Metric {
         }
     }
 
+    /// The window of LNCC in the fused kernel's terms ([`crate::ops::lncc`]); `None` for other measures.
+    pub fn lncc_window(&self) -> Option<crate::ops::lncc::LnccWindow> {
+        use crate::ops::lncc::LnccWindow;
+        match (self.kind, self.window) {
+            (MetricKind::Lncc, Window::Box(n)) => Some(LnccWindow::Box(n)),
+            (MetricKind::Lncc, Window::Gaussian(s)) => Some(LnccWindow::Gaussian(s)),
+            _ => None,
+        }
+    }
+
     /// True for measures that need the image grid (LNCC windows, per-patch MI / CR); false for global
     /// measures, which can be evaluated on any set of sample points.
     pub fn is_local(&self) -> bool {

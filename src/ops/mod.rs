@@ -8,11 +8,13 @@
 //! | affine warp (points and sampling fused) | [`warp_affine`] | [`affine_grid_slow`] + [`grid_sample_slow`] |
 //! | displacement-field warp (fused) | [`warp_field`] | candle ops + [`grid_sample_slow`] |
 //! | separable local sums (LNCC windows) | [`local_filter`] | [`local_filter_slow`] (conv1d) |
+//! | local normalized cross-correlation with its gradient to the moving image | [`lncc::lncc`] ([`lncc::lncc_loss_grad`]) | [`crate::metrics::functional::lncc_slow`] |
 //! | Parzen-window moments and joint histograms (CR, MI), global or per patch | [`parzen::parzen_moments`], [`parzen::parzen_joint`] | [`parzen::parzen_moments_slow`], [`parzen::parzen_joint_slow`] |
 //! | a global measure (SSD, NCC, MI, NMI) on a point list through a linear map, with its gradient to the map | [`point_metric`] ([`point_metric::point_loss`]) | [`point_metric_slow`] |
 
 pub mod affine_grid;
 pub mod grid_sample;
+pub mod lncc;
 pub mod local_filter;
 pub mod parzen;
 pub mod point_metric;

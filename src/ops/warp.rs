@@ -252,3 +252,81 @@ pub fn warp_field(image: &Tensor, field: &Tensor, m: [f64; 12], r: [f64; 9], bor
     let out = [d[3], d[2], d[1]];
     image.contiguous()?.apply_op2(&field.contiguous()?, Warp { out, points: Points::Field { m, r }, border })
 }
+
+/// The field warp of [`warp_field`] (one channel, zero padding) on plain slices, with the derivative
+/// of each sample with respect to the displacement there: `out(v) = image(M h_v + R u(v))` and
+/// `du(v) = R^T grad image(M h_v + R u(v))` (per mm of displacement), so that for any upstream
+/// `g = dL/dout` the gradient of the field is `dL/du(v) = g(v) du(v)` (the backward of [`warp_field`]).
+///
+/// `image` is `shape` `[nx, ny, nz]` voxels, x fastest; `field` is `(3, Z', Y', X')` (x, y, z components,
+/// mm) on the target grid of `out` `[nx', ny', nz']` voxels. Returns `out` (`Z' Y' X'` values) and `du`
+/// (`(3, Z', Y', X')`, component-major like the field). Parallel over target z planes.
+///
+/// Errors: an image or field of another size.
+pub fn warp_field_with_grad(
+    image: &[f32],
+    shape: [usize; 3],
+    field: &[f32],
+    out: [usize; 3],
+    m: [f64; 12],
+    r: [f64; 9],
+) -> std::result::Result<(Vec<f32>, Vec<f32>), String> {
+    let [ox, oy, oz] = out;
+    let nout = ox * oy * oz;
+    if image.len() != shape.iter().product::<usize>() || image.is_empty() {
+        return Err(format!("warp_field_with_grad: image of {} voxels for shape {shape:?}", image.len()));
+    }
+    if field.len() != 3 * nout {
+        return Err(format!("warp_field_with_grad: field of {} values for 3 x {out:?}", field.len()));
+    }
+    let mut vals = vec![0f32; nout];
+    let mut du = vec![0f32; 3 * nout];
+    let (d0, rest) = du.split_at_mut(nout);
+    let (d1, d2) = rest.split_at_mut(nout);
+    let plane = ox * oy;
+    if plane == 0 {
+        return Ok((vals, du));
+    }
+    let rf: [f32; 9] = std::array::from_fn(|i| r[i] as f32);
+    vals.par_chunks_mut(plane)
+        .zip(d0.par_chunks_mut(plane))
+        .zip(d1.par_chunks_mut(plane))
+        .zip(d2.par_chunks_mut(plane))
+        .enumerate()
+        .for_each(|(k, (((o, a0), a1), a2))| {
+            for j in 0..oy {
+                for i in 0..ox {
+                    let t = j * ox + i;
+                    let v = k * plane + t;
+                    let h = [i as f64, j as f64, k as f64];
+                    let u = [field[v] as f64, field[nout + v] as f64, field[2 * nout + v] as f64];
+                    let mut p = [0f64; 3];
+                    for a in 0..3 {
+                        p[a] = m[4 * a] * h[0]
+                            + m[4 * a + 1] * h[1]
+                            + m[4 * a + 2] * h[2]
+                            + m[4 * a + 3]
+                            + r[3 * a] * u[0]
+                            + r[3 * a + 1] * u[1]
+                            + r[3 * a + 2] * u[2];
+                    }
+                    let c = corners_fast(p, shape, false);
+                    let (mut val, mut g) = (0f32, [0f32; 3]);
+                    for q in 0..8 {
+                        if c.idx[q] != usize::MAX {
+                            let iv = image[c.idx[q]];
+                            val += c.w[q] * iv;
+                            g[0] += c.dw[q][0] * iv;
+                            g[1] += c.dw[q][1] * iv;
+                            g[2] += c.dw[q][2] * iv;
+                        }
+                    }
+                    o[t] = val;
+                    a0[t] = rf[0] * g[0] + rf[3] * g[1] + rf[6] * g[2];
+                    a1[t] = rf[1] * g[0] + rf[4] * g[1] + rf[7] * g[2];
+                    a2[t] = rf[2] * g[0] + rf[5] * g[1] + rf[8] * g[2];
+                }
+            }
+        });
+    Ok((vals, du))
+}

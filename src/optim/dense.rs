@@ -80,6 +80,11 @@ pub struct DenseOptions {
     pub convergence: (usize, f64),
     /// Set to true (e.g. by Ctrl-C) to stop; the field reached so far is kept.
     pub cancel: Option<Arc<AtomicBool>>,
+    /// Run `Greedy` levels on the fused path ([`greedy_level_fused`]: the field warp with its
+    /// derivative, the fused LNCC, smoothing and the step on plain volumes) instead of tensors with
+    /// autograd. The two compute the same iterations up to rounding; `false` (the tensor path) is
+    /// the slow twin the tests compare against.
+    pub fused: bool,
 }
 
 impl DenseOptions {
@@ -104,6 +109,7 @@ impl DenseOptions {
             fixed_mask: None,
             convergence: (15, 1e-5),
             cancel: None,
+            fused: true,
         })
     }
 }
@@ -159,6 +165,182 @@ impl FieldAdam {
         }
         Ok((dir * (self.lr / norm))?)
     }
+}
+
+/// [`FieldAdam`] on a plain `(3, Z, Y, X)` vector (component-major), for the fused greedy path: the
+/// same moments, bias correction and normalization by the largest step vector, in f32.
+struct FieldAdamVec {
+    lr: f64,
+    t: i32,
+    m: Vec<f32>,
+    v: Vec<f32>,
+}
+
+impl FieldAdamVec {
+    fn new(lr: f64, n: usize) -> Self {
+        FieldAdamVec { lr, t: 0, m: vec![0.0; n], v: vec![0.0; n] }
+    }
+
+    /// Subtracts the step for the gradient `g` from `u` (both `3 n` values, component-major).
+    fn step(&mut self, g: &[f32], u: &mut [f32]) {
+        use rayon::prelude::*;
+        let (b1, b2, eps) = (0.9f32, 0.999f32, 1e-8f32);
+        self.t += 1;
+        let c1 = 1.0 / (1.0 - 0.9f64.powi(self.t)) as f32;
+        let c2 = 1.0 / (1.0 - 0.999f64.powi(self.t)) as f32;
+        // The direction overwrites the second moment's scratch copy: dir = mh / (sqrt(vh) + eps).
+        let mut dir = vec![0f32; g.len()];
+        dir.par_iter_mut().zip(self.m.par_iter_mut()).zip(self.v.par_iter_mut()).zip(g.par_iter()).for_each(
+            |(((d, m), v), &gv)| {
+                *m = b1 * *m + (1.0 - b1) * gv;
+                *v = b2 * *v + (1.0 - b2) * gv * gv;
+                *d = (*m * c1) / ((*v * c2).sqrt() + eps);
+            },
+        );
+        let n = g.len() / 3;
+        let (dx, rest) = dir.split_at(n);
+        let (dy, dz) = rest.split_at(n);
+        let norm = (0..n)
+            .into_par_iter()
+            .with_min_len(4096)
+            .map(|i| dx[i] * dx[i] + dy[i] * dy[i] + dz[i] * dz[i])
+            .reduce(|| 0f32, f32::max)
+            .sqrt() as f64;
+        if !(norm > 0.0 && norm.is_finite()) {
+            return;
+        }
+        let s = (self.lr / norm) as f32;
+        u.par_iter_mut().zip(dir.par_iter()).for_each(|(x, d)| *x -= d * s);
+    }
+}
+
+/// Gaussian smoothing of a plain `(3, Z, Y, X)` field of `shape` `[nx, ny, nz]` with `sigma` voxels, as
+/// [`smooth_field`] (identity for `sigma <= 0`).
+fn smooth_field_vec(u: &[f32], shape: [usize; 3], sigma: f64) -> Vec<f32> {
+    if sigma <= 0.0 {
+        return u.to_vec();
+    }
+    let k = gaussian_kernel(sigma);
+    crate::ops::local_filter::filter_volumes(u, shape, &[k.clone(), k.clone(), k])
+}
+
+/// What one greedy level reached: the last good field (`(3, Z, Y, X)` values), the losses and why it
+/// stopped.
+struct GreedyRun {
+    field: Vec<f32>,
+    losses: Vec<f64>,
+    stop: String,
+}
+
+/// One `Greedy` level on plain volumes: per iteration the fused field warp with its derivative
+/// ([`crate::ops::warp::warp_field_with_grad`]), the measure's gradient with respect to the warped image
+/// (the fused kernel [`crate::ops::lncc::lncc_loss_grad`] for LNCC; autograd of [`Metric::loss`] on the
+/// warped image for the others), the chain rule to the field, the regularizer's gradient (tensors),
+/// the smoothing of the gradient, the normalized Adam step and the smoothing of the field: the same
+/// iterations as the tensor path of [`iso_dense`], with no autograd graph over the warp.
+#[allow(clippy::too_many_arguments)]
+fn greedy_level_fused(
+    fixed: &Image,
+    moving: &Image,
+    init: &[f32],
+    mvox: [f64; 12],
+    r: [f64; 9],
+    metric: &Metric,
+    mask: Option<&Tensor>,
+    opts: &DenseOptions,
+    lr0: f64,
+    iters: usize,
+    bar: &indicatif::ProgressBar,
+) -> Result<GreedyRun> {
+    let g = fixed.grid().clone();
+    let shape = g.shape();
+    let nv = g.num_voxels();
+    let mdata = moving.to_vec_f32()?;
+    let mshape = moving.grid().shape();
+    let mvec = mask.map(|m| m.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()).transpose()?;
+    let lncc = match metric.lncc_window() {
+        Some(w) => Some(
+            crate::ops::lncc::LnccFixed::new(&fixed.to_vec_f32()?, shape, w, mvec.as_deref())
+                .map_err(|e| Error::arg("iso_dense", e))?,
+        ),
+        None => None,
+    };
+    let [z, y, x] = g.zyx();
+    let mut u = init.to_vec();
+    let mut good = u.clone();
+    let mut adam = FieldAdamVec::new(lr0, 3 * nv);
+    let mut conv = WindowedSlope::new(opts.convergence.0, opts.convergence.1);
+    let (mut losses, mut stop) = (Vec::with_capacity(iters), "iterations".to_string());
+    for it in 0..iters {
+        adam.lr = lr0 * (1.0 - 0.9 * it as f64 / iters.max(1) as f64);
+        if opts.cancel.as_ref().is_some_and(|c| c.load(Ordering::Relaxed)) {
+            stop = "cancelled".into();
+            break;
+        }
+        let (w, du) = crate::ops::warp::warp_field_with_grad(&mdata, mshape, &u, shape, mvox, r)
+            .map_err(|e| Error::arg("iso_dense", e))?;
+        let (sim, gw) = match &lncc {
+            Some(fx) => {
+                let l = crate::ops::lncc::lncc_loss_grad(fx, &w, true).map_err(|e| Error::arg("iso_dense", e))?;
+                (l.loss, l.grad)
+            }
+            None => {
+                let wv = Var::from_tensor(&Tensor::from_vec(w, (1, z, y, x), &candle_core::Device::Cpu)?)?;
+                let loss = metric.loss(fixed.data(), wv.as_tensor(), mask)?;
+                let lv = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+                let gr = loss.backward()?;
+                let gw = match gr.get(wv.as_tensor()) {
+                    Some(t) => t.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?,
+                    None => vec![0.0; nv],
+                };
+                (lv, gw)
+            }
+        };
+        let mut gu = du;
+        for c in 0..3 {
+            gu[c * nv..(c + 1) * nv].iter_mut().zip(&gw).for_each(|(d, gv)| *d *= gv);
+        }
+        let mut lv = sim;
+        if let Some(reg) = opts.regularizer {
+            let (wt, is_diff) = match reg {
+                Regularizer::Diffusion(w) => (w, true),
+                Regularizer::Bending(w) => (w, false),
+            };
+            if wt != 0.0 {
+                let uv = Var::from_tensor(&Tensor::from_slice(&u, (3, z, y, x), &candle_core::Device::Cpu)?)?;
+                let term = if is_diff {
+                    diffusion(uv.as_tensor(), g.spacing())?
+                } else {
+                    bending_energy(uv.as_tensor(), g.spacing())?
+                };
+                let term = (term.to_dtype(DType::F32)? * wt)?;
+                lv += term.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+                if let Some(t) = term.backward()?.get(uv.as_tensor()) {
+                    let tg = t.flatten_all()?.to_vec1::<f32>()?;
+                    gu.iter_mut().zip(&tg).for_each(|(a, b)| *a += b);
+                }
+            }
+        }
+        if !lv.is_finite() {
+            stop = "non-finite loss".into();
+            tracing::warn!("dense level: loss is {lv} (similarity {sim}); keeping the last finite field");
+            break;
+        }
+        losses.push(lv);
+        super::progress::tick(bar, lv);
+        good.copy_from_slice(&u);
+        if conv.push(lv) {
+            stop = "converged".into();
+            break;
+        }
+        let gs = smooth_field_vec(&gu, shape, opts.sigma_grad);
+        adam.step(&gs, &mut u);
+        u = smooth_field_vec(&u, shape, opts.sigma_field);
+    }
+    if stop != "non-finite loss" {
+        good = u;
+    }
+    Ok(GreedyRun { field: good, losses, stop })
 }
 
 /// A `(3, Z, Y, X)` field on `from` resampled onto `to` (trilinear, border), values kept in mm.
@@ -246,6 +428,42 @@ pub fn iso_dense(
         };
         let iters = s.iterations[l];
         let bar = super::progress::level_bar(model.name(), l, s.factors.len(), iters);
+        if opts.fused && model == DenseModel::Greedy && init.device().is_cpu() {
+            let start = init.flatten_all()?.to_vec1::<f32>()?;
+            let run = greedy_level_fused(
+                &fl.image,
+                &ml.image,
+                &start,
+                mvox,
+                r,
+                &metric,
+                mask.as_ref(),
+                opts,
+                s.lr[l],
+                iters,
+                &bar,
+            )?;
+            let good = Tensor::from_vec(run.field, init.shape(), init.device())?;
+            last_field = Some(Ddf::new(good.clone(), g.clone())?);
+            bar.finish_and_clear();
+            let stop = run.stop;
+            let losses = run.losses;
+            tracing::info!("dense level {l} (factor {}, fused): {} iterations, {stop}", s.factors[l], losses.len());
+            levels.push(LevelReport {
+                factor: s.factors[l],
+                iterations: losses.len(),
+                final_loss: losses.last().copied().unwrap_or(f64::NAN),
+                best_loss: losses.iter().copied().fold(f64::INFINITY, f64::min),
+                seconds: t0.elapsed().as_secs_f64(),
+                losses,
+                stop: stop.clone(),
+            });
+            param = Some((good, g));
+            if stop == "cancelled" {
+                break;
+            }
+            continue;
+        }
         let mut good = var.as_tensor().detach().copy()?;
         for it in 0..iters {
             // Linear decay to a tenth: the step bounds the field's jitter, so it must end small.
