@@ -137,7 +137,7 @@ pub enum Command {
         lr: Option<f64>,
         /// Random off-grid points per Adam iteration of the linear stages with a global measure (fresh
         /// each iteration; a level with fewer voxels uses all of them). Default 5000 (ssd, ncc, mi,
-        /// nmi: fused kernel), 20000 (cr).
+        /// nmi, cr: one fused kernel).
         #[arg(long)]
         points: Option<usize>,
         /// Points of the final L-BFGS refinement of the last linear stage (one fixed random draw at

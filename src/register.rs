@@ -102,7 +102,7 @@ pub struct RunControl {
     /// Set to true (Ctrl-C) to stop; the result so far is kept.
     pub cancel: Option<Arc<AtomicBool>>,
     /// Random points per iteration for global measures (`None`: [`Sampling::default_for`] the measure,
-    /// [`DEFAULT_POINTS`] for SSD, NCC, MI, NMI); local measures use the jittered grid.
+    /// [`DEFAULT_POINTS`] for SSD, NCC, MI, NMI, CR); local measures use the jittered grid.
     pub points: Option<usize>,
     /// The L-BFGS refinement after the last level of the last stage (global measures only); `None`:
     /// none. Default [`Polish::default`].

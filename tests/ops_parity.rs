@@ -317,6 +317,8 @@ mod point_metric {
             ("nmi", PointMeasure::Nmi(pp)),
             ("mi sigma 1", PointMeasure::Mi(PointParzen { parzen: Parzen { bins: 16, sigma: 1.0 }, ..pp })),
             ("mi sigma 0.2", PointMeasure::Mi(PointParzen { parzen: Parzen { bins: 16, sigma: 0.2 }, ..pp })),
+            ("cr", PointMeasure::Cr(pp)),
+            ("cr sigma 1", PointMeasure::Cr(PointParzen { parzen: Parzen { bins: 16, sigma: 1.0 }, ..pp })),
         ]
     }
 
@@ -413,6 +415,11 @@ mod point_metric {
         shuffled.fixed.rotate_left(777);
         let mi_off = point_loss(&PointMeasure::Mi(pp), &shuffled, &vol, &id).unwrap().loss;
         assert!(mi < mi_off - 0.5, "-MI aligned {mi} vs shuffled {mi_off}");
+        // CR: near 1 where one image is a function of the other (narrow windows), near 0 when shuffled.
+        let narrow = PointParzen { parzen: Parzen { bins: 64, sigma: 0.3 }, ..pp };
+        let cr = point_loss(&PointMeasure::Cr(narrow), &s, &vol, &id).unwrap().loss;
+        let cr_off = point_loss(&PointMeasure::Cr(narrow), &shuffled, &vol, &id).unwrap().loss;
+        assert!(cr < -0.95 && cr_off > -0.1, "-CR aligned {cr}, shuffled {cr_off}");
         // No point inside: loss 0, no gradient.
         let away = [1.0, 0.0, 0.0, 100.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0];
         let r = point_loss(&PointMeasure::Ncc, &s, &vol, &away).unwrap();

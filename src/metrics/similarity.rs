@@ -246,13 +246,15 @@ impl Metric {
     }
 
     /// Whether the measure has a fused point-list form ([`Metric::point_measure`], once the Parzen
-    /// ranges are set): global SSD, NCC, MI and NMI.
+    /// ranges are set): global SSD, NCC, MI, NMI and CR.
     pub fn has_point_form(&self) -> bool {
-        matches!(self.kind, MetricKind::Mse | MetricKind::Ncc | MetricKind::Mi | MetricKind::Nmi) && self.patch == 0
+        matches!(self.kind, MetricKind::Mse | MetricKind::Ncc | MetricKind::Mi | MetricKind::Nmi | MetricKind::Cr)
+            && self.patch == 0
     }
 
     /// The fused point-list form of this measure ([`crate::ops::point_metric`]), for global SSD, NCC,
-    /// MI and NMI; `None` for local and patch measures, the correlation ratio, and Parzen measures whose
+    /// MI, NMI and CR (not `shifted`, which has no meaning without patches); `None` for local and patch
+    /// measures, and Parzen measures whose
     /// intensity ranges are not both set (see [`Metric::set`]).
     pub fn point_measure(&self) -> Option<crate::ops::point_metric::PointMeasure> {
         use crate::ops::point_metric::{PointMeasure, PointParzen};
@@ -268,6 +270,7 @@ impl Metric {
             MetricKind::Ncc => Some(PointMeasure::Ncc),
             MetricKind::Mi if self.patch == 0 => parzen().map(PointMeasure::Mi),
             MetricKind::Nmi if self.patch == 0 => parzen().map(PointMeasure::Nmi),
+            MetricKind::Cr if self.patch == 0 => parzen().map(PointMeasure::Cr),
             _ => None,
         }
     }

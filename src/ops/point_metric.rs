@@ -17,6 +17,12 @@
 //! | [`PointMeasure::Ncc`] | `-cov(f, m) / (sd(f) sd(m) + 1e-12)` |
 //! | [`PointMeasure::Mi`] | `-(H(F) + H(M) - H(F, M))` of the Gaussian Parzen joint histogram (nats) |
 //! | [`PointMeasure::Nmi`] | `-(H(F) + H(M)) / (H(F, M) + 1e-12)` |
+//! | [`PointMeasure::Cr`] | `-(eta(M \| F) + eta(F \| M)) / 2`, the symmetric Parzen correlation ratio (seed 000 eqs. 1-3) |
+//!
+//! The correlation ratio `eta(Y | X) = sum_k n_k (ybar_k - ybar)^2 / (var(Y) + 1e-8)` bins X with the
+//! Parzen windows below (`n_k` the bin's share of the weight, `ybar_k` Y's weighted mean in bin `k`, with
+//! the `1e-12` guards of [`crate::metrics::functional::correlation_ratio`]); an `eta` whose Y does not
+//! vary (variance at most `1e-6` of its squared range over the counted points) counts 0, with no gradient.
 //!
 //! The Parzen windows are those of [`super::parzen`]: intensities mapped linearly onto bin coordinates
 //! (`range` onto `0 ..= bins - 1`, clamped, with zero derivative where clamped), Gaussian weights of
@@ -47,9 +53,11 @@ pub enum PointMeasure {
     Mi(PointParzen),
     /// Normalized mutual information `(H(F) + H(M)) / H(F, M)`.
     Nmi(PointParzen),
+    /// Symmetric Parzen correlation ratio `(eta(M | F) + eta(F | M)) / 2` (seed 000).
+    Cr(PointParzen),
 }
 
-/// Parzen windowing of [`PointMeasure::Mi`] / [`PointMeasure::Nmi`]: the kernel and the intensity
+/// Parzen windowing of [`PointMeasure::Mi`], [`PointMeasure::Nmi`] and [`PointMeasure::Cr`]: the kernel and the intensity
 /// ranges `(lo, hi)` (with `hi > lo`) of the fixed and moving images mapped onto the bins.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct PointParzen {
@@ -231,7 +239,7 @@ fn check(samples: &PointSamples, mv: &MovingVolume, measure: &PointMeasure) -> s
     if nx * ny * nz != mv.data.len() || mv.data.is_empty() {
         return Err(format!("point_metric: moving shape {:?} does not hold {} voxels", mv.shape, mv.data.len()));
     }
-    if let PointMeasure::Mi(pp) | PointMeasure::Nmi(pp) = measure {
+    if let PointMeasure::Mi(pp) | PointMeasure::Nmi(pp) | PointMeasure::Cr(pp) = measure {
         let ok = |r: (f64, f64)| r.0.is_finite() && r.1.is_finite() && r.1 > r.0;
         if pp.parzen.bins < 2 || pp.parzen.bins > 1024 || !(pp.parzen.sigma > 0.0 && pp.parzen.sigma <= 7.5) {
             return Err(format!("point_metric: bad Parzen kernel {:?}", pp.parzen));
@@ -361,6 +369,101 @@ pub fn point_loss(
             let (loss, g) = parzen_loss_grad(&hist[..bins * bins], bins, matches!(measure, PointMeasure::Nmi(_)));
             (loss, cnt as usize, Coef::Parzen { pp: *pp, kern, g: Arc::new(g) })
         }
+        PointMeasure::Cr(pp) => {
+            let bins = pp.parzen.bins;
+            let (flo, fs) = pp.scale(false);
+            let (mlo, ms) = pp.scale(true);
+            let kern = Kernel::new(pp.parzen);
+            // [A0 (bins), A1 (bins), B0 (bins), B1 (bins), count, sum f, sum ff, sum m, sum mm,
+            //  min f, max f, min m, max m]: A over the fixed image's bins (weights of f, values m), B over
+            //  the moving image's (weights of m, values f).
+            let nacc = 4 * bins + 9;
+            let sums = sampled
+                .par_chunks(CHUNK)
+                .enumerate()
+                .map(|(b, ch)| {
+                    let mut acc = vec![0f64; nacc];
+                    let t0 = 4 * bins;
+                    acc[t0 + 5] = f64::INFINITY;
+                    acc[t0 + 6] = f64::NEG_INFINITY;
+                    acc[t0 + 7] = f64::INFINITY;
+                    acc[t0 + 8] = f64::NEG_INFINITY;
+                    let (mut wa, mut da, mut wb, mut db) = ([0f64; 64], [0f64; 64], [0f64; 64], [0f64; 64]);
+                    for (t, sp) in ch.iter().enumerate() {
+                        if !sp.inside {
+                            continue;
+                        }
+                        let (f, m) = (samples.fixed[b * CHUNK + t] as f64, sp.m as f64);
+                        let (ua, _) = to_bin(f, flo, fs, bins);
+                        let (ub, _) = to_bin(m, mlo, ms, bins);
+                        let (la, ha) = kern.weights(ua, &mut wa, &mut da);
+                        let (lb, hb) = kern.weights(ub, &mut wb, &mut db);
+                        for k in la..=ha {
+                            acc[k] += wa[k - la];
+                            acc[bins + k] += wa[k - la] * m;
+                        }
+                        for l in lb..=hb {
+                            acc[2 * bins + l] += wb[l - lb];
+                            acc[3 * bins + l] += wb[l - lb] * f;
+                        }
+                        acc[t0] += 1.0;
+                        acc[t0 + 1] += f;
+                        acc[t0 + 2] += f * f;
+                        acc[t0 + 3] += m;
+                        acc[t0 + 4] += m * m;
+                        acc[t0 + 5] = acc[t0 + 5].min(f);
+                        acc[t0 + 6] = acc[t0 + 6].max(f);
+                        acc[t0 + 7] = acc[t0 + 7].min(m);
+                        acc[t0 + 8] = acc[t0 + 8].max(m);
+                    }
+                    acc
+                })
+                .reduce(
+                    || {
+                        let mut v = vec![0f64; nacc];
+                        v[4 * bins + 5] = f64::INFINITY;
+                        v[4 * bins + 6] = f64::NEG_INFINITY;
+                        v[4 * bins + 7] = f64::INFINITY;
+                        v[4 * bins + 8] = f64::NEG_INFINITY;
+                        v
+                    },
+                    |mut x, y| {
+                        let t0 = 4 * bins;
+                        for k in 0..t0 + 5 {
+                            x[k] += y[k];
+                        }
+                        x[t0 + 5] = x[t0 + 5].min(y[t0 + 5]);
+                        x[t0 + 6] = x[t0 + 6].max(y[t0 + 6]);
+                        x[t0 + 7] = x[t0 + 7].min(y[t0 + 7]);
+                        x[t0 + 8] = x[t0 + 8].max(y[t0 + 8]);
+                        x
+                    },
+                );
+            let t0 = 4 * bins;
+            let cnt = sums[t0];
+            if cnt == 0.0 {
+                return Ok(zero);
+            }
+            // eta(M | F): A bins, Y = m; eta(F | M): B bins, Y = f.
+            let ym = CrSide::new(
+                &sums[..bins],
+                &sums[bins..2 * bins],
+                cnt,
+                sums[t0 + 3],
+                sums[t0 + 4],
+                sums[t0 + 8] - sums[t0 + 7],
+            );
+            let yf = CrSide::new(
+                &sums[2 * bins..3 * bins],
+                &sums[3 * bins..t0],
+                cnt,
+                sums[t0 + 1],
+                sums[t0 + 2],
+                sums[t0 + 6] - sums[t0 + 5],
+            );
+            let loss = -(ym.eta + yf.eta) / 2.0;
+            (loss, cnt as usize, Coef::Cr { pp: *pp, kern, ym: Arc::new(ym), yf: Arc::new(yf), cnt })
+        }
     };
     // Second pass: dL/dA = sum_i c_i grad m(q_i) [x_i, 1]^T.
     let grad = sampled
@@ -403,6 +506,38 @@ pub fn point_loss(
                         }
                         s * dub
                     }
+                    Coef::Cr { pp, kern, ym, yf, cnt } => {
+                        let m = sp.m as f64;
+                        let bins = pp.parzen.bins;
+                        let (flo, fs) = pp.scale(false);
+                        let (mlo, ms) = pp.scale(true);
+                        // d eta(M | F) / dm_i: m_i enters A1 (weights of f_i), the mean and the variance.
+                        let mut d1 = 0.0;
+                        if ym.valid {
+                            let (ua, _) = to_bin(f, flo, fs, bins);
+                            let (la, ha) = kern.weights(ua, &mut wa, &mut da);
+                            let mut s1 = 0.0;
+                            for k in la..=ha {
+                                s1 += wa[k - la] * ym.g1[k];
+                            }
+                            let n = cnt + 1e-12;
+                            d1 = (s1 + ym.dmean / n) / ym.den - ym.eta / ym.den * 2.0 * (m - ym.mean) / n;
+                        }
+                        // d eta(F | M) / dm_i: m_i moves its own Parzen weights over the B bins.
+                        let mut d2 = 0.0;
+                        if yf.valid {
+                            let (ub, dub) = to_bin(m, mlo, ms, bins);
+                            if dub != 0.0 {
+                                let (lb, hb) = kern.weights(ub, &mut wb, &mut db);
+                                let mut s2 = 0.0;
+                                for l in lb..=hb {
+                                    s2 += db[l - lb] * (yf.g0[l] + yf.g1[l] * f);
+                                }
+                                d2 = s2 * dub / yf.den;
+                            }
+                        }
+                        -(d1 + d2) / 2.0
+                    }
                 };
                 if c == 0.0 {
                     continue;
@@ -427,6 +562,55 @@ enum Coef {
     Mse { cnt: f64 },
     Ncc { fbar: f64, mbar: f64, a1: f64, a2: f64 },
     Parzen { pp: PointParzen, kern: Kernel, g: Arc<Vec<f64>> },
+    Cr { pp: PointParzen, kern: Kernel, ym: Arc<CrSide>, yf: Arc<CrSide>, cnt: f64 },
+}
+
+/// One side `eta(Y | X)` of the correlation ratio from its sums: the Parzen weight `s0_k` of X's bins and
+/// the weighted sums `s1_k` of Y, the count and Y's sum and sum of squares; with the derivatives of
+/// `C = sum_k n_k (ybar_k - ybar)^2` that the second pass needs.
+struct CrSide {
+    eta: f64,
+    /// Whether Y varies (else `eta` counts 0, with no gradient).
+    valid: bool,
+    mean: f64,
+    /// `var(Y) + 1e-8`.
+    den: f64,
+    /// `dC / dybar`.
+    dmean: f64,
+    /// `dC / ds0_k` (all terms, the total weight's included).
+    g0: Vec<f64>,
+    /// `dC / ds1_k`.
+    g1: Vec<f64>,
+}
+
+impl CrSide {
+    fn new(s0: &[f64], s1: &[f64], cnt: f64, sy: f64, syy: f64, range: f64) -> Self {
+        const E: f64 = 1e-12;
+        let n = cnt + E;
+        let mean = sy / n;
+        let var = syy / n - mean * mean;
+        let total = s0.iter().sum::<f64>() + E;
+        let bins = s0.len();
+        let (mut c, mut dmean) = (0.0, 0.0);
+        let mut r = vec![0f64; bins];
+        for k in 0..bins {
+            r[k] = s1[k] / (s0[k] + E) - mean;
+            let nk = s0[k] / total;
+            c += nk * r[k] * r[k];
+            dmean -= 2.0 * nk * r[k];
+        }
+        let g1: Vec<f64> = (0..bins).map(|k| 2.0 * s0[k] / total * r[k] / (s0[k] + E)).collect();
+        let g0: Vec<f64> = (0..bins)
+            .map(|k| {
+                let q = s0[k] + E;
+                r[k] * r[k] / total - 2.0 * s0[k] / total * r[k] * s1[k] / (q * q) - c / total
+            })
+            .collect();
+        let scale = range.max(1e-12);
+        let valid = var > 1e-6 * scale * scale;
+        let den = var + 1e-8;
+        CrSide { eta: if valid { c / den } else { 0.0 }, valid, mean, den, dmean, g0, g1 }
+    }
 }
 
 /// The loss (`-MI`, or `-NMI` when `normalized`) of a joint histogram `(bins, bins)` (fixed along rows)
@@ -582,5 +766,6 @@ pub fn point_metric_slow(
         PointMeasure::Nmi(pp) => {
             f::normalized_mutual_information(&fv, &m, &po(pp), 0, Some(&inside)).map_err(err)?.neg()?
         }
+        PointMeasure::Cr(pp) => f::correlation_ratio(&fv, &m, &po(pp), 0, false, Some(&inside)).map_err(err)?.neg()?,
     })
 }

@@ -168,8 +168,8 @@ pub enum Sampling {
 impl Sampling {
     /// The default for a measure: for global measures with a fused form ([`Metric::has_point_form`])
     /// [`DEFAULT_POINTS`] random points per iteration (elastix uses 2 048; Adam's steps average the
-    /// noise of a draw over the next ones, and [`Polish`] removes what is left), for the other global
-    /// ones (the correlation ratio, evaluated with tensors) 20 000, the jittered grid for local ones.
+    /// noise of a draw over the next ones, and [`Polish`] removes what is left): SSD, NCC, MI, NMI and
+    /// CR; 20 000 for any other global one (evaluated with tensors), the jittered grid for local ones.
     pub fn default_for(metric: &Metric) -> Sampling {
         if metric.is_local() {
             Sampling::Jittered
