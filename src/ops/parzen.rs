@@ -121,6 +121,66 @@ impl Parzen {
     }
 }
 
+/// The Parzen kernel of [`Parzen`] with its constants worked out once (shared by the kernels here and
+/// [`super::point_metric`]): radius `ceil(4 sigma)`, `1 / sigma^2` and the
+/// recurrence factor `exp(-1 / sigma^2)`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ParzenKernel {
+    parzen: Parzen,
+    radius: f64,
+    is2: f64,
+    decay: f64,
+}
+
+impl ParzenKernel {
+    pub(crate) fn new(parzen: Parzen) -> Self {
+        let is2 = 1.0 / (parzen.sigma * parzen.sigma);
+        ParzenKernel { parzen, radius: (4.0 * parzen.sigma).ceil(), is2, decay: (-is2).exp() }
+    }
+
+    /// The normalized truncated Gaussian weights of `u` (in `[0, bins - 1]`) and their derivatives, as
+    /// [`Parzen::weights`] computes them, with two exponentials instead of one per bin:
+    /// `w_{k+1} = w_k q_k`, `q_{k+1} = q_k exp(-1 / sigma^2)`. Kernels narrower than 0.25 bin widths
+    /// (where the recurrence could overflow) take [`Parzen::weights`].
+    #[inline(always)]
+    pub(crate) fn weights(&self, u: f64, w: &mut [f64; 64], dw: &mut [f64; 64]) -> (usize, usize) {
+        if self.parzen.sigma < 0.25 || !u.is_finite() || u < 0.0 {
+            return self.parzen.weights(u, w, dw);
+        }
+        // ceil(u - r) and floor(u + r) by truncation (no libm call): u + r > 0.
+        let x = u - self.radius;
+        let t = x as i64;
+        let lo = if (t as f64) < x { t + 1 } else { t }.max(0) as usize;
+        let hi = ((u + self.radius) as usize).min(self.parzen.bins - 1);
+        if hi < lo {
+            return (1, 0);
+        }
+        let is2 = self.is2;
+        let d0 = u - lo as f64;
+        let mut wk = (-0.5 * d0 * d0 * is2).exp();
+        let mut q = ((d0 - 0.5) * is2).exp();
+        let (mut sw, mut sd) = (0.0, 0.0);
+        for k in 0..=hi - lo {
+            let d = d0 - k as f64;
+            w[k] = wk;
+            dw[k] = -d * is2 * wk;
+            sw += wk;
+            sd += dw[k];
+            wk *= q;
+            q *= self.decay;
+        }
+        if sw <= 0.0 {
+            return (1, 0);
+        }
+        let inv = 1.0 / sw;
+        for k in 0..=hi - lo {
+            dw[k] = (dw[k] - w[k] * inv * sd) * inv;
+            w[k] *= inv;
+        }
+        (lo, hi)
+    }
+}
+
 #[derive(Clone, Debug)]
 struct Moments {
     layout: PatchLayout,
@@ -223,6 +283,7 @@ impl CustomOp2 for Moments {
         let y = f32_slice("parzen_moments", s2, l2)?;
         let b = self.parzen.bins;
         let width = 2 * b + 3;
+        let kern = ParzenKernel::new(self.parzen);
         let acc = accumulate(&self.layout, width, |a, v| {
             let m = mask_at(&self.mask, v);
             if m == 0.0 {
@@ -230,7 +291,7 @@ impl CustomOp2 for Moments {
             }
             let (uv, yv) = (u[v] as f64, y[v] as f64);
             let (mut w, mut dw) = ([0f64; 64], [0f64; 64]);
-            let (lo, hi) = self.parzen.weights(uv, &mut w, &mut dw);
+            let (lo, hi) = kern.weights(uv, &mut w, &mut dw);
             for k in lo..=hi {
                 let wk = w[k - lo] * m;
                 a[k] += wk;
@@ -249,10 +310,11 @@ impl CustomOp2 for Moments {
         let yv = y.flatten_all()?.to_vec1::<f32>()?;
         let b = self.parzen.bins;
         let width = 2 * b + 3;
+        let kern = ParzenKernel::new(self.parzen);
         let (gu, gy) = voxel_grads(&self.layout, &self.mask, &g, width, |v, gp| {
             let (x, yy) = (uv[v] as f64, yv[v] as f64);
             let (mut w, mut dw) = ([0f64; 64], [0f64; 64]);
-            let (lo, hi) = self.parzen.weights(x, &mut w, &mut dw);
+            let (lo, hi) = kern.weights(x, &mut w, &mut dw);
             let (mut a, mut by) = (0f64, 0f64);
             for kk in lo..=hi {
                 a += dw[kk - lo] * (gp[kk] as f64 + gp[b + kk] as f64 * yy);
@@ -274,6 +336,7 @@ impl CustomOp2 for Joint {
         let bb = f32_slice("parzen_joint", s2, l2)?;
         let b = self.parzen.bins;
         let width = b * b + 1;
+        let kern = ParzenKernel::new(self.parzen);
         let acc = accumulate(&self.layout, width, |h, v| {
             let m = mask_at(&self.mask, v);
             if m == 0.0 {
@@ -282,8 +345,8 @@ impl CustomOp2 for Joint {
             let (av, bv) = (a[v] as f64, bb[v] as f64);
             let (mut wa_, mut dwa) = ([0f64; 64], [0f64; 64]);
             let (mut wb, mut dwb) = ([0f64; 64], [0f64; 64]);
-            let (alo, ahi) = self.parzen.weights(av, &mut wa_, &mut dwa);
-            let (blo, bhi) = self.parzen.weights(bv, &mut wb, &mut dwb);
+            let (alo, ahi) = kern.weights(av, &mut wa_, &mut dwa);
+            let (blo, bhi) = kern.weights(bv, &mut wb, &mut dwb);
             for k in alo..=ahi {
                 let wa = wa_[k - alo] * m;
                 let row = &mut h[k * b..(k + 1) * b];
@@ -302,11 +365,12 @@ impl CustomOp2 for Joint {
         let bv = bt.flatten_all()?.to_vec1::<f32>()?;
         let b = self.parzen.bins;
         let width = b * b + 1;
+        let kern = ParzenKernel::new(self.parzen);
         let (ga, gb) = voxel_grads(&self.layout, &self.mask, &g, width, |v, gp| {
             let (mut wa, mut dwa) = ([0f64; 64], [0f64; 64]);
             let (mut wb, mut dwb) = ([0f64; 64], [0f64; 64]);
-            let (alo, ahi) = self.parzen.weights(av[v] as f64, &mut wa, &mut dwa);
-            let (blo, bhi) = self.parzen.weights(bv[v] as f64, &mut wb, &mut dwb);
+            let (alo, ahi) = kern.weights(av[v] as f64, &mut wa, &mut dwa);
+            let (blo, bhi) = kern.weights(bv[v] as f64, &mut wb, &mut dwb);
             let (mut sa, mut sb) = (0f64, 0f64);
             for kk in alo..=ahi {
                 let row = &gp[kk * b..(kk + 1) * b];

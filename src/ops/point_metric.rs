@@ -39,7 +39,7 @@ use std::sync::{Arc, Mutex};
 use candle_core::{CpuStorage, CustomOp1, DType, Device, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::parzen::Parzen;
+use super::parzen::{Parzen, ParzenKernel};
 use super::trilinear::corners_fast;
 
 /// The measures [`point_loss`] fuses.
@@ -151,65 +151,6 @@ fn sample_one(mv: &MovingVolume, a: &[f64; 12], p: &[f32]) -> Sampled {
         }
     }
     Sampled { m, g, inside: true }
-}
-
-/// The Parzen kernel with its constants worked out once: radius `ceil(4 sigma)`, `1 / sigma^2` and the
-/// recurrence factor `exp(-1 / sigma^2)`.
-#[derive(Clone, Copy, Debug)]
-struct Kernel {
-    parzen: Parzen,
-    radius: f64,
-    is2: f64,
-    decay: f64,
-}
-
-impl Kernel {
-    fn new(parzen: Parzen) -> Self {
-        let is2 = 1.0 / (parzen.sigma * parzen.sigma);
-        Kernel { parzen, radius: (4.0 * parzen.sigma).ceil(), is2, decay: (-is2).exp() }
-    }
-
-    /// The normalized truncated Gaussian weights of `u` (in `[0, bins - 1]`) and their derivatives, as
-    /// [`Parzen::weights`] computes them, with two exponentials instead of one per bin:
-    /// `w_{k+1} = w_k q_k`, `q_{k+1} = q_k exp(-1 / sigma^2)`. Kernels narrower than 0.25 bin widths
-    /// (where the recurrence could overflow) take [`Parzen::weights`].
-    #[inline(always)]
-    fn weights(&self, u: f64, w: &mut [f64; 64], dw: &mut [f64; 64]) -> (usize, usize) {
-        if self.parzen.sigma < 0.25 || !u.is_finite() || u < 0.0 {
-            return self.parzen.weights(u, w, dw);
-        }
-        // ceil(u - r) and floor(u + r) by truncation (no libm call): u + r > 0.
-        let x = u - self.radius;
-        let t = x as i64;
-        let lo = if (t as f64) < x { t + 1 } else { t }.max(0) as usize;
-        let hi = ((u + self.radius) as usize).min(self.parzen.bins - 1);
-        if hi < lo {
-            return (1, 0);
-        }
-        let is2 = self.is2;
-        let d0 = u - lo as f64;
-        let mut wk = (-0.5 * d0 * d0 * is2).exp();
-        let mut q = ((d0 - 0.5) * is2).exp();
-        let (mut sw, mut sd) = (0.0, 0.0);
-        for k in 0..=hi - lo {
-            let d = d0 - k as f64;
-            w[k] = wk;
-            dw[k] = -d * is2 * wk;
-            sw += wk;
-            sd += dw[k];
-            wk *= q;
-            q *= self.decay;
-        }
-        if sw <= 0.0 {
-            return (1, 0);
-        }
-        let inv = 1.0 / sw;
-        for k in 0..=hi - lo {
-            dw[k] = (dw[k] - w[k] * inv * sd) * inv;
-            w[k] *= inv;
-        }
-        (lo, hi)
-    }
 }
 
 /// Bin coordinate of `v` and its derivative (0 where clamped).
@@ -325,7 +266,7 @@ pub fn point_loss(
             let bins = pp.parzen.bins;
             let (flo, fs) = pp.scale(false);
             let (mlo, ms) = pp.scale(true);
-            let kern = Kernel::new(pp.parzen);
+            let kern = ParzenKernel::new(pp.parzen);
             let hist = sampled
                 .par_chunks(CHUNK)
                 .enumerate()
@@ -373,7 +314,7 @@ pub fn point_loss(
             let bins = pp.parzen.bins;
             let (flo, fs) = pp.scale(false);
             let (mlo, ms) = pp.scale(true);
-            let kern = Kernel::new(pp.parzen);
+            let kern = ParzenKernel::new(pp.parzen);
             // [A0 (bins), A1 (bins), B0 (bins), B1 (bins), count, sum f, sum ff, sum m, sum mm,
             //  min f, max f, min m, max m]: A over the fixed image's bins (weights of f, values m), B over
             //  the moving image's (weights of m, values f).
@@ -561,8 +502,8 @@ pub fn point_loss(
 enum Coef {
     Mse { cnt: f64 },
     Ncc { fbar: f64, mbar: f64, a1: f64, a2: f64 },
-    Parzen { pp: PointParzen, kern: Kernel, g: Arc<Vec<f64>> },
-    Cr { pp: PointParzen, kern: Kernel, ym: Arc<CrSide>, yf: Arc<CrSide>, cnt: f64 },
+    Parzen { pp: PointParzen, kern: ParzenKernel, g: Arc<Vec<f64>> },
+    Cr { pp: PointParzen, kern: ParzenKernel, ym: Arc<CrSide>, yf: Arc<CrSide>, cnt: f64 },
 }
 
 /// One side `eta(Y | X)` of the correlation ratio from its sums: the Parzen weight `s0_k` of X's bins and
