@@ -122,7 +122,8 @@ pub enum Command {
         /// Similarity measure with options, e.g. `mi`, `cr_patch[patch=8]`, `ncc`, `lncc[window=9]`.
         #[arg(long, default_value = "mi")]
         metric: String,
-        /// Measure of the linear stages when --metric is local (lncc, *_patch); default mi.
+        /// Measure of the linear stages of a dense recipe (syn, svf, bspline) when --metric is local
+        /// (lncc, *_patch); default mi. A linear recipe uses --metric itself unless this is given.
         #[arg(long)]
         linear_metric: Option<String>,
         /// Number of pyramid levels of the linear stages (factors 2^(scales-1) .. 1).

@@ -197,7 +197,7 @@ pub struct RegisterArgs {
     pub fixed_mask: Option<PathBuf>,
     pub transform: String,
     pub metric: String,
-    /// The measure of the linear stages when `metric` is local (default `mi`).
+    /// The measure of the linear stages (default: [`linear_metric_for`] the metric and recipe).
     pub linear_metric: Option<String>,
     pub scales: usize,
     pub iterations: Vec<usize>,
@@ -288,16 +288,28 @@ impl Registration {
     }
 }
 
+/// The measure of the linear stages of a recipe whose (dense or only) measure is `metric`: `metric`
+/// itself, except that a dense recipe (`with_dense`) with a local measure (LNCC, patch MI / CR) aligns
+/// globally with Parzen MI first (ANTs' habit: MI for the affine stages, CC for SyN).
+///
+/// Errors: none in practice (the name `mi` is known).
+pub fn linear_metric_for(metric: &Metric, with_dense: bool) -> Result<Metric> {
+    if with_dense && metric.is_local() {
+        Metric::new("mi")
+    } else {
+        Ok(metric.clone())
+    }
+}
+
 /// Registers `moving` to `fixed` as `a` asks (images already loaded).
 ///
 /// Errors: unknown names (with suggestions), bad options, registration errors.
 pub fn register_images(fixed: &Image, moving: &Image, mask: Option<&Image>, a: &RegisterArgs) -> Result<Registration> {
     let (kinds, dense) = recipe(&a.transform)?;
     let metric = crate::measure::parse_metric(&a.metric)?;
-    let linear_metric = match (&a.linear_metric, metric.is_local()) {
-        (Some(m), _) => crate::measure::parse_metric(m)?,
-        (None, false) => metric.clone(),
-        (None, true) => Metric::new("mi")?,
+    let linear_metric = match &a.linear_metric {
+        Some(m) => crate::measure::parse_metric(m)?,
+        None => linear_metric_for(&metric, dense.is_some())?,
     };
     let mut schedule = Schedule::new(a.scales, &a.iterations, 1.0)?;
     schedule.lr = match a.lr {

@@ -406,3 +406,29 @@ fn fused_greedy_levels_match_the_tensor_path() {
         assert!(l0[l0.len() - 1] < l0[0], "{name}: the first level's loss falls ({} -> {})", l0[0], l0[l0.len() - 1]);
     }
 }
+
+#[test]
+fn a_linear_recipe_uses_a_local_metric_as_given_and_a_dense_one_aligns_with_mi_first() {
+    // `--transform rigid --metric lncc` runs LNCC in the rigid stage (as ANTs' `-t Rigid -m CC`); with
+    // `syn` the linear stages before the field use MI unless `--linear-metric` names another.
+    let dir = tempfile::tempdir().unwrap();
+    let t1 = common::data("avg152/avg152T1.nii");
+    let run = |transform: &str, extra: &[&str]| -> serde_json::Value {
+        let prefix = dir.path().join(transform);
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_regsh"))
+            .args(["register", "--fixed", t1.to_str().unwrap(), "--moving", t1.to_str().unwrap()])
+            .args(["--transform", transform, "--metric", "lncc", "--scales", "1", "--iterations", "2"])
+            .args(["--polish", "0", "--dense-iterations", "1", "--out", prefix.to_str().unwrap()])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let report = dir.path().join(format!("{transform}_report.json"));
+        serde_json::from_slice(&std::fs::read(report).unwrap()).unwrap()
+    };
+    let name = |r: &serde_json::Value| r["linear_metric"].as_str().unwrap().to_string();
+    let rigid = name(&run("rigid", &[]));
+    assert!(rigid.starts_with("lncc"), "rigid: {rigid}");
+    assert!(name(&run("syn", &[])).starts_with("mi"));
+    assert!(name(&run("affine", &["--linear-metric", "ncc"])).starts_with("ncc"));
+}

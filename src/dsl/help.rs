@@ -534,7 +534,7 @@ pub static HELP: &[Help] = &[
         summary: "A recipe: translation, rigid, similarity, affine (rigid then affine), or affine then a dense stage: syn (greedy field), svf, bspline",
         options: &[
             o("transform", "affine", "translation, rigid, similarity, affine, syn, svf, bspline"),
-            o("metric", "mi", "similarity measure (a metric value or name); linear stages use mi when it is local (lncc, *_patch)"),
+            o("metric", "mi", "similarity measure (a metric value or name); in a dense recipe the linear stages use mi when it is local (lncc, *_patch), a linear recipe uses it as given"),
             o("scales", "3", "pyramid levels of the linear stages"),
             o("iterations", "100,..,60,40", "iterations per level of the linear stages, coarse to fine"),
             o("lr", "0.25*factor+0.25", "learning rate of the linear stages (one number for all levels), mm per step"),

@@ -210,7 +210,7 @@ pub fn register(
 ) -> Result<RegState> {
     let (kinds, model) = crate::register::recipe(recipe)?;
     let t0 = Instant::now();
-    let linear_metric = if metric.is_local() { Metric::new("mi")? } else { metric.clone() };
+    let linear_metric = crate::register::linear_metric_for(metric, model.is_some())?;
     let (t, stages) =
         register_linear_with(fixed, moving, &kinds, &linear_metric, schedule, method, fixed_mask, control)?;
     let state = RegState {
