@@ -213,7 +213,14 @@ fn parzen_kernels_match_dense_twins_with_patches_and_mask() {
     )
     .unwrap();
     let mask: Vec<f32> = rand_vec(n, 53).iter().map(|v| if *v > 0.2 { 1.0 } else { 0.0 }).collect();
-    for (layout, sigma) in [(PatchLayout::global(shape), 0.5), (PatchLayout::new(shape, [4, 3, 3], [2, 1, 1]), 0.8)] {
+    // Sigmas on both sides of the weight recurrence's fallback (0.25) and a wide kernel.
+    let layouts = [
+        (PatchLayout::global(shape), 0.5),
+        (PatchLayout::new(shape, [4, 3, 3], [2, 1, 1]), 0.8),
+        (PatchLayout::global(shape), 0.2),
+        (PatchLayout::new(shape, [4, 3, 3], [0, 0, 0]), 2.5),
+    ];
+    for (layout, sigma) in layouts {
         let pz = Parzen { bins, sigma };
         let m = Some(Arc::new(mask.clone()));
         for joint in [false, true] {
@@ -530,5 +537,12 @@ mod lncc {
         assert!((r.loss + 1.0).abs() < 1e-4, "loss {}", r.loss);
         // At the maximum the gradient is (nearly) zero.
         assert!(r.grad.iter().all(|g| g.abs() < 1e-4));
+        // A flat moving image (every window's variance clamped at 0): LNCC 0 with a finite gradient,
+        // as the slow twin.
+        let flat = vec![42.0f32; f.len()];
+        let r = lncc_loss_grad(&fx, &flat, true).unwrap();
+        let slow = lncc_slow(&tensor(&f), &tensor(&flat), Window::Box(5), None).unwrap().to_scalar::<f32>().unwrap();
+        assert!(r.loss.abs() < 1e-6 && slow.abs() < 1e-6, "flat: fused {} slow {slow}", -r.loss);
+        assert!(r.grad.iter().all(|g| g.is_finite()));
     }
 }

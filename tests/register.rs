@@ -381,6 +381,8 @@ fn fused_greedy_levels_match_the_tensor_path() {
         let mut opts = DenseOptions::defaults(DenseModel::Greedy, Metric::new(name).unwrap(), &g).unwrap();
         opts.schedule = Schedule::new(2, &[8, 6], 1.0).unwrap();
         opts.schedule.lr = vec![2.0, 1.0];
+        // A short convergence window, so that the two paths must also agree on where a level stops.
+        opts.convergence = (4, 1e-3);
         opts.regularizer = reg;
         opts.fixed_mask = masked.then(|| brain.clone());
         let fast = iso_dense(&fixed, &moving, &id, DenseModel::Greedy, &opts).unwrap();
@@ -401,7 +403,11 @@ fn fused_greedy_levels_match_the_tensor_path() {
         assert!(moved > 1.0, "{name}: the field moved ({moved} mm)");
         // Adam's direction m / sqrt(v) is scale-free, so rounding in the regularizer's tiny background
         // gradients moves a few voxels by up to about 0.01 mm (1e-5 mm without a regularizer).
-        assert!(diff < 5e-2 && mean < 1e-3, "{name}: fused and tensor fields differ by {diff} mm (mean {mean} mm)");
+        let (max_bound, mean_bound) = if reg.is_some() { (5e-2, 1e-3) } else { (1e-4, 1e-5) };
+        assert!(
+            diff < max_bound && mean < mean_bound,
+            "{name} {reg:?}: fused and tensor fields differ by {diff} mm (mean {mean} mm)"
+        );
         let l0 = &fast.levels[0].losses;
         assert!(l0[l0.len() - 1] < l0[0], "{name}: the first level's loss falls ({} -> {})", l0[0], l0[l0.len() - 1]);
     }

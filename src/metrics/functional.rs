@@ -98,6 +98,9 @@ pub enum Window {
 /// On the CPU with a constant fixed image (the registration case) this runs the fused kernel
 /// [`crate::ops::lncc::lncc`] (differentiable in the moving image); otherwise, or when the fixed image
 /// needs a gradient too, [`lncc_slow`].
+///
+/// Errors: shapes that differ or are not `(Z, Y, X)` / `(1, Z, Y, X)`; a mask of another size; an empty
+/// mask (the fused kernel; [`crate::metrics::Metric::measure`] refuses one for every measure).
 pub fn lncc(fixed: &Tensor, moving: &Tensor, window: Window, mask: Option<&Tensor>) -> Result<Tensor> {
     zyx_of(fixed, moving)?;
     if fixed.track_op() || !fixed.device().is_cpu() || !moving.device().is_cpu() {

@@ -135,6 +135,8 @@ pub(crate) struct ParzenKernel {
 impl ParzenKernel {
     pub(crate) fn new(parzen: Parzen) -> Self {
         let is2 = 1.0 / (parzen.sigma * parzen.sigma);
+        // The weight arrays hold 64 bins: the callers cap sigma (7.5 bin widths) so the span fits.
+        debug_assert!(2.0 * (4.0 * parzen.sigma).ceil() < 64.0, "Parzen sigma {} too wide", parzen.sigma);
         ParzenKernel { parzen, radius: (4.0 * parzen.sigma).ceil(), is2, decay: (-is2).exp() }
     }
 

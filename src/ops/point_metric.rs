@@ -23,6 +23,8 @@
 //! Parzen windows below (`n_k` the bin's share of the weight, `ybar_k` Y's weighted mean in bin `k`, with
 //! the `1e-12` guards of [`crate::metrics::functional::correlation_ratio`]); an `eta` whose Y does not
 //! vary (variance at most `1e-6` of its squared range over the counted points) counts 0, with no gradient.
+//! There the slow twin differs: [`crate::metrics::functional::correlation_ratio`] takes the range over
+//! all the samples (the ones outside too) and returns an error for a side that does not vary.
 //!
 //! The Parzen windows are those of [`super::parzen`]: intensities mapped linearly onto bin coordinates
 //! (`range` onto `0 ..= bins - 1`, clamped, with zero derivative where clamped), Gaussian weights of

@@ -188,7 +188,7 @@ impl FieldAdamVec {
         self.t += 1;
         let c1 = 1.0 / (1.0 - 0.9f64.powi(self.t)) as f32;
         let c2 = 1.0 / (1.0 - 0.999f64.powi(self.t)) as f32;
-        // The direction overwrites the second moment's scratch copy: dir = mh / (sqrt(vh) + eps).
+        // The direction dir = mh / (sqrt(vh) + eps), with the moments updated in the same pass.
         let mut dir = vec![0f32; g.len()];
         dir.par_iter_mut().zip(self.m.par_iter_mut()).zip(self.v.par_iter_mut()).zip(g.par_iter()).for_each(
             |(((d, m), v), &gv)| {
@@ -200,11 +200,12 @@ impl FieldAdamVec {
         let n = g.len() / 3;
         let (dx, rest) = dir.split_at(n);
         let (dy, dz) = rest.split_at(n);
+        // The largest step vector; NaN if any is (then no step, as the tensor path's `max_all`).
         let norm = (0..n)
             .into_par_iter()
             .with_min_len(4096)
             .map(|i| dx[i] * dx[i] + dy[i] * dy[i] + dz[i] * dz[i])
-            .reduce(|| 0f32, f32::max)
+            .reduce(|| 0f32, |a, b| if a.is_nan() || b.is_nan() { f32::NAN } else { a.max(b) })
             .sqrt() as f64;
         if !(norm > 0.0 && norm.is_finite()) {
             return;
@@ -476,7 +477,18 @@ pub fn iso_dense(
             }
             let u = field_of(var.as_tensor())?;
             let warped = warp_field(ml.image.data(), &u, mvox, r, false)?;
-            let mut loss = metric.loss(fl.image.data(), &warped, mask.as_ref())?;
+            // The slow twin of the fused greedy path computes LNCC from tensor ops too.
+            let mut loss = match (opts.fused, metric.lncc_window()) {
+                (false, Some(w)) => {
+                    use crate::metrics::functional::{lncc_slow, Window};
+                    let w = match w {
+                        crate::ops::lncc::LnccWindow::Box(n) => Window::Box(n),
+                        crate::ops::lncc::LnccWindow::Gaussian(s) => Window::Gaussian(s),
+                    };
+                    lncc_slow(fl.image.data(), &warped, w, mask.as_ref())?.neg()?
+                }
+                _ => metric.loss(fl.image.data(), &warped, mask.as_ref())?,
+            };
             let sim = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
             if let Some(reg) = opts.regularizer {
                 let (term, w) = match reg {
