@@ -438,3 +438,35 @@ fn a_linear_recipe_uses_a_local_metric_as_given_and_a_dense_one_aligns_with_mi_f
     assert!(name(&run("syn", &[])).starts_with("mi"));
     assert!(name(&run("affine", &["--linear-metric", "ncc"])).starts_with("ncc"));
 }
+
+#[test]
+fn a_small_fixed_mask_survives_coarse_levels_and_a_mask_off_the_image_is_an_error() {
+    use regsh::optim::iso::level_mask;
+    let t1 = load(common::data("avg152/avg152T1.nii")).unwrap();
+    let g = t1.grid().clone();
+    let [z, y, x] = g.zyx();
+    // A 3x3x3-voxel (6 mm) cube off the coarse grid's sample positions.
+    let mut v = vec![0f32; z * y * x];
+    for k in 40..43 {
+        for j in 51..54 {
+            for i in 45..48 {
+                v[(k * y + j) * x + i] = 1.0;
+            }
+        }
+    }
+    let mask =
+        Image::new(Tensor::from_vec(v, (1, z, y, x), &Device::Cpu).unwrap(), g.clone(), DataType::Float32).unwrap();
+    let coarse = g.downsampled(8.0).unwrap();
+    let count = |t: &Tensor| t.sum_all().unwrap().to_scalar::<f32>().unwrap();
+    let near = resample(&mask, &coarse, Interpolation::Nearest, Padding::Zero).unwrap();
+    assert_eq!(count(near.data()), 0.0, "nearest resampling loses the cube at factor 8 (the case under test)");
+    let m = level_mask(&mask, &coarse).unwrap();
+    assert!(count(&m) >= 1.0 && count(&m) <= 8.0, "the level keeps the voxels around the cube: {}", count(&m));
+    // At full resolution the mask is itself.
+    assert_eq!(count(&level_mask(&mask, &g).unwrap()), 27.0);
+    // A mask whose grid lies a metre away: a clear error, not an empty measure.
+    let far = Grid::new(g.shape(), g.spacing(), [1000.0, 1000.0, 1000.0], g.direction()).unwrap();
+    let off = Image::new(mask.data().clone(), far, DataType::Float32).unwrap();
+    let e = level_mask(&off, &coarse).unwrap_err().to_string();
+    assert!(e.contains("outside the fixed image"), "{e}");
+}

@@ -411,7 +411,7 @@ pub fn iso_dense(
         let mvox: [f64; 12] = std::array::from_fn(|i| mm[(i / 4, i % 4)]);
         let r: [f64; 9] = std::array::from_fn(|i| rm[(i / 3, i % 3)]);
         let mask = match &opts.fixed_mask {
-            Some(m) => Some(resample(m, &g, Interpolation::Nearest, Padding::Zero)?.data().clone()),
+            Some(m) => Some(super::iso::level_mask(m, &g)?),
             None => None,
         };
         let mut conv = WindowedSlope::new(opts.convergence.0, opts.convergence.1);

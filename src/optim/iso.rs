@@ -184,6 +184,39 @@ impl Sampling {
 /// Random points per iteration of global measures with a fused form by default ([`Sampling::default_for`]).
 pub const DEFAULT_POINTS: usize = 5_000;
 
+/// A fixed mask (non-zero inside) on a pyramid level's `grid`: `(1, Z, Y, X)` f32, 1 inside. Nearest
+/// resampling, as ITK evaluates a mask at a point; where that leaves no voxel (a small mask on a coarse
+/// level), the mask spread by a Gaussian of half the level's spacing (mm) and sampled there counts
+/// where it reaches half its peak (the level voxels nearest the region), so the level still sees it.
+///
+/// Errors: a mask with no voxel on `grid` even so (it lies outside the fixed image's field of view);
+/// resampling errors.
+pub fn level_mask(mask: &Image, grid: &crate::image::Grid) -> Result<Tensor> {
+    let inside = |t: &Tensor| -> Result<f32> { Ok(t.sum_all()?.to_dtype(DType::F32)?.to_scalar::<f32>()?) };
+    let near = resample(mask, grid, Interpolation::Nearest, Padding::Zero)?.data().ne(0f32)?.to_dtype(DType::F32)?;
+    if inside(&near)? > 0.0 {
+        return Ok(near);
+    }
+    // The mask spread over a level voxel (a Gaussian of half the level's spacing), then sampled.
+    let ones =
+        Image::new(mask.data().ne(0f32)?.to_dtype(DType::F32)?, mask.grid().clone(), crate::image::DataType::Float32)?;
+    let sig = grid.spacing().map(|s| 0.5 * s);
+    let spread = crate::image::smooth::smooth(&ones, sig, crate::image::smooth::SigmaUnit::Mm)?;
+    let level = resample(&spread, grid, Interpolation::Linear, Padding::Zero)?;
+    let top = level.data().max_all()?.to_dtype(DType::F32)?.to_scalar::<f32>()?;
+    if top > 0.0 {
+        return Ok(level.data().ge(0.5 * top)?.to_dtype(DType::F32)?);
+    }
+    Err(Error::arg(
+        "fixed mask",
+        format!(
+            "no voxel of the mask falls on the level grid of {:?} voxels ({:?} mm): the mask lies outside the fixed image",
+            grid.shape(),
+            grid.spacing()
+        ),
+    ))
+}
+
 /// Fresh random sample points of a level: fixed intensities `(1, 1, 1, n)` (no gradient), their world
 /// positions `(n, 3)` (mm), drawn from `candidates` (flat voxel indices of the grid) with a uniform jitter
 /// of up to half a voxel per axis, clamped to the grid.
@@ -393,7 +426,7 @@ pub fn iso_linear_pyramids(
         let t0 = Instant::now();
         opt.reset();
         let mask = match &opts.fixed_mask {
-            Some(m) => Some(resample(m, fl.image.grid(), Interpolation::Nearest, Padding::Zero)?.data().clone()),
+            Some(m) => Some(level_mask(m, fl.image.grid())?),
             None => None,
         };
         let mut sampler = match opts.sampling {
@@ -571,9 +604,7 @@ pub fn iso_linear_pyramids(
                                 crate::image::Grid::new(g.shape(), g.spacing(), g.index_to_world(off), g.direction())?;
                             let f2 = resample(&fl.image, &g2, Interpolation::Linear, Padding::Border)?;
                             let m2 = match &opts.fixed_mask {
-                                Some(m) => {
-                                    Some(resample(m, &g2, Interpolation::Nearest, Padding::Zero)?.data().clone())
-                                }
+                                Some(m) => Some(level_mask(m, &g2)?),
                                 None => None,
                             };
                             Some((g2, f2.data().clone(), m2))
@@ -643,7 +674,7 @@ pub fn iso_linear_pyramids(
         let obj = SampledObjective::new(measure, fl.image.grid(), &ml.image, init.kind(), init.centre())?;
         let fdata = fl.image.to_vec_f32()?;
         let mask = match &opts.fixed_mask {
-            Some(m) => Some(resample(m, fl.image.grid(), Interpolation::Nearest, Padding::Zero)?.data().clone()),
+            Some(m) => Some(level_mask(m, fl.image.grid())?),
             None => None,
         };
         let mvec = mask.as_ref().map(|m| m.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()).transpose()?;
