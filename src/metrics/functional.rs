@@ -90,6 +90,16 @@ pub enum Window {
     Gaussian(f64),
 }
 
+impl Window {
+    /// The window's 1-D kernel (applied along x, y and z).
+    pub fn kernel(&self) -> Vec<f32> {
+        match *self {
+            Window::Box(n) => box_kernel(n),
+            Window::Gaussian(s) => gaussian_kernel(s),
+        }
+    }
+}
+
 /// Local normalized cross-correlation, VoxelMorph / MONAI form: in each window,
 /// `cc = cov(f, m)^2 / (var(f) var(m) + eps)`, then the mean of `cc` over the mask. Range `[0, 1]`, 1 for
 /// identical images (where both vary locally). Windows are zero-padded at the border. The guard `eps` is
@@ -106,29 +116,14 @@ pub fn lncc(fixed: &Tensor, moving: &Tensor, window: Window, mask: Option<&Tenso
     if fixed.track_op() || !fixed.device().is_cpu() || !moving.device().is_cpu() {
         return lncc_slow(fixed, moving, window, mask);
     }
-    if let Some(m) = mask {
-        if m.elem_count() != fixed.elem_count() {
-            return Err(Error::Shape {
-                op: "similarity mask".into(),
-                expected: format!("{} voxels", fixed.elem_count()),
-                actual: format!("{:?}", m.dims()),
-            });
-        }
-    }
-    let w = match window {
-        Window::Box(n) => crate::ops::lncc::LnccWindow::Box(n),
-        Window::Gaussian(s) => crate::ops::lncc::LnccWindow::Gaussian(s),
-    };
-    Ok(crate::ops::lncc::lncc(fixed, moving, w, mask)?)
+    let mask = mask_weights(mask, fixed.elem_count())?;
+    Ok(crate::ops::lncc::lncc(fixed, moving, window, mask.as_ref())?)
 }
 
 /// [`lncc`] from differentiable tensor ops (in both images): the slow twin of the fused kernel.
 pub fn lncc_slow(fixed: &Tensor, moving: &Tensor, window: Window, mask: Option<&Tensor>) -> Result<Tensor> {
     let [z, y, x] = zyx_of(fixed, moving)?;
-    let kern = match window {
-        Window::Box(n) => box_kernel(n),
-        Window::Gaussian(s) => gaussian_kernel(s),
-    };
+    let kern = window.kernel();
     let kernels = [kern.clone(), kern.clone(), kern.clone()];
     // Centred on the global means (f32 keeps the precision of E[f^2] - E[f]^2 near 0), and each window
     // normalized by how much of it lies inside the image (no bias from the zero padding at the border).

@@ -229,14 +229,9 @@ impl Metric {
         }
     }
 
-    /// The window of LNCC in the fused kernel's terms ([`crate::ops::lncc`]); `None` for other measures.
-    pub fn lncc_window(&self) -> Option<crate::ops::lncc::LnccWindow> {
-        use crate::ops::lncc::LnccWindow;
-        match (self.kind, self.window) {
-            (MetricKind::Lncc, Window::Box(n)) => Some(LnccWindow::Box(n)),
-            (MetricKind::Lncc, Window::Gaussian(s)) => Some(LnccWindow::Gaussian(s)),
-            _ => None,
-        }
+    /// The window of LNCC (for the fused kernel, [`crate::ops::lncc`]); `None` for other measures.
+    pub fn lncc_window(&self) -> Option<Window> {
+        (self.kind == MetricKind::Lncc).then_some(self.window)
     }
 
     /// True for measures that need the image grid (LNCC windows, per-patch MI / CR); false for global

@@ -23,25 +23,8 @@
 
 use rayon::prelude::*;
 
-use super::local_filter::{box_kernel, filter_volumes, gaussian_kernel};
-
-/// The window of the fused LNCC: a box of `n` voxels per side (odd) or a Gaussian of `sigma` voxels
-/// (cut at 3 sigma), as [`crate::metrics::functional::Window`].
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum LnccWindow {
-    Box(usize),
-    Gaussian(f64),
-}
-
-impl LnccWindow {
-    /// The 1-D kernel of the window.
-    pub fn kernel(&self) -> Vec<f32> {
-        match *self {
-            LnccWindow::Box(n) => box_kernel(n),
-            LnccWindow::Gaussian(s) => gaussian_kernel(s),
-        }
-    }
-}
+use super::local_filter::filter_volumes;
+use crate::metrics::functional::Window;
 
 /// The fixed image's side of [`lncc_loss_grad`], computed once: the centred image, its local means and
 /// variances, the window's inside part `n`, the mask and the constants of the guard.
@@ -64,7 +47,7 @@ impl LnccFixed {
     /// (non-zero inside, same size).
     ///
     /// Errors: a volume or mask of another size; an empty volume; an empty mask.
-    pub fn new(fixed: &[f32], shape: [usize; 3], window: LnccWindow, mask: Option<&[f32]>) -> Result<Self, String> {
+    pub fn new(fixed: &[f32], shape: [usize; 3], window: Window, mask: Option<&[f32]>) -> Result<Self, String> {
         let nv = shape.iter().product::<usize>();
         if nv == 0 || fixed.len() != nv {
             return Err(format!("lncc: fixed image of {} voxels for shape {shape:?}", fixed.len()));
@@ -259,7 +242,7 @@ impl candle_core::CustomOp1 for LnccOp {
 pub fn lncc(
     fixed: &candle_core::Tensor,
     moving: &candle_core::Tensor,
-    window: LnccWindow,
+    window: Window,
     mask: Option<&candle_core::Tensor>,
 ) -> candle_core::Result<candle_core::Tensor> {
     let zyx = |d: &[usize]| -> Option<[usize; 3]> {

@@ -401,9 +401,6 @@ pub fn iso_dense(
                 Tensor::zeros((3, z, y, x), DType::F32, &candle_core::Device::Cpu)?
             }
         };
-        let var = Var::from_tensor(&init)?;
-        let mut opt = Adam::new(s.lr[l], vec![None]);
-        let mut field_adam = FieldAdam::new(s.lr[l]);
         // Sample points in moving voxels: W2V_m A (V2W_f i + u) = M i + R u.
         let w2v = ml.image.grid().world_to_voxel();
         let mm = w2v * a * g.voxel_to_world();
@@ -414,7 +411,6 @@ pub fn iso_dense(
             Some(m) => Some(super::iso::level_mask(m, &g)?),
             None => None,
         };
-        let mut conv = WindowedSlope::new(opts.convergence.0, opts.convergence.1);
         let (mut losses, mut stop) = (Vec::new(), "iterations".to_string());
         let field_of = |p: &Tensor| -> Result<Tensor> {
             Ok(match model {
@@ -429,7 +425,8 @@ pub fn iso_dense(
         };
         let iters = s.iterations[l];
         let bar = super::progress::level_bar(model.name(), l, s.factors.len(), iters);
-        if opts.fused && model == DenseModel::Greedy && init.device().is_cpu() {
+        let fused = opts.fused && model == DenseModel::Greedy && init.device().is_cpu();
+        let good = if fused {
             let start = init.flatten_all()?.to_vec1::<f32>()?;
             let run = greedy_level_fused(
                 &fl.image,
@@ -444,89 +441,74 @@ pub fn iso_dense(
                 iters,
                 &bar,
             )?;
-            let good = Tensor::from_vec(run.field, init.shape(), init.device())?;
-            last_field = Some(Ddf::new(good.clone(), g.clone())?);
-            bar.finish_and_clear();
-            let stop = run.stop;
-            let losses = run.losses;
-            tracing::info!("dense level {l} (factor {}, fused): {} iterations, {stop}", s.factors[l], losses.len());
-            levels.push(LevelReport {
-                factor: s.factors[l],
-                iterations: losses.len(),
-                final_loss: losses.last().copied().unwrap_or(f64::NAN),
-                best_loss: losses.iter().copied().fold(f64::INFINITY, f64::min),
-                seconds: t0.elapsed().as_secs_f64(),
-                losses,
-                stop: stop.clone(),
-            });
-            param = Some((good, g));
-            if stop == "cancelled" {
-                break;
-            }
-            continue;
-        }
-        let mut good = var.as_tensor().detach().copy()?;
-        for it in 0..iters {
-            // Linear decay to a tenth: the step bounds the field's jitter, so it must end small.
-            let lr = s.lr[l] * (1.0 - 0.9 * it as f64 / iters.max(1) as f64);
-            opt.set_lr(lr);
-            field_adam.lr = lr;
-            if opts.cancel.as_ref().is_some_and(|c| c.load(Ordering::Relaxed)) {
-                stop = "cancelled".into();
-                break;
-            }
-            let u = field_of(var.as_tensor())?;
-            let warped = warp_field(ml.image.data(), &u, mvox, r, false)?;
-            // The slow twin of the fused greedy path computes LNCC from tensor ops too.
-            let mut loss = match (opts.fused, metric.lncc_window()) {
-                (false, Some(w)) => {
-                    use crate::metrics::functional::{lncc_slow, Window};
-                    let w = match w {
-                        crate::ops::lncc::LnccWindow::Box(n) => Window::Box(n),
-                        crate::ops::lncc::LnccWindow::Gaussian(s) => Window::Gaussian(s),
-                    };
-                    lncc_slow(fl.image.data(), &warped, w, mask.as_ref())?.neg()?
+            losses = run.losses;
+            stop = run.stop;
+            Tensor::from_vec(run.field, init.shape(), init.device())?
+        } else {
+            let var = Var::from_tensor(&init)?;
+            let mut opt = Adam::new(s.lr[l], vec![None]);
+            let mut field_adam = FieldAdam::new(s.lr[l]);
+            let mut conv = WindowedSlope::new(opts.convergence.0, opts.convergence.1);
+            let mut good = var.as_tensor().detach().copy()?;
+            for it in 0..iters {
+                // Linear decay to a tenth: the step bounds the field's jitter, so it must end small.
+                let lr = s.lr[l] * (1.0 - 0.9 * it as f64 / iters.max(1) as f64);
+                opt.set_lr(lr);
+                field_adam.lr = lr;
+                if opts.cancel.as_ref().is_some_and(|c| c.load(Ordering::Relaxed)) {
+                    stop = "cancelled".into();
+                    break;
                 }
-                _ => metric.loss(fl.image.data(), &warped, mask.as_ref())?,
-            };
-            let sim = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
-            if let Some(reg) = opts.regularizer {
-                let (term, w) = match reg {
-                    Regularizer::Diffusion(w) => (diffusion(&u, g.spacing())?, w),
-                    Regularizer::Bending(w) => (bending_energy(&u, g.spacing())?, w),
+                let u = field_of(var.as_tensor())?;
+                let warped = warp_field(ml.image.data(), &u, mvox, r, false)?;
+                // The slow twin of the fused greedy path computes LNCC from tensor ops too.
+                let mut loss = match (opts.fused, metric.lncc_window()) {
+                    (false, Some(w)) => {
+                        crate::metrics::functional::lncc_slow(fl.image.data(), &warped, w, mask.as_ref())?.neg()?
+                    }
+                    _ => metric.loss(fl.image.data(), &warped, mask.as_ref())?,
                 };
-                if w != 0.0 {
-                    let dt = loss.dtype();
-                    loss = (loss + (term.to_dtype(dt)? * w)?)?;
+                let sim = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+                if let Some(reg) = opts.regularizer {
+                    let (term, w) = match reg {
+                        Regularizer::Diffusion(w) => (diffusion(&u, g.spacing())?, w),
+                        Regularizer::Bending(w) => (bending_energy(&u, g.spacing())?, w),
+                    };
+                    if w != 0.0 {
+                        let dt = loss.dtype();
+                        loss = (loss + (term.to_dtype(dt)? * w)?)?;
+                    }
+                }
+                let lv = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+                if !lv.is_finite() {
+                    stop = "non-finite loss".into();
+                    tracing::warn!("dense level {l}: loss is {lv} (similarity {sim}); keeping the last finite field");
+                    break;
+                }
+                losses.push(lv);
+                super::progress::tick(&bar, lv);
+                good = var.as_tensor().detach().copy()?;
+                if conv.push(lv) {
+                    stop = "converged".into();
+                    break;
+                }
+                let mut grads = loss.backward()?;
+                if bspline.is_some() {
+                    opt.step(std::slice::from_ref(&var), &grads)?;
+                } else if let Some(gr) = grads.remove(var.as_tensor()) {
+                    let step = field_adam.step(&smooth_field(&gr, opts.sigma_grad)?, g.spacing())?;
+                    var.set(&smooth_field(&(var.as_tensor() - step)?, opts.sigma_field)?)?;
                 }
             }
-            let lv = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
-            if !lv.is_finite() {
-                stop = "non-finite loss".into();
-                tracing::warn!("dense level {l}: loss is {lv} (similarity {sim}); keeping the last finite field");
-                break;
+            if stop != "non-finite loss" {
+                good = var.as_tensor().detach().copy()?;
             }
-            losses.push(lv);
-            super::progress::tick(&bar, lv);
-            good = var.as_tensor().detach().copy()?;
-            if conv.push(lv) {
-                stop = "converged".into();
-                break;
-            }
-            let mut grads = loss.backward()?;
-            if bspline.is_some() {
-                opt.step(std::slice::from_ref(&var), &grads)?;
-            } else if let Some(gr) = grads.remove(var.as_tensor()) {
-                let step = field_adam.step(&smooth_field(&gr, opts.sigma_grad)?, g.spacing())?;
-                var.set(&smooth_field(&(var.as_tensor() - step)?, opts.sigma_field)?)?;
-            }
-        }
-        if stop != "non-finite loss" {
-            good = var.as_tensor().detach().copy()?;
-        }
+            good
+        };
         last_field = Some(Ddf::new(field_of(&good)?, g.clone())?);
         bar.finish_and_clear();
-        tracing::info!("dense level {l} (factor {}): {} iterations, {stop}", s.factors[l], losses.len());
+        let path = if fused { ", fused" } else { "" };
+        tracing::info!("dense level {l} (factor {}{path}): {} iterations, {stop}", s.factors[l], losses.len());
         levels.push(LevelReport {
             factor: s.factors[l],
             iterations: losses.len(),
