@@ -5,6 +5,7 @@ use crate::error::{Error, Result};
 use crate::image::Image;
 use crate::names;
 use crate::spatial::{Linear, LinearKind};
+use rayon::prelude::*;
 
 /// How to start a registration.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -41,21 +42,34 @@ impl Init {
 /// Errors: [`Error::InvalidArgument`] when the image is constant or has no finite voxel.
 pub fn centre_of_mass(img: &Image) -> Result<[f64; 3]> {
     let v = img.channel(0)?.to_vec_f32()?;
-    let min = v.iter().filter(|x| x.is_finite()).fold(f32::INFINITY, |a, b| a.min(*b));
+    let min = v.par_iter().copied().filter(|x| x.is_finite()).reduce(|| f32::INFINITY, f32::min);
     let [nx, ny, _] = img.grid().shape();
-    let (mut s, mut acc) = (0f64, [0f64; 3]);
-    for (n, &x) in v.iter().enumerate() {
-        if !x.is_finite() {
-            continue;
-        }
-        let w = (x - min) as f64;
-        if w > 0.0 {
-            s += w;
-            acc[0] += w * (n % nx) as f64;
-            acc[1] += w * ((n / nx) % ny) as f64;
-            acc[2] += w * (n / (nx * ny)) as f64;
-        }
-    }
+    // Per z plane: the weight and the weighted x, y, z index sums (f64), then summed in plane order.
+    let planes: Vec<[f64; 4]> = v
+        .par_chunks(nx * ny)
+        .enumerate()
+        .map(|(k, plane)| {
+            let mut a = [0f64; 4];
+            for (j, row) in plane.chunks(nx).enumerate() {
+                let (mut s, mut sx) = (0f64, 0f64);
+                for (i, &x) in row.iter().enumerate() {
+                    let w = (x - min) as f64;
+                    // NaN and infinite voxels have no weight (`w > 0` is false for NaN).
+                    if w > 0.0 && w.is_finite() {
+                        s += w;
+                        sx += w * i as f64;
+                    }
+                }
+                a[0] += s;
+                a[1] += sx;
+                a[2] += s * j as f64;
+            }
+            a[3] = a[0] * k as f64;
+            a
+        })
+        .collect();
+    let (s, acc) =
+        planes.iter().fold((0f64, [0f64; 3]), |(s, c), a| (s + a[0], [c[0] + a[1], c[1] + a[2], c[2] + a[3]]));
     if s == 0.0 {
         return Err(Error::arg("centre of mass", "the image is constant"));
     }
@@ -81,4 +95,31 @@ pub fn initial_transform(kind: LinearKind, fixed: &Image, moving: &Image, init: 
         p[..3].copy_from_slice(&[cm[0] - cf[0], cm[1] - cf[1], cm[2] - cf[2]]);
     }
     Linear::from_params(kind, &p, cf)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::image::Grid;
+
+    #[test]
+    fn centre_of_mass_of_two_points_and_a_background() {
+        // Background 1 (the minimum: no weight), voxel (2, 1, 3) of weight 3 and (6, 4, 0) of weight 1,
+        // a NaN that counts for nothing; world = origin + spacing * index.
+        let shape = [8, 5, 4];
+        let mut v = vec![1f32; 8 * 5 * 4];
+        v[2 + 8 * (1 + 5 * 3)] = 4.0;
+        v[6 + 8 * 4] = 2.0;
+        v[7] = f32::NAN;
+        let g = Grid::axis_aligned(shape, [2.0, 1.0, 3.0], [-10.0, 5.0, 1.0]).unwrap();
+        let img = Image::from_vec(v, 1, g).unwrap();
+        let c = centre_of_mass(&img).unwrap();
+        let idx = [(3.0 * 2.0 + 6.0) / 4.0, (3.0 * 1.0 + 4.0) / 4.0, (3.0 * 3.0 + 0.0) / 4.0];
+        let want = [-10.0 + 2.0 * idx[0], 5.0 + idx[1], 1.0 + 3.0 * idx[2]];
+        for a in 0..3 {
+            assert!((c[a] - want[a]).abs() < 1e-9, "{c:?} vs {want:?}");
+        }
+        let flat = Image::from_vec(vec![2f32; 8 * 5 * 4], 1, img.grid().clone()).unwrap();
+        assert!(centre_of_mass(&flat).is_err());
+    }
 }

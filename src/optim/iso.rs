@@ -110,9 +110,9 @@ pub struct Polish {
 }
 
 impl Default for Polish {
-    /// 50 000 points, at most 20 iterations: about 0.1 s with NCC and 0.3 s with MI on 2 threads at
-    /// 2 mm, and it brings a mono-modal affine from about 0.2 mm of the truth (Adam's noise) to about
-    /// 0.02 mm.
+    /// 50 000 points, at most 20 iterations (it stops earlier, once a step moves no point by more than
+    /// about 3 micrometres): about 0.01 s with NCC and 0.05-0.08 s with MI on 2 threads at 2 mm, and it
+    /// brings a mono-modal affine from about 0.2 mm of the truth (Adam's noise) to about 0.015 mm.
     fn default() -> Self {
         Polish { points: 50_000, iterations: 20 }
     }
@@ -803,6 +803,9 @@ impl FusedLevel<'_> {
             cancel,
             gtol: 0.0,
             ftol: 1e-12,
+            // A step under 3 micrometres: the polish is done (its last steps are line searches in the
+            // sampled objective's rounding, and stopping here moves the result by under 0.002 mm).
+            step_tol: 3e-3,
             initial_step: 0.1,
             max_evals: 3 * iters + 10,
             ..Default::default()

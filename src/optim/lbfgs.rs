@@ -40,6 +40,9 @@ pub struct LbfgsOptions {
     /// search's interval has shrunk below it (f is flat, or its rounding noise dominates, at that
     /// resolution). Default 1e-9; about 1e-5 suits f32 objectives.
     pub xtol: f64,
+    /// Stop when an accepted step moves no scaled coordinate by more than this (for a registration's
+    /// scales: no point by more than about `step_tol` mm). Default 0 (off).
+    pub step_tol: f64,
     /// At most this many iterations. Default 200.
     pub max_iterations: usize,
     /// At most this many objective (value and gradient) evaluations. Default 2000.
@@ -64,6 +67,7 @@ impl Default for LbfgsOptions {
             gtol: 1e-5,
             ftol: 1e-9,
             xtol: 1e-9,
+            step_tol: 0.0,
             max_iterations: 200,
             max_evals: 2000,
             initial_step: 1.0,
@@ -89,6 +93,7 @@ pub struct LbfgsResult {
     /// Evaluations whose value or gradient was not finite.
     pub non_finite: usize,
     /// Why it stopped: `converged (gradient)`, `converged (f change)`, `converged (x change)`,
+    /// `converged (step)` ([`LbfgsOptions::step_tol`]),
     /// `max iterations`,
     /// `max evaluations`, `cancelled`, `non-finite` (no acceptable step: the line search met only
     /// non-finite values, or the start point is not finite) or `line search failed`. When non-finite
@@ -414,6 +419,9 @@ fn run<F: FnMut(&[f64]) -> Result<(f64, Vec<f64>)>>(
         if f_old - f <= opts.ftol * f_old.abs().max(f.abs()).max(1.0) {
             return Ok("converged (f change)");
         }
+        if inf_norm(&s) <= opts.step_tol {
+            return Ok("converged (step)");
+        }
     }
     Ok("max iterations")
 }
@@ -462,5 +470,22 @@ mod tests {
         assert!((r.x[0] - 3.0).abs() < 1e-9 && (r.x[1] + 1.0).abs() < 1e-9, "{r:?}");
         assert_eq!(r.stop, "converged (gradient)");
         assert_eq!(r.history.len(), r.iterations + 1);
+    }
+
+    #[test]
+    fn step_tolerance_stops_once_steps_are_short() {
+        // Rosenbrock: many short steps near the end. With `step_tol` the run stops at the first step
+        // whose largest coordinate is at most the tolerance, and the point is already close.
+        let f = |x: &[f64]| {
+            let (a, b) = (1.0 - x[0], x[1] - x[0] * x[0]);
+            Ok((a * a + 100.0 * b * b, vec![-2.0 * a - 400.0 * x[0] * b, 200.0 * b]))
+        };
+        let base = LbfgsOptions { gtol: 1e-12, ftol: 0.0, ..Default::default() };
+        let full = lbfgs(f, &[-1.2, 1.0], &base).unwrap();
+        let short = lbfgs(f, &[-1.2, 1.0], &LbfgsOptions { step_tol: 1e-3, ..base }).unwrap();
+        assert_eq!(short.stop, "converged (step)");
+        assert!(short.evaluations < full.evaluations, "{} vs {}", short.evaluations, full.evaluations);
+        assert!((short.x[0] - 1.0).abs() < 1e-2 && (short.x[1] - 1.0).abs() < 2e-2, "{short:?}");
+        assert!((full.x[0] - 1.0).abs() < 1e-6, "{full:?}");
     }
 }
