@@ -118,6 +118,7 @@ fn unet_rows(reps: usize) -> Vec<Row> {
         deformation: Deformation::Smooth { max_mm: 12.0, sigma_mm: 20.0 },
         intensity: IntensityAugmentation::default(),
         seed: 1,
+        margin: 0,
     }));
     let mut lncc = Metric::new("lncc").expect("lncc");
     lncc.set("window", OptionValue::Number(9.0)).expect("window");
@@ -154,6 +155,7 @@ fn affine_rows(reps: usize) -> Vec<Row> {
         deformation: Deformation::Affine(AffineBounds::default()),
         intensity: IntensityAugmentation::default(),
         seed: 1,
+        margin: 0,
     }));
     let cfg =
         AffineNetConfig { input_size: [32; 3].into(), channels: vec![8, 16, 16], hidden: 32, ..Default::default() };

@@ -1,6 +1,7 @@
 //! Seed 000 at reduced scale (CPU): an affine network trained without supervision with global MI and
 //! with global CR on random affines of avg152 T2 / PD (moving) against T1 (fixed), then refined by
-//! multi-scale ISO; against no registration and classical affine registration, on held-out pairs. The
+//! multi-scale ISO with the patch version of the training measure (MI-patch, CR-patch: the paper trains
+//! with the global measures and refines with the local ones); against no registration and classical affine registration, on held-out pairs. The
 //! table of the paper's Table I (Dice of GM / WM, mean displacement error) is printed.
 //!
 //! `REGSH_SEED000_STEPS` (default 300) and `REGSH_SEED000_EPOCHS` (default 10) scale the training.
@@ -69,6 +70,9 @@ fn source(d: &Data, seed: u64, training: bool) -> PairSource {
         deformation: Deformation::Affine(AffineBounds::default()),
         intensity: IntensityAugmentation { gamma: 0.2, scale: 0.1, noise: 0.0 },
         seed,
+        // 32 mm around the moving grid: the templates fill their field of view, and a random affine that
+        // crops the head changes where a measure's optimum lies (see tests/register.rs).
+        margin: if training { 8 } else { 16 },
     }))
 }
 
@@ -91,7 +95,8 @@ fn trained(d: &Data, loss: &str) -> Network {
     net
 }
 
-/// ISO of a linear transform with `metric` over 3 levels (random points for global measures).
+/// ISO of a linear transform with `metric` over 3 levels (random points for global measures, the
+/// jittered grid for patch measures).
 fn iso(pair: &Pair, start: &Linear, metric: &str) -> Linear {
     let mut schedule = Schedule::new(3, &[60, 40, 20], 1.0).unwrap();
     schedule.lr = default_lr(&schedule.factors);
@@ -128,9 +133,9 @@ fn seed000_network_then_iso_beats_the_network_alone() {
     let rows = [
         "no registration",
         "network (MI)",
-        "network (MI) + ISO",
+        "network (MI) + ISO (MI-patch)",
         "network (CR)",
-        "network (CR) + ISO",
+        "network (CR) + ISO (CR-patch)",
         "classical affine (MI)",
     ];
     let mut sum = vec![(0.0, 0.0); rows.len()];
@@ -147,7 +152,8 @@ fn seed000_network_then_iso_beats_the_network_alone() {
         for p in &pairs {
             let Prediction::Linear(guess) = net.predict(&p.moving, &p.fixed).unwrap() else { unreachable!() };
             add(1 + 2 * k, score(&d, p, &guess));
-            let refined = iso(p, &guess, loss);
+            // As the paper: trained with the global measure, refined with its patch version.
+            let refined = iso(p, &guess, &format!("{loss}_patch"));
             add(2 + 2 * k, score(&d, p, &refined));
         }
     }
@@ -177,6 +183,9 @@ fn seed000_network_then_iso_beats_the_network_alone() {
     assert!(err(2) < 0.25 * err(1) && err(4) < 0.25 * err(3), "ISO refines the networks' guesses: {sum:?}");
     assert!(err(2) < 1.0 && err(4) < 1.0, "network + ISO lands within a millimetre: {sum:?}");
     assert!(sum[2].0 > sum[1].0 + 0.1 && sum[4].0 > sum[3].0 + 0.1, "and so do the tissue overlaps: {sum:?}");
-    // Not asserted (it does not hold here, see the closing note of issue #7): CR no worse than MI. On
-    // these templates the CR rows land 0.8-0.9 mm against MI's 0.6 mm after ISO.
+    // CR no worse than MI after ISO (measured: 0.595 mm against 0.592, Dice 0.9576 against 0.9572): within
+    // 0.05 mm and 0.005 Dice, as the networks themselves differ from run to run (training is not
+    // bit-reproducible) while ISO lands on the measure's optimum.
+    assert!(err(4) < err(2) + 0.05, "CR + ISO no worse than MI + ISO in error: {sum:?}");
+    assert!(sum[4].0 > sum[2].0 - 0.005, "CR + ISO no worse than MI + ISO in Dice: {sum:?}");
 }

@@ -163,6 +163,7 @@ fn pairs(task: &Task, seed: u64) -> PairSource {
         deformation: task.deformation,
         intensity: task.intensity,
         seed,
+        margin: 0,
     }))
 }
 

@@ -29,6 +29,7 @@ fn shifts(seed: u64) -> PairSource {
         deformation: Deformation::Affine(AffineBounds { translation: 10.0, rotation_deg: 0.0, scale: 0.0, shear: 0.0 }),
         intensity: IntensityAugmentation::default(),
         seed,
+        margin: 0,
     }))
 }
 
@@ -59,6 +60,28 @@ fn synthetic_pairs_are_reproducible_and_carry_their_truth() {
     .unwrap();
     let ncc = regsh::metrics::functional::ncc(a.fixed.data(), back.data(), None).unwrap().to_scalar::<f32>().unwrap();
     assert!(ncc > 0.97, "ncc of fixed and moving pulled back through the truth: {ncc}");
+}
+
+#[test]
+fn a_margin_widens_the_moving_grid_without_changing_the_pair() {
+    // The same pair with 6 voxels of margin: the same affine and image (its voxels inside the old grid
+    // are the cropped pair's, exactly), on a grid 12 voxels wider, holding the part the crop lost.
+    let cropped = shifts(5).pair(2).unwrap();
+    let PairSource::Synthetic(mut s) = shifts(5) else { unreachable!() };
+    s.margin = 6;
+    let wide = s.pair(2).unwrap();
+    let (g, gw) = (cropped.moving.grid(), wide.moving.grid());
+    assert_eq!(gw.shape(), g.shape().map(|n| n + 12));
+    assert!(gw.sub_grid([6; 3], g.shape()).unwrap().same_as(g, 1e-9));
+    let back = resample(&wide.moving, g, Interpolation::Linear, Padding::Zero).unwrap();
+    let d =
+        (back.data() - cropped.moving.data()).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+    assert!(d < 1e-4, "inside the old grid the images agree: {d}");
+    let sum = |im: &regsh::image::Image| im.data().sum_all().unwrap().to_scalar::<f32>().unwrap();
+    assert!(sum(&wide.moving) > 1.01 * sum(&cropped.moving), "the margin holds what the crop lost");
+    let (tc, tw) = (cropped.truth.unwrap(), wide.truth.unwrap());
+    let e = regsh::metrics::evaluation::mean_displacement_error(tc.as_ref(), tw.as_ref(), g, None).unwrap();
+    assert!(e < 1e-9, "the same affine: {e} mm");
 }
 
 #[test]

@@ -609,6 +609,7 @@ pub static HELP: &[Help] = &[
             o("rotation", "15", "affine: rotations up to, degrees"),
             o("scale", "0.1", "affine: scales in 1 +- scale"),
             o("shear", "0.05", "affine: shears up to"),
+            o("margin", "0", "affine: voxels added on every side of the moving grid, so the moved image is not cropped"),
             o("max_mm", "5", "smooth: largest displacement in the foreground, mm"),
             o("sigma_mm", "10", "smooth: Gaussian smoothing of the noise, mm"),
             o("labels", "-", "a label map of fixed, carried to the moving side"),

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::image::resample::Padding;
 use crate::image::smooth::{smooth, SigmaUnit};
-use crate::image::{DataType, Image};
+use crate::image::{DataType, Grid, Image};
 use crate::spatial::{warp, Ddf, Linear, LinearKind, Transform, WarpInterpolation};
 
 /// One registration pair. Transforms map fixed world points (mm) to moving ones.
@@ -91,6 +91,19 @@ pub struct SyntheticPairs {
     pub intensity: IntensityAugmentation,
     /// Pair `i` is drawn from the seed `seed + i`.
     pub seed: u64,
+    /// Affine pairs: voxels added on every side of the moving image's grid, so that a random affine
+    /// does not push part of the image out of it (templates fill their field of view; a cropped moving
+    /// image changes what a measure sees, hence where its optimum lies). 0: the moving image's own grid.
+    pub margin: usize,
+}
+
+/// `g` with `margin` voxels more on every side (the same voxel positions inside).
+fn widened(g: &Grid, margin: usize) -> Result<Grid> {
+    if margin == 0 {
+        return Ok(g.clone());
+    }
+    let m = margin as i64;
+    g.sub_grid([-m; 3], g.shape().map(|n| n + 2 * margin))
 }
 
 /// A random affine within `b`, about `centre`, from `rng`.
@@ -208,9 +221,21 @@ impl SyntheticPairs {
             Deformation::Affine(b) => {
                 let t = random_affine(&mut rng, &b, g.centre())?;
                 let inv = t.inverse()?;
-                let m = warp(base, inv.as_ref(), base.grid(), WarpInterpolation::Linear, Padding::Zero)?;
+                let m = warp(
+                    base,
+                    inv.as_ref(),
+                    &widened(base.grid(), self.margin)?,
+                    WarpInterpolation::Linear,
+                    Padding::Zero,
+                )?;
                 let l = match &self.labels {
-                    Some(l) => Some(warp(l, inv.as_ref(), l.grid(), WarpInterpolation::Nearest, Padding::Zero)?),
+                    Some(l) => Some(warp(
+                        l,
+                        inv.as_ref(),
+                        &widened(l.grid(), self.margin)?,
+                        WarpInterpolation::Nearest,
+                        Padding::Zero,
+                    )?),
                     None => None,
                 };
                 (m, l, Some(Arc::new(t)))

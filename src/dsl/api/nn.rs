@@ -135,6 +135,7 @@ fn synthetic(fixed: Image, moving: &Dynamic, o: &Opts) -> RhaiResult<PairsValue>
         deformation,
         intensity,
         seed: o.usize("seed")?.unwrap_or(0) as u64,
+        margin: o.usize("margin")?.unwrap_or(0),
     }))))
 }
 
