@@ -222,7 +222,10 @@ pub fn level_mask(mask: &Image, grid: &crate::image::Grid) -> Result<Tensor> {
 /// of up to half a voxel per axis, clamped to the grid.
 struct PointSampler {
     rng: ChaCha8Rng,
-    candidates: Vec<u32>,
+    /// Flat voxel indices to draw from; `None`: every voxel (drawn directly, no lookup).
+    candidates: Option<Vec<u32>>,
+    /// How many voxels `candidates` holds (all of the grid's when `None`).
+    count: usize,
     shape: [usize; 3],
     n: usize,
 }
@@ -230,22 +233,24 @@ struct PointSampler {
 impl PointSampler {
     fn new(grid: &crate::image::Grid, mask: Option<&Tensor>, n: usize, seed: u64) -> Result<Self> {
         let [x, y, z] = grid.shape();
-        let candidates: Vec<u32> = match mask {
-            Some(m) => m
-                .flatten_all()?
-                .to_dtype(candle_core::DType::F32)?
-                .to_vec1::<f32>()?
-                .iter()
-                .enumerate()
-                .filter(|(_, v)| **v != 0.0)
-                .map(|(i, _)| i as u32)
-                .collect(),
-            None => (0..(x * y * z) as u32).collect(),
+        let candidates: Option<Vec<u32>> = match mask {
+            Some(m) => Some(
+                m.flatten_all()?
+                    .to_dtype(candle_core::DType::F32)?
+                    .to_vec1::<f32>()?
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, v)| **v != 0.0)
+                    .map(|(i, _)| i as u32)
+                    .collect(),
+            ),
+            None => None,
         };
-        if candidates.is_empty() {
+        let count = candidates.as_ref().map_or(x * y * z, Vec::len);
+        if count == 0 {
             return Err(Error::arg("iso", "the fixed mask is empty at this pyramid level"));
         }
-        Ok(PointSampler { rng: ChaCha8Rng::seed_from_u64(seed), candidates, shape: [x, y, z], n })
+        Ok(PointSampler { rng: ChaCha8Rng::seed_from_u64(seed), candidates, count, shape: [x, y, z], n })
     }
 
     /// `(n, 3)` f32 voxel coordinates (x, y, z) of the fixed grid.
@@ -259,7 +264,8 @@ impl PointSampler {
         let [x, y, z] = self.shape;
         let mut v = Vec::with_capacity(3 * self.n);
         for _ in 0..self.n {
-            let i = self.candidates[self.rng.random_range(0..self.candidates.len())] as usize;
+            let r = self.rng.random_range(0..self.count);
+            let i = self.candidates.as_ref().map_or(r, |c| c[r] as usize);
             let idx = [i % x, (i / x) % y, i / (x * y)];
             for (a, &c) in idx.iter().enumerate() {
                 let hi = [x, y, z][a] as f32 - 1.0;

@@ -6,6 +6,7 @@
 //! run hundreds of iterations in well under a second.
 
 use nalgebra::Matrix4;
+use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 use crate::image::{Grid, Image};
@@ -115,5 +116,5 @@ pub fn grid_samples(fixed: &Image, mask: Option<&[f32]>) -> Result<PointSamples>
 
 /// The fixed image's values at `points` (voxel indices, `3 n` values), trilinear with border padding.
 pub fn fixed_values(fixed: &[f32], shape: [usize; 3], points: &[f32]) -> Vec<f32> {
-    points.chunks_exact(3).map(|p| sample(fixed, shape, [p[0] as f64, p[1] as f64, p[2] as f64], true)).collect()
+    points.par_chunks_exact(3).map(|p| sample(fixed, shape, [p[0] as f64, p[1] as f64, p[2] as f64], true)).collect()
 }
