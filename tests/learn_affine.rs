@@ -1,8 +1,9 @@
 //! Seed 000 at reduced scale (CPU): an affine network trained without supervision with global MI and
 //! with global CR on random affines of avg152 T2 / PD (moving) against T1 (fixed), then refined by
 //! multi-scale ISO with the patch version of the training measure (MI-patch, CR-patch: the paper trains
-//! with the global measures and refines with the local ones); against no registration and classical affine registration, on held-out pairs. The
-//! table of the paper's Table I (Dice of GM / WM, mean displacement error) is printed.
+//! with the global measures and refines with the local ones); against no registration and classical
+//! affine registration, on held-out pairs. The table of the paper's Table I (Dice of GM / WM, mean
+//! displacement error) is printed.
 //!
 //! `REGSH_SEED000_STEPS` (default 300) and `REGSH_SEED000_EPOCHS` (default 10) scale the training.
 

@@ -810,7 +810,7 @@ impl FusedLevel<'_> {
             gtol: 0.0,
             ftol: 1e-12,
             // A step under 3 micrometres: the polish is done (its last steps are line searches in the
-            // sampled objective's rounding, and stopping here moves the result by under 0.002 mm).
+            // sampled objective's rounding; stopping here moved the results by under 0.005 mm).
             step_tol: 3e-3,
             initial_step: 0.1,
             max_evals: 3 * iters + 10,
