@@ -60,47 +60,116 @@ pub fn smooth(image: &Image, sigma: [f64; 3], unit: SigmaUnit) -> Result<Image> 
 }
 
 /// Convolves `(C, Z, Y, X)` data along one axis (0 = x, 1 = y, 2 = z) with a centred odd kernel,
-/// replicating the border. Parallel over output (channel, z) planes. Along y and z whole rows are
-/// combined (the inner loop runs along x, contiguous); along x the border clamp is taken only near the
-/// ends. Every output voxel sums its taps in kernel order either way.
+/// replicating the border. See [`convolve_axis_into`].
 fn convolve_axis(src: &[f32], shape: [usize; 3], axis: usize, kernel: &[f32]) -> Vec<f32> {
+    let mut out = vec![0f32; src.len()];
+    convolve_axis_into(src, &mut out, shape, axis, kernel, AxisBorder::Replicate);
+    out
+}
+
+/// What [`convolve_axis_into`] takes beyond the ends of the axis.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum AxisBorder {
+    /// The end voxel, repeated (zero-flux, as ITK smooths: a constant stays constant).
+    Replicate,
+    /// Zeros: those taps are left out (the local sums of LNCC windows; a self-adjoint filter).
+    Zero,
+}
+
+/// Convolves volumes of `shape` voxels (x, y, z), stored one after another (x fastest), along one axis
+/// (0 = x, 1 = y, 2 = z) with a centred odd kernel, into `out` (same length, overwritten), with
+/// `border` beyond the axis' ends.
+///
+/// Every output voxel sums `kernel[q] * src[pos + q - r]` in kernel order. Parallel over output
+/// (volume, z) planes. Along y whole rows and along z whole planes are combined (the inner loop is
+/// contiguous and vectorizes); along x the bounds are checked only near the row's ends.
+pub(crate) fn convolve_axis_into(
+    src: &[f32],
+    out: &mut [f32],
+    shape: [usize; 3],
+    axis: usize,
+    kernel: &[f32],
+    border: AxisBorder,
+) {
+    // One copy of the loops per border, so the border test is resolved at compile time.
+    match border {
+        AxisBorder::Replicate => convolve_axis_with::<true>(src, out, shape, axis, kernel),
+        AxisBorder::Zero => convolve_axis_with::<false>(src, out, shape, axis, kernel),
+    }
+}
+
+fn convolve_axis_with<const REPLICATE: bool>(
+    src: &[f32],
+    out: &mut [f32],
+    shape: [usize; 3],
+    axis: usize,
+    kernel: &[f32],
+) {
     let [nx, ny, nz] = shape;
     let plane = nx * ny;
+    if plane == 0 || nz == 0 {
+        return;
+    }
     let r = kernel.len() / 2;
-    let mut out = vec![0f32; src.len()];
+    // The source index of tap `q` at `pos` on an axis of `n`, or `None` for a zero-padded tap.
+    let source = |pos: usize, q: usize, n: usize| -> Option<usize> {
+        let t = pos + q;
+        if REPLICATE {
+            Some(t.saturating_sub(r).min(n - 1))
+        } else {
+            (t >= r && t - r < n).then(|| t - r)
+        }
+    };
     out.par_chunks_mut(plane).enumerate().for_each(|(ck, dst)| {
         let (c, k) = (ck / nz, ck % nz);
         let vol = &src[c * plane * nz..(c + 1) * plane * nz];
-        let clamp = |pos: usize, q: usize, n: usize| (pos + q).saturating_sub(r).min(n - 1);
-        for j in 0..ny {
-            let d = &mut dst[j * nx..(j + 1) * nx];
-            if axis == 0 {
-                let row = &vol[k * plane + j * nx..][..nx];
-                for (i, o) in d.iter_mut().enumerate() {
-                    let mut acc = 0f32;
-                    if i >= r && i + r < nx {
-                        for (w, v) in kernel.iter().zip(&row[i - r..=i + r]) {
-                            acc += w * v;
+        match axis {
+            0 => {
+                for j in 0..ny {
+                    let row = &vol[k * plane + j * nx..][..nx];
+                    let d = &mut dst[j * nx..(j + 1) * nx];
+                    for (i, o) in d.iter_mut().enumerate() {
+                        let mut acc = 0f32;
+                        if i >= r && i + r < nx {
+                            for (w, v) in kernel.iter().zip(&row[i - r..=i + r]) {
+                                acc += w * v;
+                            }
+                        } else {
+                            for (q, w) in kernel.iter().enumerate() {
+                                if let Some(t) = source(i, q, nx) {
+                                    acc += w * row[t];
+                                }
+                            }
                         }
-                    } else {
-                        for (q, w) in kernel.iter().enumerate() {
-                            acc += w * row[clamp(i, q, nx)];
+                        *o = acc;
+                    }
+                }
+            }
+            1 => {
+                dst.fill(0.0);
+                for j in 0..ny {
+                    let d = &mut dst[j * nx..(j + 1) * nx];
+                    for (q, w) in kernel.iter().enumerate() {
+                        let Some(jj) = source(j, q, ny) else { continue };
+                        let row = &vol[k * plane + jj * nx..][..nx];
+                        for (o, v) in d.iter_mut().zip(row) {
+                            *o += w * v;
                         }
                     }
-                    *o = acc;
                 }
-            } else {
+            }
+            _ => {
+                // Whole planes combined: one long contiguous loop per tap.
+                dst.fill(0.0);
                 for (q, w) in kernel.iter().enumerate() {
-                    let (jj, kk) = if axis == 1 { (clamp(j, q, ny), k) } else { (j, clamp(k, q, nz)) };
-                    let row = &vol[kk * plane + jj * nx..][..nx];
-                    for (o, v) in d.iter_mut().zip(row) {
+                    let Some(kk) = source(k, q, nz) else { continue };
+                    for (o, v) in dst.iter_mut().zip(&vol[kk * plane..][..plane]) {
                         *o += w * v;
                     }
                 }
             }
         }
     });
-    out
 }
 
 /// Default anti-aliasing sigma (voxels of the finer image) before downsampling by `factor`: `factor / 3`

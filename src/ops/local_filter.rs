@@ -6,81 +6,9 @@
 //! applied to the upstream gradient.
 
 use candle_core::{CpuStorage, CustomOp1, DType, Layout, Result, Shape, Tensor};
-use rayon::prelude::*;
 
 use super::f32_slice;
-
-/// Filters `src` `(..., Z, Y, X)` along one axis (0 = x, 1 = y, 2 = z) with `k`, zero padding, into
-/// `out` (same length, overwritten).
-///
-/// Every output voxel sums `k[q] * src[pos + q - r]` over the taps inside the axis, in kernel order.
-/// Parallel over output (volume, z) planes. Along y and z whole rows are combined (the inner loop runs
-/// along x, contiguous, and vectorizes); along x the bounds are checked only near the row's ends.
-pub(crate) fn filter_axis_into(src: &[f32], out: &mut [f32], s: [usize; 3], axis: usize, k: &[f32]) {
-    let [nx, ny, nz] = s;
-    let plane = nx * ny;
-    if plane == 0 || nz == 0 {
-        return;
-    }
-    let r = k.len() / 2;
-    out.par_chunks_mut(plane).enumerate().for_each(|(ck, dst)| {
-        let (c, kz) = (ck / nz, ck % nz);
-        let vol = &src[c * plane * nz..(c + 1) * plane * nz];
-        match axis {
-            0 => {
-                for j in 0..ny {
-                    let row = &vol[kz * plane + j * nx..][..nx];
-                    let d = &mut dst[j * nx..(j + 1) * nx];
-                    for (i, o) in d.iter_mut().enumerate() {
-                        let mut acc = 0f32;
-                        if i >= r && i + r < nx {
-                            for (w, v) in k.iter().zip(&row[i - r..=i + r]) {
-                                acc += w * v;
-                            }
-                        } else {
-                            for (q, w) in k.iter().enumerate() {
-                                let t = i + q;
-                                if t >= r && t - r < nx {
-                                    acc += w * row[t - r];
-                                }
-                            }
-                        }
-                        *o = acc;
-                    }
-                }
-            }
-            1 => {
-                dst.fill(0.0);
-                for j in 0..ny {
-                    let d = &mut dst[j * nx..(j + 1) * nx];
-                    for (q, w) in k.iter().enumerate() {
-                        let t = j + q;
-                        if t < r || t - r >= ny {
-                            continue;
-                        }
-                        let row = &vol[kz * plane + (t - r) * nx..][..nx];
-                        for (o, v) in d.iter_mut().zip(row) {
-                            *o += w * v;
-                        }
-                    }
-                }
-            }
-            _ => {
-                dst.fill(0.0);
-                for (q, w) in k.iter().enumerate() {
-                    let t = kz + q;
-                    if t < r || t - r >= nz {
-                        continue;
-                    }
-                    let pl = &vol[(t - r) * plane..][..plane];
-                    for (o, v) in dst.iter_mut().zip(pl) {
-                        *o += w * v;
-                    }
-                }
-            }
-        }
-    });
-}
+use crate::image::smooth::{convolve_axis_into, AxisBorder};
 
 /// The separable filter of [`local_filter`] on `nvol` volumes of `s` voxels (x, y, z) stored one after
 /// another (x fastest): each axis whose kernel is not the single tap `[1]` is filtered in turn.
@@ -89,7 +17,7 @@ pub(crate) fn filter_volumes(data: &[f32], s: [usize; 3], kernels: &[Vec<f32>; 3
     let mut tmp = vec![0f32; d.len()];
     for (axis, k) in kernels.iter().enumerate() {
         if k.len() > 1 || k.first() != Some(&1.0) {
-            filter_axis_into(&d, &mut tmp, s, axis, k);
+            convolve_axis_into(&d, &mut tmp, s, axis, k, AxisBorder::Zero);
             std::mem::swap(&mut d, &mut tmp);
         }
     }
