@@ -108,77 +108,7 @@ pub enum Command {
     /// PREFIX_report.json (stages, per-level losses, iterations, seconds, threads, seed).
     /// `regsh apply -i MOVING -r FIXED [-t PREFIX_warp.nii.gz] -t PREFIX_affine.tfm` reproduces the
     /// warped image. Ctrl-C stops the optimization and writes what it has.
-    Register {
-        #[arg(long)]
-        fixed: PathBuf,
-        #[arg(long)]
-        moving: PathBuf,
-        /// Only fixed voxels inside this mask count.
-        #[arg(long)]
-        fixed_mask: Option<PathBuf>,
-        /// translation, rigid, similarity, affine, syn, svf, bspline.
-        #[arg(long, default_value = "affine")]
-        transform: String,
-        /// Similarity measure with options, e.g. `mi`, `cr_patch[patch=8]`, `ncc`, `lncc[window=9]`.
-        #[arg(long, default_value = "mi")]
-        metric: String,
-        /// Measure of the linear stages of a dense recipe (syn, svf, bspline) when --metric is local
-        /// (lncc, *_patch); default mi. A linear recipe uses --metric itself unless this is given.
-        #[arg(long)]
-        linear_metric: Option<String>,
-        /// Number of pyramid levels of the linear stages (factors 2^(scales-1) .. 1).
-        #[arg(long, default_value_t = 4)]
-        scales: usize,
-        /// Iterations per level of the linear stages, coarse to fine (one value, or one per level).
-        #[arg(long, value_delimiter = ',', default_values_t = vec![100usize, 60, 30, 15])]
-        iterations: Vec<usize>,
-        /// Adam learning rate of the linear stages (mm per step for translations); default
-        /// 0.25 * factor + 0.25 per level.
-        #[arg(long)]
-        lr: Option<f64>,
-        /// Random off-grid points per Adam iteration of the linear stages with a global measure (fresh
-        /// each iteration; a level with fewer voxels uses all of them). Default 5000 (ssd, ncc, mi,
-        /// nmi, cr: one fused kernel).
-        #[arg(long)]
-        points: Option<usize>,
-        /// Points of the final L-BFGS refinement of the last linear stage (one fixed random draw at
-        /// full resolution; global measures only). It removes the noise floor of Adam on random points
-        /// (mono-modal affine: about 0.2 mm -> 0.02 mm). 0 turns it off.
-        #[arg(long, default_value_t = crate::optim::Polish::default().points)]
-        polish: usize,
-        /// Most L-BFGS iterations of the final refinement.
-        #[arg(long, default_value_t = crate::optim::Polish::default().iterations)]
-        polish_iterations: usize,
-        /// Initialization: identity, centres, moments.
-        #[arg(long, default_value = "moments")]
-        init: String,
-        /// Iterations per level of the dense stage, coarse to fine (factors 2^(n-1) .. 1).
-        #[arg(long, value_delimiter = ',', default_values_t = vec![100usize, 100, 50])]
-        dense_iterations: Vec<usize>,
-        /// Dense stage: Gaussian sigma (voxels) applied to each gradient (fluid-like). Default 3.
-        #[arg(long)]
-        grad_sigma: Option<f64>,
-        /// Dense stage: Gaussian sigma (voxels) applied to the field after each step (elastic-like).
-        /// Default 1.
-        #[arg(long)]
-        field_sigma: Option<f64>,
-        /// Dense stage regularizer: `diffusion:W`, `bending:W` or `none` (default: none for syn / svf,
-        /// bending:0.01 for bspline).
-        #[arg(long)]
-        regularizer: Option<String>,
-        /// B-spline control point spacing in mm (default 10).
-        #[arg(long)]
-        control_spacing: Option<f64>,
-        /// Dense stage: largest step per iteration in mm (default half a fixed voxel).
-        #[arg(long)]
-        dense_lr: Option<f64>,
-        /// Seed of the random sample points.
-        #[arg(long, default_value_t = 0)]
-        seed: u64,
-        /// Output prefix.
-        #[arg(long)]
-        out: PathBuf,
-    },
+    Register(crate::register::RegisterArgs),
     /// Write a PNG picture of a registration: axial, coronal and sagittal slices (rows) of fixed, moving,
     /// warped and a fixed/warped checkerboard (columns), and the loss curve per pyramid level.
     ///
@@ -382,29 +312,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 json,
             })?;
         }
-        Command::Register {
-            fixed,
-            moving,
-            fixed_mask,
-            transform,
-            metric,
-            linear_metric,
-            scales,
-            iterations,
-            lr,
-            points,
-            polish,
-            polish_iterations,
-            init,
-            dense_iterations,
-            grad_sigma,
-            field_sigma,
-            regularizer,
-            control_spacing,
-            dense_lr,
-            seed,
-            out,
-        } => {
+        Command::Register(args) => {
             let cancel = Arc::new(AtomicBool::new(false));
             let flag = cancel.clone();
             // A second handler cannot be installed (e.g. in tests calling `run` twice): then Ctrl-C
@@ -412,30 +320,7 @@ pub fn run(cli: Cli) -> Result<()> {
             if ctrlc::set_handler(move || flag.store(true, Ordering::Relaxed)).is_err() {
                 tracing::debug!("Ctrl-C handler already installed");
             }
-            let (report, _) = crate::register::run(&crate::register::RegisterArgs {
-                fixed,
-                moving,
-                fixed_mask,
-                transform,
-                metric,
-                linear_metric,
-                scales,
-                iterations,
-                lr,
-                points,
-                polish_points: polish,
-                polish_iterations,
-                init,
-                dense_iterations,
-                grad_sigma,
-                field_sigma,
-                regularizer,
-                control_spacing,
-                dense_lr,
-                seed,
-                out,
-                cancel: Some(cancel.clone()),
-            })?;
+            let (report, _) = crate::register::run(&args, Some(cancel.clone()))?;
             if cancel.load(Ordering::Relaxed) {
                 eprintln!("cancelled: wrote the result reached so far");
             }

@@ -330,40 +330,21 @@ fn unwrap_frames<'a>(err: &'a EvalAltResult, source: &str, out: &mut Vec<Frame<'
     }
 }
 
-/// A Rhai evaluation error as a report on the user's text.
-///
-/// - `current`: the source being evaluated; `others`: other sources frames may be in (the stdlib,
-///   earlier REPL lines);
-/// - `names`: names for "did you mean" (builtins, script functions, variables).
-pub fn from_eval(err: &EvalAltResult, current: &SourceText, others: &[&SourceText], names: &[String]) -> ScriptError {
-    let mut frames = Vec::new();
-    let inner = unwrap_frames(err, &current.name, &mut frames);
-    let lookup = |name: &str| -> Option<&SourceText> {
-        if name == current.name {
-            Some(current)
-        } else {
-            others.iter().copied().find(|s| s.name == name)
-        }
-    };
-    // The deepest frame in a user's source; deeper stdlib frames go into the help.
-    let chosen = frames
-        .iter()
-        .rposition(|f| !f.pos.is_none() && lookup(&f.source).is_some_and(|s| !s.is_stdlib()))
-        .or_else(|| frames.iter().rposition(|f| !f.pos.is_none() && lookup(&f.source).is_some()));
-    let mut notes = Vec::new();
-    if let Some(c) = chosen {
-        for f in &frames[c + 1..] {
-            if let (Some(s), Some(l)) = (lookup(&f.source), f.pos.line()) {
-                if s.is_stdlib() {
-                    let (line, col) = s.offset_of(f.pos).map(|o| line_col(&s.original, o)).unwrap_or((l, 0));
-                    notes.push(format!("inside {} at {}:{line}:{col}", frames_fn_name(&frames, f), s.name));
-                }
-            }
-        }
-    }
+/// What a report says about an error: its code, message, help line, the keyword argument it is about
+/// and the label of its span.
+struct Described {
+    code: String,
+    message: String,
+    help: Option<String>,
+    key: Option<String>,
+    label: Option<String>,
+}
 
+/// The report's words for the innermost error `inner` (`names`: the names "did you mean" chooses
+/// from).
+fn describe(inner: &EvalAltResult, names: &[String]) -> Described {
     let names_ref = || names.iter().map(String::as_str);
-    let (code, message, mut help, key, label): (String, String, Option<String>, Option<String>, Option<String>) =
+    let (code, message, help, key, label): (String, String, Option<String>, Option<String>, Option<String>) =
         match inner {
             EvalAltResult::ErrorRuntime(v, _) => match v.clone().try_cast::<HostError>() {
                 Some(h) => (h.code, h.message, h.help, h.key, None),
@@ -439,6 +420,42 @@ pub fn from_eval(err: &EvalAltResult, current: &SourceText, others: &[&SourceTex
                 ("regsh::dsl::runtime".into(), m, None, None, None)
             }
         };
+    Described { code, message, help, key, label }
+}
+
+/// A Rhai evaluation error as a report on the user's text.
+///
+/// - `current`: the source being evaluated; `others`: other sources frames may be in (the stdlib,
+///   earlier REPL lines);
+/// - `names`: names for "did you mean" (builtins, script functions, variables).
+pub fn from_eval(err: &EvalAltResult, current: &SourceText, others: &[&SourceText], names: &[String]) -> ScriptError {
+    let mut frames = Vec::new();
+    let inner = unwrap_frames(err, &current.name, &mut frames);
+    let lookup = |name: &str| -> Option<&SourceText> {
+        if name == current.name {
+            Some(current)
+        } else {
+            others.iter().copied().find(|s| s.name == name)
+        }
+    };
+    // The deepest frame in a user's source; deeper stdlib frames go into the help.
+    let chosen = frames
+        .iter()
+        .rposition(|f| !f.pos.is_none() && lookup(&f.source).is_some_and(|s| !s.is_stdlib()))
+        .or_else(|| frames.iter().rposition(|f| !f.pos.is_none() && lookup(&f.source).is_some()));
+    let mut notes = Vec::new();
+    if let Some(c) = chosen {
+        for f in &frames[c + 1..] {
+            if let (Some(s), Some(l)) = (lookup(&f.source), f.pos.line()) {
+                if s.is_stdlib() {
+                    let (line, col) = s.offset_of(f.pos).map(|o| line_col(&s.original, o)).unwrap_or((l, 0));
+                    notes.push(format!("inside {} at {}:{line}:{col}", frames_fn_name(&frames, f), s.name));
+                }
+            }
+        }
+    }
+
+    let Described { code, message, mut help, key, label } = describe(inner, names);
     if !notes.is_empty() {
         let n = notes.join("\n");
         help = Some(match help {

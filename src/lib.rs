@@ -1,7 +1,8 @@
 //! # regsh: a scriptable registration shell for medical images
 //!
-//! Layers import only downward: `image -> ops -> (spatial, metrics, nn) -> optim -> register`
-//! `-> pipeline -> dsl -> session -> (repl, watch, cli)`.
+//! Layers import only downward: `image -> ops -> (spatial, metrics, nn) -> optim -> train -> pipeline`
+//! `-> (snapshot, dsl) -> session -> (repl, watch) -> (register, measure, info, cli)`; `error`, `names` and
+//! `device` serve every layer.
 //!
 //! | module | what |
 //! |---|---|
@@ -10,14 +11,13 @@
 //! | [`spatial`] | transforms in world mm (linear, DDF, SVF, B-spline, composite), inverses, Jacobians, the warp, ITK / ANTs files |
 //! | [`metrics`] | similarity measures and their registry, regularizers, evaluation measures |
 //! | [`nn`] | 3-D network blocks: fused conv3d / transposed conv3d (im2col + gemm, hand-written backward) with slow twins, pooling, upsampling, norms, activations, MLP heads |
-//! | [`optim`] | optimizers, convergence, initialization, multi-scale ISO |
-//! | [`register`] | registration recipes and `regsh register` |
+//! | [`optim`] | the optimizer core on flat parameters (Adam, SGD, L-BFGS, Powell; one loop each), stop reasons, convergence, initialization, multi-scale ISO, dense levels |
 //! | [`snapshot`] | PNG pictures of a registration: orthogonal slices, checkerboard, loss curves (`regsh snapshot`) |
 //! | [`train`] | registration networks as transforms ([`train::Network`]), training pairs, unsupervised training with checkpoints |
-//! | [`pipeline`] | Rhai-free registration pipelines: `RegState`, `init`, `iso`, `warp` |
+//! | [`pipeline`] | Rhai-free registration pipelines: `RegState`, `init`, `iso`, `warp`, and the recipes (`register`): the one registration path of the CLI and the DSL |
 //! | [`dsl`], [`session`], [`diagnostics`] | the Rhai DSL (keyword arguments, `\|>`, builtins, help, stdlib), the evaluation session, error reports |
 //! | [`repl`], [`watch`] | the interactive shell (rustyline) and hot-reloaded recipes (notify) |
-//! | [`info`], [`measure`], [`cli`] | the command line |
+//! | [`register`], [`info`], [`measure`], [`cli`] | the command line: `regsh register` (arguments to [`pipeline::RegisterOptions`]), `info`, `measure` |
 //! | [`error`], [`names`], [`device`] | typed errors, lookup with "did you mean", compute device |
 
 pub mod cli;

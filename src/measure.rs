@@ -10,7 +10,7 @@ use crate::image::io::load;
 use crate::image::resample::{resample, Interpolation, Padding};
 use crate::image::{Grid, Image};
 use crate::metrics::evaluation::{dice, hd95, psnr, ssim, LabelScores};
-use crate::metrics::{Metric, OptionValue};
+use crate::metrics::Metric;
 
 /// Arguments of `regsh measure`.
 #[derive(Clone, Debug)]
@@ -41,37 +41,6 @@ pub fn split_list(s: &str) -> Vec<String> {
     }
     out.push(cur);
     out.into_iter().map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect()
-}
-
-/// A measure spec `name[key=value,...]` as a [`Metric`]. Values: numbers, `true` / `false`, or `lo:hi`
-/// ranges. Errors: unknown names or options (with suggestions), malformed values.
-pub fn parse_metric(spec: &str) -> Result<Metric> {
-    let (name, opts) = match spec.split_once('[') {
-        Some((n, rest)) => {
-            (n.trim(), rest.strip_suffix(']').ok_or_else(|| Error::arg("measure", format!("missing `]` in `{spec}`")))?)
-        }
-        None => (spec.trim(), ""),
-    };
-    let mut m = Metric::new(name)?;
-    for kv in opts.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-        let (k, v) =
-            kv.split_once('=').ok_or_else(|| Error::arg("measure", format!("option `{kv}` is not key=value")))?;
-        let v = v.trim();
-        let value = if v.eq_ignore_ascii_case("true") {
-            OptionValue::Bool(true)
-        } else if v.eq_ignore_ascii_case("false") {
-            OptionValue::Bool(false)
-        } else if let Some((a, b)) = v.split_once(':') {
-            let p = |x: &str| {
-                x.trim().parse::<f64>().map_err(|_| Error::arg("measure", format!("bad number `{x}` in `{kv}`")))
-            };
-            OptionValue::Range(p(a)?, p(b)?)
-        } else {
-            OptionValue::Number(v.parse().map_err(|_| Error::arg("measure", format!("bad value `{v}` in `{kv}`")))?)
-        };
-        m.set(k.trim(), value)?;
-    }
-    Ok(m)
 }
 
 fn onto(img: Image, grid: &Grid, interp: Interpolation, what: &str, notes: &mut Vec<String>) -> Result<Image> {
@@ -143,7 +112,7 @@ pub fn run(a: &MeasureArgs) -> Result<()> {
             "ssim" => json!(ssim(&f, &m, None)?),
             "psnr" => json!(psnr(&f, &m, None)?),
             _ => {
-                let metric = parse_metric(spec)?;
+                let metric = Metric::parse(spec)?;
                 json!(metric.value(f.data(), m.data(), mask_t.as_ref())?)
             }
         };

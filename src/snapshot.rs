@@ -50,7 +50,7 @@ use ::image::{ImageFormat, Rgb, RgbImage};
 
 use crate::error::{Error, Result};
 use crate::image::io::{is_loaded_input, load};
-use crate::image::resample::sample_trilinear;
+use crate::image::trilinear::sample;
 use crate::image::{Grid, Image};
 
 /// Colours of pyramid levels in the loss strip (Okabe-Ito palette, no greys), RGB.
@@ -334,7 +334,7 @@ impl Source {
                 v
             }
         });
-        sample_trilinear(&self.values, self.shape, p, 0.0) as f64
+        sample(&self.values, self.shape, p, false) as f64
     }
 
     /// The windowed grey panel of `view`, row-major `(rows, cols)`.

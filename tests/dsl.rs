@@ -4,7 +4,6 @@
 mod common;
 
 use regsh::diagnostics::{render, ScriptError};
-use regsh::dsl::help::HELP;
 use regsh::session::Session;
 
 fn session() -> Session {
@@ -17,7 +16,7 @@ fn session() -> Session {
 fn every_help_example_runs_and_its_asserts_hold() {
     let mut s = session();
     let mut failed = Vec::new();
-    for h in HELP {
+    for h in regsh::dsl::help::all() {
         assert!(h.example.contains("assert("), "the example of `{}` checks nothing", h.name);
         assert!(!h.signature.is_empty() && !h.summary.is_empty(), "`{}` lacks a signature or summary", h.name);
         let t0 = std::time::Instant::now();
@@ -27,6 +26,41 @@ fn every_help_example_runs_and_its_asserts_hold() {
         }
     }
     assert!(failed.is_empty(), "{} example(s) failed:\n{}", failed.len(), failed.join("\n"));
+}
+
+/// The names of the functions the engine registers that scripts call by name: every native function
+/// but operators, property getters / setters, indexers and the printing hooks.
+fn registered_names() -> std::collections::BTreeSet<String> {
+    let s = session();
+    s.engine()
+        .gen_fn_signatures(false)
+        .iter()
+        .filter_map(|sig| sig.split('(').next().map(str::to_string))
+        .filter(|n| {
+            n.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                && !n.contains('$')
+                && !["to_string", "to_debug"].contains(&n.as_str())
+        })
+        .collect()
+}
+
+#[test]
+fn every_registered_builtin_has_help_and_every_help_entry_is_registered() {
+    let registered = registered_names();
+    let helped: std::collections::BTreeSet<String> =
+        regsh::dsl::help::all().filter(|h| !h.is_topic()).map(|h| h.name.to_string()).collect();
+    let stdlib: std::collections::BTreeSet<String> =
+        regsh::dsl::stdlib::HELP.iter().map(|h| h.name.to_string()).collect();
+    let undocumented: Vec<&String> = registered.difference(&helped).collect();
+    assert!(undocumented.is_empty(), "registered without help: {undocumented:?}");
+    let unregistered: Vec<&String> =
+        helped.iter().filter(|n| !registered.contains(*n) && !stdlib.contains(*n)).collect();
+    assert!(unregistered.is_empty(), "help for functions the engine does not register: {unregistered:?}");
+    // The stdlib's entries name functions its scripts define.
+    let text: String = regsh::dsl::stdlib::sources().into_iter().map(|(_, t)| t).collect();
+    for n in &stdlib {
+        assert!(text.contains(&format!("fn {n}(")), "stdlib help for `{n}`, which no stdlib script defines");
+    }
 }
 
 #[test]

@@ -6,7 +6,7 @@ use regsh::image::ops::{
     bounding_box, crop, normalize, one_hot, pad, percentile, replace_non_finite, threshold, Normalization,
 };
 use regsh::image::resample::{resample, Interpolation, Padding};
-use regsh::image::smooth::{gaussian_kernel, pyramid, smooth, SigmaUnit};
+use regsh::image::smooth::{gaussian_kernel, pyramid, smooth, SigmaUnit, TRUNCATE};
 use regsh::image::{DataType, Grid, Image};
 
 fn grid(shape: [usize; 3]) -> Grid {
@@ -106,7 +106,7 @@ fn smoothing_a_delta_gives_the_separable_gaussian() {
     let img = Image::from_vec(v, 1, g).unwrap();
     // 2 mm along x (spacing 2) is 1 voxel; y and z 1.5 voxels.
     let out = smooth(&img, [2.0, 1.5, 1.5], SigmaUnit::Mm).unwrap();
-    let (kx, ky) = (gaussian_kernel(1.0), gaussian_kernel(1.5));
+    let (kx, ky) = (gaussian_kernel(1.0, TRUNCATE), gaussian_kernel(1.5, TRUNCATE));
     for (i, j, k) in [(10, 10, 10), (11, 10, 10), (12, 13, 9), (14, 10, 16)] {
         let want = kx[i + 4 - 10] * ky[j + 6 - 10] * ky[k + 6 - 10];
         let got = out.value_at(0, [i, j, k]).unwrap() as f32;

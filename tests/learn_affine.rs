@@ -19,7 +19,7 @@ use regsh::metrics::Metric;
 use regsh::nn::{AffineNet, AffineNetConfig};
 use regsh::optim::init::Init;
 use regsh::optim::{iso_linear, IsoOptimizer, IsoOptions, Sampling, Schedule};
-use regsh::register::{default_lr, register_linear, stages};
+use regsh::pipeline::recipes::{default_lr, register_linear, stages};
 use regsh::spatial::{warp, Linear, LinearKind, Transform, WarpInterpolation};
 use regsh::train::{
     train, AffineBounds, Deformation, IntensityAugmentation, LrSchedule, Network, Pair, PairSource, Prediction,

@@ -201,7 +201,7 @@ fn trained(task: &Task, integration_steps: usize, steps: usize) -> Network {
         secs / r.steps as f64,
         losses.join(" ")
     );
-    assert_eq!(r.stop, "epochs");
+    assert_eq!(r.stop, regsh::optim::Stop::Epochs);
     net
 }
 
@@ -280,31 +280,17 @@ fn score_all(val: &PairSource, register: impl Fn(&Pair) -> std::sync::Arc<dyn Tr
 /// The classical `syn` recipe (rigid + affine by ISO, then the greedy displacement field over 2 levels;
 /// see `tests/register.rs`) with the task's measures.
 fn syn(task: &Task, p: &Pair) -> std::sync::Arc<dyn Transform> {
-    let args = regsh::register::RegisterArgs {
-        fixed: "fixed".into(),
-        moving: "moving".into(),
-        fixed_mask: None,
-        transform: "syn".into(),
-        metric: task.syn_metrics.0.into(),
-        linear_metric: Some(task.syn_metrics.1.into()),
-        scales: 2,
-        iterations: vec![30, 20],
-        lr: None,
-        init: "identity".into(),
-        dense_iterations: vec![100, 50],
-        grad_sigma: None,
-        field_sigma: None,
-        regularizer: None,
-        control_spacing: None,
-        dense_lr: None,
-        seed: 1,
-        points: None,
-        polish_points: 50_000,
-        polish_iterations: 20,
-        out: "unused".into(),
-        cancel: None,
+    let opts = regsh::pipeline::RegisterOptions {
+        recipe: "syn".into(),
+        metric: regsh::metrics::Metric::parse(task.syn_metrics.0).unwrap(),
+        linear_metric: Some(regsh::metrics::Metric::parse(task.syn_metrics.1).unwrap()),
+        schedule: regsh::pipeline::recipes::linear_schedule(2, Some(&[30, 20]), None).unwrap(),
+        init: regsh::optim::init::Init::Identity,
+        control: regsh::pipeline::RunControl { seed: 1, ..Default::default() },
+        dense: regsh::pipeline::DenseSettings { iterations: Some(vec![100, 50]), ..Default::default() },
+        ..Default::default()
     };
-    regsh::register::register_images(&p.fixed, &p.moving, None, &args).unwrap().transform()
+    regsh::pipeline::register(&p.moving, &p.fixed, &opts).unwrap().transform()
 }
 
 fn print_table(title: &str, rows: &[(&str, Scores)]) {

@@ -163,14 +163,14 @@ fn fused_field_warp_matches_slow_twin_forward_and_backward() {
 
 #[test]
 fn local_filter_matches_conv1d_twin_forward_and_backward() {
-    use regsh::ops::local_filter::{box_kernel, gaussian_kernel};
+    use regsh::image::smooth::gaussian_kernel;
+    use regsh::ops::local_filter::{box_kernel, WINDOW_TRUNCATE};
     use regsh::ops::{local_filter, local_filter_slow};
     let t = Var::from_tensor(&image(2, 41)).unwrap();
     let w = Tensor::from_vec(rand_vec(2 * 210, 42), (2, 5, 6, 7), &Device::Cpu).unwrap();
-    for ks in [
-        [box_kernel(3), box_kernel(5), box_kernel(1)],
-        [gaussian_kernel(1.0), gaussian_kernel(0.5), gaussian_kernel(0.6)],
-    ] {
+    for ks in
+        [[box_kernel(3), box_kernel(5), box_kernel(1)], [1.0, 0.5, 0.6].map(|s| gaussian_kernel(s, WINDOW_TRUNCATE))]
+    {
         let fast = local_filter(&t, ks.clone()).unwrap();
         let slow = local_filter_slow(&t, ks.clone()).unwrap();
         assert!(max_abs_diff(&fast, &slow) < 1e-5);
@@ -276,9 +276,10 @@ fn border_gradient_is_zero_on_the_edge_voxel_as_pytorch() {
 
 mod point_metric {
     use super::*;
+    use regsh::metrics::functional::point_metric_slow;
     use regsh::ops::parzen::Parzen;
+    use regsh::ops::point_metric;
     use regsh::ops::point_metric::{point_loss, MovingVolume, PointMeasure, PointParzen, PointSamples};
-    use regsh::ops::{point_metric, point_metric_slow};
     use std::sync::Arc;
 
     const SHAPE: [usize; 3] = [11, 10, 9];

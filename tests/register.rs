@@ -16,7 +16,7 @@ use regsh::metrics::evaluation::{dice, jacobian_stats, mean_displacement_error};
 use regsh::metrics::Metric;
 use regsh::optim::init::Init;
 use regsh::optim::Schedule;
-use regsh::register::{default_lr, register_linear, stages};
+use regsh::pipeline::recipes::{default_lr, register_linear, stages};
 use regsh::spatial::{warp, Composite, Ddf, Linear, LinearKind, Transform, WarpInterpolation};
 
 /// A random affine within the issue's bounds (rotations up to 15 degrees, translations up to 15 mm,
@@ -113,7 +113,7 @@ fn known_affines_are_recovered_mono_modal() {
 fn register_multi(fixed: &Image, moving: &Image, name: &str, schedule: &Schedule) -> Linear {
     let affine = stages("affine").unwrap();
     let global = if name == "cr_patch" { "cr" } else { name };
-    let met = regsh::measure::parse_metric(global).unwrap();
+    let met = regsh::metrics::Metric::parse(global).unwrap();
     let (est, _) = register_linear(fixed, moving, &affine, &met, schedule, Init::Moments, None).unwrap();
     if name != "cr_patch" {
         return est;
@@ -122,7 +122,7 @@ fn register_multi(fixed: &Image, moving: &Image, name: &str, schedule: &Schedule
     fine.lr = default_lr(&fine.factors);
     let opts = regsh::optim::IsoOptions {
         schedule: fine,
-        metric: regsh::measure::parse_metric("cr_patch").unwrap(),
+        metric: regsh::metrics::Metric::parse("cr_patch").unwrap(),
         fixed_mask: None,
         convergence: (10, 1e-5),
         cancel: None,
@@ -238,32 +238,17 @@ fn known_smooth_deformation_is_recovered() {
         dice(&labels, &w, None).unwrap().mean
     };
     let (before, ideal) = (dice_of(&id), dice_of(inv.as_ref()));
-    let args = regsh::register::RegisterArgs {
-        fixed: "fixed".into(),
-        moving: "moving".into(),
-        fixed_mask: None,
-        transform: "syn".into(),
-        metric: "lncc".into(),
-        linear_metric: Some("ncc".into()),
-        scales: 3,
-        iterations: vec![60, 40, 20],
-        lr: None,
-        points: None,
-        polish_points: 50_000,
-        polish_iterations: 20,
-        init: "identity".into(),
-        dense_iterations: vec![100, 100, 50],
-        grad_sigma: None,
-        field_sigma: None,
-        regularizer: None,
-        control_spacing: None,
-        dense_lr: None,
-        seed: 1,
-        out: "unused".into(),
-        cancel: None,
+    let opts = regsh::pipeline::RegisterOptions {
+        recipe: "syn".into(),
+        metric: Metric::new("lncc").unwrap(),
+        linear_metric: Some(Metric::new("ncc").unwrap()),
+        schedule: regsh::pipeline::recipes::linear_schedule(3, Some(&[60, 40, 20]), None).unwrap(),
+        init: Init::Identity,
+        control: regsh::pipeline::RunControl { seed: 1, ..Default::default() },
+        ..Default::default()
     };
     let t0 = std::time::Instant::now();
-    let reg = regsh::register::register_images(&fixed, &moving, None, &args).unwrap();
+    let reg = regsh::pipeline::register(&moving, &fixed, &opts).unwrap();
     let secs = t0.elapsed().as_secs_f64();
     let t = reg.transform();
     let after = dice_of(t.as_ref());

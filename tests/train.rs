@@ -138,7 +138,7 @@ fn a_cancelled_training_stops_after_the_step_and_writes_its_checkpoint() {
     });
     let r = train(&net, &shifts(1), &opts).unwrap();
     t.join().unwrap();
-    assert_eq!(r.stop, "cancelled");
+    assert_eq!(r.stop, regsh::optim::Stop::Cancelled);
     assert_eq!(r.epochs.len(), 1, "the interrupted epoch is reported");
     assert!(r.steps > 0 && r.steps < 100_000, "{} steps", r.steps);
     assert!(ck.exists() && dir.path().join("cut.train.json").exists(), "Ctrl-C writes the checkpoint");

@@ -33,14 +33,18 @@ use rhai::{Dynamic, Engine, FnPtr, Module, NativeCallContext, Scope, AST};
 use crate::diagnostics::{ScriptError, SourceText};
 use crate::error::Result;
 use crate::image::Image;
-use options::{HostError, RhaiResult};
+use options::RhaiResult;
 
 /// Precedence of `|>`: below every built-in operator (`||` is 30), so `a + b |> f` pipes `a + b`.
 pub const PIPE_PRECEDENCE: u8 = 5;
 
-/// State shared by the builtins of one engine: the image cache, the cancel flag, the seed.
-#[derive(Debug, Default)]
+/// State shared by the builtins of one engine: the compute device, the image cache, the cancel flag, the
+/// active network.
+#[derive(Debug)]
 pub struct Host {
+    /// The device every image is loaded onto and every network created on ([`crate::device::default_device`],
+    /// chosen once).
+    pub device: candle_core::Device,
     /// Loaded images by canonical path, with the file's modification time when loaded.
     cache: Mutex<HashMap<PathBuf, (Option<SystemTime>, Image)>>,
     /// Set (e.g. by Ctrl-C) to stop a running script: Rhai stops at its next operation, `iso` after
@@ -55,7 +59,25 @@ pub struct Host {
     active_net: Mutex<Option<Arc<crate::train::Network>>>,
 }
 
+impl Default for Host {
+    fn default() -> Self {
+        Host::on(crate::device::default_device())
+    }
+}
+
 impl Host {
+    /// A host computing on `device`.
+    pub fn on(device: candle_core::Device) -> Self {
+        Host {
+            device,
+            cache: Mutex::default(),
+            cancel: Arc::default(),
+            disk_loads: AtomicUsize::default(),
+            cache_hits: AtomicUsize::default(),
+            active_net: Mutex::default(),
+        }
+    }
+
     /// Loads an image, from the cache when the file (canonical path) has not been modified since.
     /// A `.hdr` / `.img` pair is keyed by the header's path and time.
     ///
@@ -63,7 +85,7 @@ impl Host {
     pub fn load(&self, path: &str) -> Result<Image> {
         let p = Path::new(path);
         let Ok(canon) = std::fs::canonicalize(p) else {
-            return crate::image::io::load(p);
+            return crate::image::io::load(p)?.to_device(&self.device);
         };
         let mtime = std::fs::metadata(&canon).and_then(|m| m.modified()).ok();
         if let Ok(cache) = self.cache.lock() {
@@ -74,7 +96,7 @@ impl Host {
                 }
             }
         }
-        let img = crate::image::io::load(&canon)?;
+        let img = crate::image::io::load(&canon)?.to_device(&self.device)?;
         self.disk_loads.fetch_add(1, Ordering::Relaxed);
         if let Ok(mut cache) = self.cache.lock() {
             cache.insert(canon, (mtime, img.clone()));
@@ -108,7 +130,7 @@ impl Host {
 
     /// Seeds the compute device's random generator (a no-op where the backend has none).
     pub fn seed(&self, n: u64) {
-        let _ = crate::device::default_device().set_seed(n);
+        let _ = self.device.set_seed(n);
     }
 }
 
@@ -162,31 +184,7 @@ pub fn base_engine(host: Arc<Host>) -> Engine {
     api::optim::register(&mut e, &host);
     api::pipeline::register(&mut e, &host);
     api::nn::register(&mut e, &host);
-    e.register_fn("exists", |path: &str| std::path::Path::new(path).exists());
-    e.register_fn("assert", |c: bool| -> RhaiResult<()> {
-        if c {
-            Ok(())
-        } else {
-            Err(HostError::new("regsh::dsl::assert", "assertion failed").into_rhai())
-        }
-    });
-    e.register_fn("assert", |c: bool, msg: &str| -> RhaiResult<()> {
-        if c {
-            Ok(())
-        } else {
-            Err(HostError::new("regsh::dsl::assert", format!("assertion failed: {msg}")).into_rhai())
-        }
-    });
-    e.register_fn("help", |name: &str| -> RhaiResult<String> {
-        match help::help(name) {
-            Some(h) => Ok(h.to_string()),
-            None => {
-                let s = crate::names::suggest(name, help::names());
-                let hint = s.map(|s| format!(", did you mean `{s}`?")).unwrap_or_default();
-                Err(HostError::new("regsh::unknown_name", format!("no help for `{name}`{hint}")).into_rhai())
-            }
-        }
-    });
+    api::script::register(&mut e);
     #[allow(deprecated)] // `on_var` is marked volatile, not deprecated
     e.on_var(resolve_bare);
     let cancel = host.cancel.clone();

@@ -10,6 +10,7 @@ use crate::metrics::Metric;
 use crate::optim::Schedule;
 use crate::pipeline::RegState;
 use crate::spatial::{Linear, Transform};
+use crate::train::{Deformation, Network, PairSource};
 
 /// A transform held by a script: any [`Transform`], with its [`Linear`] form when it is one (for
 /// `params`, and for saving about its own centre).
@@ -68,6 +69,31 @@ impl std::fmt::Display for OptimizerValue {
         match self.lr {
             Some(lr) => write!(f, "{}(lr={lr})", self.name),
             None => write!(f, "{}()", self.name),
+        }
+    }
+}
+
+/// A network held by a script (shared: training changes its weights in place).
+pub type NetValue = Arc<Network>;
+/// A source of training pairs held by a script.
+pub type PairsValue = Arc<PairSource>;
+
+/// How a network prints.
+pub fn net_string(n: &Network) -> String {
+    let s = n.input_size().0;
+    format!("Network({} \"{}\", input {}x{}x{}, {} parameters)", n.kind(), n.name(), s[0], s[1], s[2], n.num_params())
+}
+
+/// How a pair source prints.
+pub fn pairs_string(p: &PairSource) -> String {
+    match p {
+        PairSource::List(v) => format!("Pairs({} pairs)", v.len()),
+        PairSource::Synthetic(s) => {
+            let what = match s.deformation {
+                Deformation::Affine(_) => "random affines",
+                Deformation::Smooth { .. } => "smooth deformations",
+            };
+            format!("Pairs({what} of {} moving image(s), seed {})", s.moving.len(), s.seed)
         }
     }
 }
@@ -133,11 +159,11 @@ pub fn display(d: &Dynamic) -> String {
     if let Some(x) = d.clone().try_cast::<StageValue>() {
         return x.to_string();
     }
-    if let Some(x) = d.clone().try_cast::<crate::dsl::api::nn::NetValue>() {
-        return crate::dsl::api::nn::net_string(&x);
+    if let Some(x) = d.clone().try_cast::<NetValue>() {
+        return net_string(&x);
     }
-    if let Some(x) = d.clone().try_cast::<crate::dsl::api::nn::PairsValue>() {
-        return crate::dsl::api::nn::pairs_string(&x);
+    if let Some(x) = d.clone().try_cast::<PairsValue>() {
+        return pairs_string(&x);
     }
     if let Ok(f) = d.as_float() {
         return float_string(f);

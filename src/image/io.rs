@@ -17,7 +17,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Tensor};
 use nalgebra::{Matrix3, Matrix4};
 use ndarray::{Array, IxDyn};
 use nifti::writer::WriterOptions;
@@ -356,7 +356,7 @@ pub fn load_with_meta(path: impl AsRef<Path>) -> Result<(Image, NiftiMeta)> {
     };
     let keep_f64 = !scaled && values.iter().any(|&v| v.is_finite() && (v as f32) as f64 != v);
     let [z, y, x] = grid.zyx();
-    let dev = Device::Cpu;
+    let dev = crate::device::host();
     let data = if keep_f64 {
         Tensor::from_vec(values.clone(), (channels, z, y, x), &dev)?
     } else {

@@ -12,6 +12,7 @@ pub mod io;
 pub mod ops;
 pub mod resample;
 pub mod smooth;
+pub(crate) mod trilinear;
 
 use candle_core::{DType, Device, Tensor};
 use serde::Serialize;
@@ -67,10 +68,18 @@ impl Image {
         Ok(Image { data, grid, dtype })
     }
 
-    /// A float32 image from values in `(C, Z, Y, X)` order (x fastest).
+    /// A float32 image from values in `(C, Z, Y, X)` order (x fastest), in host memory.
     ///
     /// Errors: [`Error::Shape`] when `values.len()` is not `channels * grid.num_voxels()`.
     pub fn from_vec(values: Vec<f32>, channels: usize, grid: Grid) -> Result<Self> {
+        Image::from_vec_on(values, channels, grid, &crate::device::host())
+    }
+
+    /// [`Image::from_vec`] on `device` (an operation computed on the host returns its result on the
+    /// device of its input).
+    ///
+    /// Errors: as [`Image::from_vec`].
+    pub fn from_vec_on(values: Vec<f32>, channels: usize, grid: Grid, device: &Device) -> Result<Self> {
         let [z, y, x] = grid.zyx();
         if values.len() != channels * grid.num_voxels() || channels == 0 {
             return Err(Error::Shape {
@@ -79,13 +88,20 @@ impl Image {
                 actual: format!("{} values", values.len()),
             });
         }
-        let t = Tensor::from_vec(values, (channels, z, y, x), &Device::Cpu)?;
+        let t = Tensor::from_vec(values, (channels, z, y, x), device)?;
         Image::new(t, grid, DataType::Float32)
     }
 
     /// An image of constant `value` on `grid`.
     pub fn full(value: f32, channels: usize, grid: Grid) -> Result<Self> {
         Image::from_vec(vec![value; channels * grid.num_voxels()], channels, grid)
+    }
+
+    /// The same image on `device` (no copy when it is there already).
+    ///
+    /// Errors: tensor errors (a device the build does not support).
+    pub fn to_device(&self, device: &Device) -> Result<Self> {
+        Ok(Image { data: self.data.to_device(device)?, grid: self.grid.clone(), dtype: self.dtype })
     }
 
     /// The `(C, Z, Y, X)` tensor.

@@ -185,7 +185,7 @@ pub fn normalize(image: &Image, method: Normalization, mask: Option<&Image>) -> 
             ((v - shift) / scale) as f32
         })
         .collect();
-    Image::from_vec(out, image.channels(), image.grid().clone())
+    Image::from_vec_on(out, image.channels(), image.grid().clone(), image.data().device())
 }
 
 /// Replaces NaN and infinite voxels by `value`; other voxels are unchanged.
@@ -243,5 +243,6 @@ pub fn one_hot(image: &Image, labels: Option<&[i64]>) -> Result<(Image, Vec<i64>
             out[c * n + i] = 1.0;
         }
     }
-    Ok((Image::from_vec(out, labels.len(), image.grid().clone())?.with_dtype(DataType::Uint8), labels))
+    let oh = Image::from_vec_on(out, labels.len(), image.grid().clone(), image.data().device())?;
+    Ok((oh.with_dtype(DataType::Uint8), labels))
 }

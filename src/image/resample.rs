@@ -9,6 +9,7 @@ use candle_core::Tensor;
 use nalgebra::Matrix4;
 use rayon::prelude::*;
 
+use super::trilinear::{sample, sample_padded, Pad};
 use super::{Grid, Image};
 use crate::error::Result;
 use crate::names;
@@ -71,7 +72,7 @@ pub fn resample(image: &Image, target: &Grid, interp: Interpolation, padding: Pa
         Interpolation::Linear => {
             let src = image.to_vec_f32()?;
             let out = trilinear(&src, image.channels(), image.grid().shape(), &m, target.shape(), padding);
-            Image::from_vec(out, image.channels(), target.clone())
+            Image::from_vec_on(out, image.channels(), target.clone(), image.data().device())
         }
         Interpolation::Nearest => nearest(image, target, &m, padding),
     }
@@ -90,7 +91,7 @@ pub(crate) fn snap(mut m: Matrix4<f64>) -> Matrix4<f64> {
 }
 
 /// Trilinear sampling of `src` (`(C, Z, Y, X)` on a grid of `shape` x, y, z) at `M * ijk` for every voxel of
-/// a target of `out_shape`.
+/// a target of `out_shape`, with [`super::trilinear`]'s sampler.
 pub(crate) fn trilinear(
     src: &[f32],
     channels: usize,
@@ -99,15 +100,8 @@ pub(crate) fn trilinear(
     out_shape: [usize; 3],
     padding: Padding,
 ) -> Vec<f32> {
-    let [nx, ny, nz] = shape;
+    let nvox = shape[0] * shape[1] * shape[2];
     let [ox, oy, oz] = out_shape;
-    let nvox = nx * ny * nz;
-    let pad = match padding {
-        Padding::Zero => 0.0,
-        Padding::Value(v) => v,
-        Padding::Border => f32::NAN, // unused: border clamps
-    };
-    let border = padding == Padding::Border;
     let mut out = vec![0f32; channels * ox * oy * oz];
     out.par_chunks_mut(ox * oy).enumerate().for_each(|(cz, slab)| {
         let (c, k) = (cz / oz, cz % oz);
@@ -122,60 +116,16 @@ pub(crate) fn trilinear(
             ];
             for i in 0..ox {
                 let f = i as f64;
-                let mut p = [base[0] + m[(0, 0)] * f, base[1] + m[(1, 0)] * f, base[2] + m[(2, 0)] * f];
-                if border {
-                    p = [
-                        p[0].clamp(0.0, (nx - 1) as f64),
-                        p[1].clamp(0.0, (ny - 1) as f64),
-                        p[2].clamp(0.0, (nz - 1) as f64),
-                    ];
-                }
-                slab[j * ox + i] = sample_trilinear(img, [nx, ny, nz], p, pad);
+                let p = [base[0] + m[(0, 0)] * f, base[1] + m[(1, 0)] * f, base[2] + m[(2, 0)] * f];
+                slab[j * ox + i] = match padding {
+                    Padding::Zero => sample(img, shape, p, false),
+                    Padding::Border => sample(img, shape, p, true),
+                    Padding::Value(v) => sample_padded(img, shape, p, Pad::Value(v)),
+                };
             }
         }
     });
     out
-}
-
-/// Trilinear value at fractional index `p` (x, y, z); corners outside the image take `pad`.
-#[inline]
-pub(crate) fn sample_trilinear(img: &[f32], shape: [usize; 3], p: [f64; 3], pad: f32) -> f32 {
-    let [nx, ny, nz] = shape;
-    let (x0, y0, z0) = (p[0].floor(), p[1].floor(), p[2].floor());
-    if !(x0.is_finite() && y0.is_finite() && z0.is_finite()) {
-        return pad;
-    }
-    // Entirely outside (no corner inside): the padding value.
-    if x0 < -1.0 || y0 < -1.0 || z0 < -1.0 || x0 > nx as f64 - 1.0 || y0 > ny as f64 - 1.0 || z0 > nz as f64 - 1.0 {
-        return pad;
-    }
-    let (fx, fy, fz) = ((p[0] - x0) as f32, (p[1] - y0) as f32, (p[2] - z0) as f32);
-    let (x0, y0, z0) = (x0 as i64, y0 as i64, z0 as i64);
-    let get = |x: i64, y: i64, z: i64| -> f32 {
-        if x < 0 || y < 0 || z < 0 || x >= nx as i64 || y >= ny as i64 || z >= nz as i64 {
-            pad
-        } else {
-            img[(z as usize * ny + y as usize) * nx + x as usize]
-        }
-    };
-    let mut acc = 0f32;
-    for (dz, wz) in [(0, 1.0 - fz), (1, fz)] {
-        if wz == 0.0 {
-            continue;
-        }
-        for (dy, wy) in [(0, 1.0 - fy), (1, fy)] {
-            if wy == 0.0 {
-                continue;
-            }
-            for (dx, wx) in [(0, 1.0 - fx), (1, fx)] {
-                if wx == 0.0 {
-                    continue;
-                }
-                acc += wz * wy * wx * get(x0 + dx, y0 + dy, z0 + dz);
-            }
-        }
-    }
-    acc
 }
 
 /// Nearest-neighbour resampling by gathering source voxels: exact copies of values, any element type.

@@ -15,15 +15,28 @@ pub enum SigmaUnit {
     Voxels,
 }
 
-/// The kernel is cut at this many sigmas (as scipy's `gaussian_filter`, `truncate=4`).
+/// Image smoothing cuts its kernel at this many sigmas (as scipy's `gaussian_filter`, `truncate=4`).
 pub const TRUNCATE: f64 = 4.0;
 
-/// Normalized 1-D Gaussian kernel of standard deviation `sigma` voxels, radius `ceil(TRUNCATE * sigma)`.
-pub fn gaussian_kernel(sigma: f64) -> Vec<f32> {
-    let r = (TRUNCATE * sigma).ceil() as i64;
+/// The taps `exp(-x^2 / (2 sigma^2))` of a Gaussian of `sigma` voxels for `x` in `-radius..=radius`,
+/// divided by their sum (f64): the one Gaussian window of regsh. How far it reaches is the caller's
+/// rule ([`gaussian_kernel`]: `ceil(truncate * sigma)`; SSIM: scipy's `int(truncate * sigma + 0.5)`).
+pub fn gaussian_taps(sigma: f64, radius: usize) -> Vec<f64> {
+    let r = radius as i64;
     let w: Vec<f64> = (-r..=r).map(|x| (-0.5 * (x as f64 / sigma).powi(2)).exp()).collect();
     let s: f64 = w.iter().sum();
-    w.iter().map(|v| (v / s) as f32).collect()
+    w.into_iter().map(|v| v / s).collect()
+}
+
+/// Normalized 1-D Gaussian kernel (f32) of standard deviation `sigma` voxels, radius
+/// `ceil(truncate * sigma)`: `truncate` [`TRUNCATE`] (4) for image smoothing, 3 for LNCC's Gaussian
+/// window and the dense stages' gradient and field smoothing. A `sigma` of 0 or less gives the identity
+/// `[1]`.
+pub fn gaussian_kernel(sigma: f64, truncate: f64) -> Vec<f32> {
+    if sigma.is_nan() || sigma <= 0.0 {
+        return vec![1.0];
+    }
+    gaussian_taps(sigma, (truncate * sigma).ceil() as usize).into_iter().map(|v| v as f32).collect()
 }
 
 /// Gaussian smoothing with standard deviation `sigma` per axis (x, y, z) in `unit`; a sigma of 0 leaves
@@ -53,10 +66,10 @@ pub fn smooth(image: &Image, sigma: [f64; 3], unit: SigmaUnit) -> Result<Image> 
     let mut data = image.to_vec_f32()?;
     for (axis, &s) in sv.iter().enumerate() {
         if s > 0.0 && shape[axis] > 1 {
-            data = convolve_axis(&data, shape, axis, &gaussian_kernel(s));
+            data = convolve_axis(&data, shape, axis, &gaussian_kernel(s, TRUNCATE));
         }
     }
-    Image::from_vec(data, image.channels(), image.grid().clone())
+    Image::from_vec_on(data, image.channels(), image.grid().clone(), image.data().device())
 }
 
 /// Convolves `(C, Z, Y, X)` data along one axis (0 = x, 1 = y, 2 = z) with a centred odd kernel,
@@ -231,7 +244,7 @@ mod tests {
 
     #[test]
     fn kernel_is_normalized_and_symmetric() {
-        let k = gaussian_kernel(1.5);
+        let k = gaussian_kernel(1.5, TRUNCATE);
         assert_eq!(k.len(), 2 * 6 + 1);
         assert!((k.iter().sum::<f32>() - 1.0).abs() < 1e-6);
         assert_eq!(k[0], k[k.len() - 1]);

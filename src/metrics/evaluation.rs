@@ -21,7 +21,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Tensor};
 use rayon::prelude::*;
 use serde::Serialize;
 
@@ -634,13 +634,9 @@ const SSIM_SIGMA: f64 = 1.5;
 const SSIM_TRUNCATE: f64 = 3.5;
 
 /// The normalized 1-D Gaussian of `scipy.ndimage.gaussian_filter` (`_gaussian_kernel1d`, order 0):
-/// radius `int(truncate * sigma + 0.5)`, weights `exp(-0.5 / sigma^2 * x^2)` divided by their sum.
+/// radius `int(truncate * sigma + 0.5)`, weights `exp(-x^2 / (2 sigma^2))` divided by their sum.
 fn scipy_gaussian_kernel(sigma: f64, truncate: f64) -> Vec<f64> {
-    let radius = (truncate * sigma + 0.5) as i64;
-    let s2 = sigma * sigma;
-    let w: Vec<f64> = (-radius..=radius).map(|x| (-0.5 / s2 * (x * x) as f64).exp()).collect();
-    let sum: f64 = w.iter().sum();
-    w.into_iter().map(|x| x / sum).collect()
+    crate::image::smooth::gaussian_taps(sigma, (truncate * sigma + 0.5) as usize)
 }
 
 /// Index into a line of length `n` under scipy.ndimage's `mode='reflect'` (half-sample symmetric:
@@ -843,7 +839,7 @@ pub fn tre(fixed_points: &[[f64; 3]], moving_points: &[[f64; 3]], transform: &dy
         return Ok(Vec::new());
     }
     let flat: Vec<f32> = fixed_points.iter().flat_map(|p| p.map(|x| x as f32)).collect();
-    let mapped = transform.map_points(&Tensor::from_vec(flat, (n, 3), &Device::Cpu)?)?;
+    let mapped = transform.map_points(&Tensor::from_vec(flat, (n, 3), &crate::device::host())?)?;
     if mapped.dims() != [n, 3] {
         return Err(Error::Shape {
             op: "tre".into(),

@@ -9,7 +9,7 @@ use candle_core::{DType, Tensor};
 
 use crate::error::{Error, Result};
 use crate::ops::local_filter;
-use crate::ops::local_filter::{box_kernel, gaussian_kernel};
+pub use crate::ops::local_filter::Window;
 use crate::ops::parzen::{parzen_joint, parzen_moments, Parzen, PatchLayout};
 
 /// Guards divisions.
@@ -79,25 +79,6 @@ pub fn ncc(fixed: &Tensor, moving: &Tensor, mask: Option<&Tensor>) -> Result<Ten
     let cov = wmean(&(&fc * &mc)?, &w)?;
     let sd = (wmean(&fc.sqr()?, &w)?.sqrt()? * wmean(&mc.sqr()?, &w)?.sqrt()?)?;
     Ok((cov / (sd + 1e-12)?)?)
-}
-
-/// The window of LNCC.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum Window {
-    /// A cube of `n` voxels per side (odd).
-    Box(usize),
-    /// A Gaussian of standard deviation `sigma` voxels (cut at 3 sigma).
-    Gaussian(f64),
-}
-
-impl Window {
-    /// The window's 1-D kernel (applied along x, y and z).
-    pub fn kernel(&self) -> Vec<f32> {
-        match *self {
-            Window::Box(n) => box_kernel(n),
-            Window::Gaussian(s) => gaussian_kernel(s),
-        }
-    }
 }
 
 /// Local normalized cross-correlation, VoxelMorph / MONAI form: in each window,
@@ -254,7 +235,7 @@ fn patch_mean(v: &Tensor, valid: &Tensor) -> Result<Tensor> {
     Ok(((v * valid)?.sum_all()? / n as f64)?)
 }
 
-/// Mutual information (nats) with Gaussian Parzen windowing (seed `001` eqs. 3-6), global (`patch` 0) or
+/// Mutual information (nats) with Gaussian Parzen windowing (Wang et al., eqs. 3-6), global (`patch` 0) or
 /// the mean over patches of `patch` voxels. `MI = H(F) + H(M) - H(F, M)` of the normalized joint
 /// histogram; 0 for independent images, the entropy of the image for identical ones (as sigma -> 0).
 pub fn mutual_information(
@@ -283,7 +264,7 @@ pub fn normalized_mutual_information(
     patch_mean(&((ha + hb)? / (hab + 1e-12)?)?, &valid)
 }
 
-/// Per-patch correlation ratio `eta(Y | X)` (seed `000` eqs. 1-3) and patch weights: X binned with
+/// Per-patch correlation ratio `eta(Y | X)` (Chen et al. 2024, eqs. 1-3) and patch weights: X binned with
 /// Parzen windows, Y's conditional means per bin. Patches where Y is constant get weight 0.
 fn eta(
     x: &Tensor,
@@ -352,4 +333,50 @@ pub fn correlation_ratio(
     }
     let t = total.ok_or_else(|| Error::arg("correlation_ratio", "no pass"))?;
     Ok((t / offsets.len() as f64)?)
+}
+
+/// The slow twin of the fused point measure [`crate::ops::point_metric`], from differentiable candle ops:
+/// the points mapped by `a` `(3, 4)` (fixed voxel indices to moving voxel indices) with a matrix
+/// product, the moving image `(1, Z, Y, X)` or `(Z, Y, X)` sampled there by
+/// [`crate::ops::grid_sample`] (zero padding), the points outside the moving image masked out, and the
+/// loss of the measures of this module on the `(1, 1, 1, n)` samples. Differentiable in `a`.
+///
+/// Errors: tensor errors (a map that is not `(3, 4)`, a moving image of another rank).
+pub fn point_metric_slow(
+    a: &Tensor,
+    measure: &crate::ops::point_metric::PointMeasure,
+    samples: &crate::ops::point_metric::PointSamples,
+    moving: &Tensor,
+) -> Result<Tensor> {
+    use crate::ops::point_metric::{PointMeasure, PointParzen};
+    use crate::ops::{grid_sample, SampleMode};
+    let n = samples.len();
+    let dev = moving.device();
+    let moving = match moving.rank() {
+        3 => moving.unsqueeze(0)?,
+        _ => moving.clone(),
+    };
+    let (_, z, y, x) = moving.dims4()?;
+    let pts = Tensor::from_slice(&samples.points, (n, 3), dev)?;
+    let q = pts.matmul(&a.narrow(1, 0, 3)?.t()?)?.broadcast_add(&a.narrow(1, 3, 1)?.squeeze(1)?)?;
+    let hi = Tensor::new(&[x as f32 - 1.0, y as f32 - 1.0, z as f32 - 1.0], dev)?;
+    let d = q.detach();
+    let inside = d.ge(0f32)?.to_dtype(DType::F32)?.mul(&d.broadcast_le(&hi)?.to_dtype(DType::F32)?)?;
+    let inside = inside.min_keepdim(1)?.reshape((1, 1, 1, n))?;
+    let m =
+        grid_sample(&moving, &q, SampleMode::Linear, crate::image::resample::Padding::Zero)?.reshape((1, 1, 1, n))?;
+    let fv = Tensor::from_slice(&samples.fixed, (1, 1, 1, n), dev)?;
+    let po = |pp: &PointParzen| ParzenOptions {
+        bins: pp.parzen.bins,
+        sigma: pp.parzen.sigma,
+        range_fixed: Some(pp.range_fixed),
+        range_moving: Some(pp.range_moving),
+    };
+    Ok(match measure {
+        PointMeasure::Mse => mse(&fv, &m, Some(&inside))?,
+        PointMeasure::Ncc => ncc(&fv, &m, Some(&inside))?.neg()?,
+        PointMeasure::Mi(pp) => mutual_information(&fv, &m, &po(pp), 0, Some(&inside))?.neg()?,
+        PointMeasure::Nmi(pp) => normalized_mutual_information(&fv, &m, &po(pp), 0, Some(&inside))?.neg()?,
+        PointMeasure::Cr(pp) => correlation_ratio(&fv, &m, &po(pp), 0, false, Some(&inside))?.neg()?,
+    })
 }

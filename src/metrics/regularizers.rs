@@ -13,7 +13,7 @@ fn diff(u: &Tensor, d: usize, h: f64) -> Result<Tensor> {
     Ok(((u.narrow(d, 1, n - 1)? - u.narrow(d, 0, n - 1)?)? / h)?)
 }
 
-/// Diffusion regularizer (seed `001` eq. 8): the mean over voxels of the squared first derivatives of the
+/// Diffusion regularizer (Wang et al., eq. 8): the mean over voxels of the squared first derivatives of the
 /// field, summed over the three components and averaged over the directions (VoxelMorph's `Grad('l2')`
 /// averages over components too: this is 3 times its value). Dimensionless. Axes of size 1 are skipped;
 /// a field with none left gives 0. Derivatives along voxel axes: exact for any orthogonal direction

@@ -88,6 +88,41 @@ impl Metric {
         })
     }
 
+    /// A measure from a spec `name[key=value,...]` (e.g. `mi[bins=64,sigma=0.3]`, `cr_patch[patch=8]`,
+    /// `lncc[window=5]`), as the command line writes it. Values: numbers, `true` / `false`, or `lo:hi`
+    /// ranges.
+    ///
+    /// Errors: unknown names or options (with suggestions), malformed values.
+    pub fn parse(spec: &str) -> Result<Self> {
+        let (name, opts) = match spec.split_once('[') {
+            Some((n, rest)) => (
+                n.trim(),
+                rest.strip_suffix(']').ok_or_else(|| Error::arg("metric", format!("missing `]` in `{spec}`")))?,
+            ),
+            None => (spec.trim(), ""),
+        };
+        let mut m = Metric::new(name)?;
+        for kv in opts.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            let (k, v) =
+                kv.split_once('=').ok_or_else(|| Error::arg("metric", format!("option `{kv}` is not key=value")))?;
+            let v = v.trim();
+            let value = if v.eq_ignore_ascii_case("true") {
+                OptionValue::Bool(true)
+            } else if v.eq_ignore_ascii_case("false") {
+                OptionValue::Bool(false)
+            } else if let Some((a, b)) = v.split_once(':') {
+                let p = |x: &str| {
+                    x.trim().parse::<f64>().map_err(|_| Error::arg("metric", format!("bad number `{x}` in `{kv}`")))
+                };
+                OptionValue::Range(p(a)?, p(b)?)
+            } else {
+                OptionValue::Number(v.parse().map_err(|_| Error::arg("metric", format!("bad value `{v}` in `{kv}`")))?)
+            };
+            m.set(k.trim(), value)?;
+        }
+        Ok(m)
+    }
+
     /// The canonical name.
     pub fn name(&self) -> &str {
         &self.name

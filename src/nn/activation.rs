@@ -12,7 +12,7 @@ pub fn leaky_relu(x: &Tensor, slope: f64) -> Result<Tensor> {
     Ok(x.gt(0.0)?.where_cond(x, &(x * slope)?)?)
 }
 
-/// The Leaky ReLU layer (no parameters); VoxelMorph and seed 001 use `slope = 0.2`.
+/// The Leaky ReLU layer (no parameters); VoxelMorph and Wang et al. use `slope = 0.2`.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct LeakyRelu {
     /// The factor applied to non-positive inputs.

@@ -1,4 +1,4 @@
-//! The affine registration network of seed 000 with a CNN encoder in place of its Swin Transformer: a
+//! The affine registration network of Chen et al. 2024 (PET/CT affine) with a CNN encoder in place of its Swin Transformer: a
 //! moving / fixed pair on a fixed network grid in, the 12 affine parameters of regsh's `Linear`
 //! convention out.
 //!

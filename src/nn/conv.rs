@@ -190,7 +190,7 @@ pub fn conv3d(
     let k = [wd[2], wd[3], wd[4]];
     let inp = [xd[2], xd[3], xd[4]];
     let out = conv_out("conv3d", inp, k, s, p)?;
-    if !matches!(x.device(), Device::Cpu) {
+    if !x.device().is_cpu() {
         return conv3d_slow(x, w, b, s, p);
     }
     let geom = Geom { n: xd[0], cin: xd[1], cout: wd[0], inp, k, s, p, out };

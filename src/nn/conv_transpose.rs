@@ -7,7 +7,7 @@
 //! `o = (n - 1) s - 2 p + k + output_padding` per axis. With `k = 2, s = 2, p = 0` (or `k = 4, s = 2,
 //! p = 1`) it doubles each axis.
 
-use candle_core::{CpuStorage, CustomOp2, CustomOp3, Device, Layout, Module, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Module, Shape, Tensor};
 use candle_nn::{Init, VarBuilder};
 use serde::{Deserialize, Serialize};
 
@@ -151,7 +151,7 @@ pub fn conv_transpose3d(
     let k = [wd[2], wd[3], wd[4]];
     let inp = [xd[2], xd[3], xd[4]];
     let out = transpose_out(inp, k, s, p, op)?;
-    if !matches!(x.device(), Device::Cpu) {
+    if !x.device().is_cpu() {
         return conv_transpose3d_slow(x, w, b, s, p, op);
     }
     // The convolution this is the adjoint of: from the output (its input) to x (its output).

@@ -20,8 +20,8 @@
 //!
 //! | network | in | out |
 //! |---|---|---|
-//! | [`AffineNet`] (seed 000, CNN encoder) | pair `(N, 2, D, H, W)` on a fixed grid | `(N, 12)` affine parameters, regsh's `Linear` convention |
-//! | [`UNet`] (seed 001, VoxelMorph) | pair `(N, 2, D, H, W)` | `(N, 3, D, H, W)` displacement in network-grid voxels |
+//! | [`AffineNet`] (Chen et al. 2024, CNN encoder) | pair `(N, 2, D, H, W)` on a fixed grid | `(N, 12)` affine parameters, regsh's `Linear` convention |
+//! | [`UNet`] (Wang et al., VoxelMorph) | pair `(N, 2, D, H, W)` | `(N, 3, D, H, W)` displacement in network-grid voxels |
 //!
 //! [`pair_input`] resamples a moving / fixed pair onto a network grid; [`flow_to_world`] turns a voxel
 //! displacement into regsh's mm field.

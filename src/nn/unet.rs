@@ -1,6 +1,6 @@
-//! The VoxelMorph-style U-Net of seed 001: a moving / fixed pair in, a dense displacement out.
+//! The VoxelMorph-style U-Net of Wang et al. (unsupervised mono/multi-modal registration): a moving / fixed pair in, a dense displacement out.
 //!
-//! Architecture (VoxelMorph's `Unet` with strided convolutions, as seed 001 describes): the `(N, 2, D, H,
+//! Architecture (VoxelMorph's `Unet` with strided convolutions, as Wang et al. describe): the `(N, 2, D, H,
 //! W)` pair (channel 0 moving, 1 fixed) is the level-0 feature; encoder level `i` is a `3x3x3`
 //! convolution of stride 2 (padding 1) to `encoder[i]` channels and a Leaky ReLU. The decoder, from the
 //! coarsest level up, applies a `3x3x3` convolution (stride 1) to `decoder[i]` channels and a Leaky ReLU,
@@ -39,7 +39,7 @@ pub struct UNetConfig {
     #[serde(default = "default_unet_input")]
     pub input_size: Dim3,
     /// How the output becomes a transform: 0, a displacement field; `n > 0`, a stationary velocity
-    /// field integrated by scaling and squaring with `n` squarings (diffeomorphic, seed 001's option).
+    /// field integrated by scaling and squaring with `n` squarings (diffeomorphic, Wang et al.'s option).
     #[serde(default)]
     pub integration_steps: usize,
     /// Input channels (2: moving and fixed).

@@ -81,10 +81,15 @@ impl CustomOp1 for AffineGrid {
 /// Points `(Z, Y, X, 3)` = `matrix (3, 4) * (i, j, k, 1)` for every voxel of a grid of `shape` (x, y, z).
 /// Differentiable with respect to `matrix`.
 ///
+/// On a device other than the CPU this is [`affine_grid_slow`].
+///
 /// Errors: a matrix that is not `(3, 4)` f32.
 pub fn affine_grid(matrix: &Tensor, shape: [usize; 3]) -> Result<Tensor> {
     if matrix.dims() != [3, 4] || matrix.dtype() != DType::F32 {
         candle_core::bail!("affine_grid: matrix must be (3, 4) f32, got {:?} {:?}", matrix.dims(), matrix.dtype());
+    }
+    if !matrix.device().is_cpu() {
+        return affine_grid_slow(matrix, shape);
     }
     matrix.contiguous()?.apply_op1(AffineGrid { shape })
 }

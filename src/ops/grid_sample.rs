@@ -163,7 +163,8 @@ fn check(image: &Tensor, points: &Tensor) -> Result<()> {
 }
 
 /// Samples `image` `(C, Z, Y, X)` at `points` `(..., 3)` (voxel indices x, y, z): returns `(C, ...)`.
-/// Fused CPU kernel (rayon) with its own backward.
+/// Fused CPU kernel (rayon) with its own backward; on another device [`grid_sample_slow`] (nearest:
+/// at the rounded points, without a gradient).
 ///
 /// Errors: wrong ranks or element types (f32 only); a backward through `Nearest`.
 pub fn grid_sample(image: &Tensor, points: &Tensor, mode: SampleMode, padding: Padding) -> Result<Tensor> {
@@ -173,6 +174,12 @@ pub fn grid_sample(image: &Tensor, points: &Tensor, mode: SampleMode, padding: P
         Padding::Border => true,
         Padding::Value(_) => candle_core::bail!("grid_sample: constant padding other than zero is not supported"),
     };
+    if !image.device().is_cpu() || !points.device().is_cpu() {
+        return match mode {
+            SampleMode::Linear => grid_sample_slow(image, points, padding),
+            SampleMode::Nearest => grid_sample_slow(&image.detach(), &points.detach().round()?, padding),
+        };
+    }
     image.contiguous()?.apply_op2(&points.contiguous()?, GridSample { mode, border })
 }
 

@@ -24,7 +24,7 @@
 use rayon::prelude::*;
 
 use super::local_filter::filter_volumes;
-use crate::metrics::functional::Window;
+use super::local_filter::Window;
 
 /// The fixed image's side of [`lncc_loss_grad`], computed once: the centred image, its local means and
 /// variances, the window's inside part `n`, the mask and the constants of the guard.

@@ -8,7 +8,7 @@
 use candle_core::{CpuStorage, CustomOp1, DType, Layout, Result, Shape, Tensor};
 
 use super::f32_slice;
-use crate::image::smooth::{convolve_axis_into, AxisBorder};
+use crate::image::smooth::{convolve_axis_into, gaussian_kernel, AxisBorder};
 
 /// The separable filter of [`local_filter`] on `nvol` volumes of `s` voxels (x, y, z) stored one after
 /// another (x fastest): each axis whose kernel is not the single tap `[1]` is filtered in turn.
@@ -68,19 +68,55 @@ pub fn box_kernel(w: usize) -> Vec<f32> {
     vec![1.0; w.max(1) | 1]
 }
 
-/// Gaussian kernel of standard deviation `sigma` voxels, radius `ceil(3 sigma)`, normalized to sum 1.
-pub fn gaussian_kernel(sigma: f64) -> Vec<f32> {
-    if sigma <= 0.0 {
-        return vec![1.0];
+/// Local windows (LNCC) and the dense stages' smoothing cut their Gaussians at this many sigmas.
+pub const WINDOW_TRUNCATE: f64 = 3.0;
+
+/// The window of LNCC (local sums of [`local_filter`]).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Window {
+    /// A cube of `n` voxels per side (odd).
+    Box(usize),
+    /// A Gaussian of standard deviation `sigma` voxels (cut at [`WINDOW_TRUNCATE`] sigmas).
+    Gaussian(f64),
+}
+
+impl Window {
+    /// The window's 1-D kernel (applied along x, y and z).
+    pub fn kernel(&self) -> Vec<f32> {
+        match *self {
+            Window::Box(n) => box_kernel(n),
+            Window::Gaussian(s) => gaussian_kernel(s, WINDOW_TRUNCATE),
+        }
     }
-    let r = (3.0 * sigma).ceil() as i64;
-    let w: Vec<f64> = (-r..=r).map(|x| (-0.5 * (x as f64 / sigma).powi(2)).exp()).collect();
-    let s: f64 = w.iter().sum();
-    w.iter().map(|v| (v / s) as f32).collect()
+}
+
+/// Gaussian smoothing of each `(Z, Y, X)` volume of `data` (`nvol` volumes of `shape` x, y, z one after
+/// another) with `sigma` voxels, cut at [`WINDOW_TRUNCATE`] sigmas, zero padding: the dense stages'
+/// smoothing of fields and gradients on plain volumes ([`gaussian_smooth`] on tensors). Identity for
+/// `sigma <= 0`.
+pub fn gaussian_smooth_volumes(data: &[f32], shape: [usize; 3], sigma: f64) -> Vec<f32> {
+    if sigma.is_nan() || sigma <= 0.0 {
+        return data.to_vec();
+    }
+    let k = gaussian_kernel(sigma, WINDOW_TRUNCATE);
+    filter_volumes(data, shape, &[k.clone(), k.clone(), k])
+}
+
+/// [`gaussian_smooth_volumes`] of a `(..., Z, Y, X)` f32 tensor on any device (the fused filter on
+/// the CPU, [`local_filter_slow`] elsewhere). Identity for `sigma <= 0`.
+///
+/// Errors: as [`local_filter`].
+pub fn gaussian_smooth(t: &Tensor, sigma: f64) -> Result<Tensor> {
+    if sigma.is_nan() || sigma <= 0.0 {
+        return Ok(t.clone());
+    }
+    let k = gaussian_kernel(sigma, WINDOW_TRUNCATE);
+    local_filter(t, [k.clone(), k.clone(), k])
 }
 
 /// Local filtering of a `(..., Z, Y, X)` f32 tensor with symmetric odd 1-D kernels along x, y, z (zero
-/// padding, same size). Differentiable (the backward is the same filter).
+/// padding, same size). Differentiable (the backward is the same filter). On a device other than the CPU:
+/// [`local_filter_slow`].
 ///
 /// Errors: a tensor of rank below 3 or not f32; an even or asymmetric kernel.
 pub fn local_filter(t: &Tensor, kernels: [Vec<f32>; 3]) -> Result<Tensor> {
@@ -92,6 +128,9 @@ pub fn local_filter(t: &Tensor, kernels: [Vec<f32>; 3]) -> Result<Tensor> {
         if k.len() % 2 == 0 || !sym {
             candle_core::bail!("local_filter: kernels must be odd and symmetric");
         }
+    }
+    if !t.device().is_cpu() {
+        return local_filter_slow(t, kernels);
     }
     t.contiguous()?.apply_op1(LocalFilter { kernels })
 }

@@ -10,7 +10,7 @@
 //! | separable local sums (LNCC windows) | [`local_filter`] | [`local_filter_slow`] (conv1d) |
 //! | local normalized cross-correlation with its gradient to the moving image | [`lncc::lncc`] ([`lncc::lncc_loss_grad`]) | [`crate::metrics::functional::lncc_slow`] |
 //! | Parzen-window moments and joint histograms (CR, MI), global or per patch | [`parzen::parzen_moments`], [`parzen::parzen_joint`] | [`parzen::parzen_moments_slow`], [`parzen::parzen_joint_slow`] |
-//! | a global measure (SSD, NCC, MI, NMI, CR) on a point list through a linear map, with its gradient to the map | [`point_metric`] ([`point_metric::point_loss`]) | [`point_metric_slow`] |
+//! | a global measure (SSD, NCC, MI, NMI, CR) on a point list through a linear map, with its gradient to the map | [`point_metric`] ([`point_metric::point_loss`]) | [`crate::metrics::functional::point_metric_slow`] |
 
 pub mod affine_grid;
 pub mod grid_sample;
@@ -24,7 +24,7 @@ pub mod warp;
 pub use affine_grid::{affine_grid, affine_grid_slow};
 pub use grid_sample::{grid_sample, grid_sample_slow, SampleMode};
 pub use local_filter::{local_filter, local_filter_slow};
-pub use point_metric::{point_metric, point_metric_slow};
+pub use point_metric::point_metric;
 pub use warp::{warp_affine, warp_field};
 
 use candle_core::{CpuStorage, Layout, Result};

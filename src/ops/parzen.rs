@@ -5,11 +5,11 @@
 //! `bins - 1` (the caller does the mapping with differentiable tensor ops). Each voxel contributes to bin
 //! `k` the weight `w(k, u) = exp(-(u - k)^2 / (2 sigma^2))` (sigma in bin widths), truncated to
 //! `|u - k| <= ceil(4 sigma)`, then normalized so each voxel's weights sum to 1 (as MONAI does; the
-//! Gaussian's own constant of seed `000` eq. 2 and seed `001` eq. 5 cancels in every measure).
+//! Gaussian's own constant of Chen et al. 2024 eq. 2 and Wang et al. eq. 5 cancels in every measure).
 //!
-//! - [`parzen_moments`] (correlation ratio, seed `000` eqs. 1-3): per patch, `S0_k = sum_i m_i w(k, u_i)`,
+//! - [`parzen_moments`] (correlation ratio, Chen et al. 2024, eqs. 1-3): per patch, `S0_k = sum_i m_i w(k, u_i)`,
 //!   `S1_k = sum_i m_i w(k, u_i) y_i`, then `n = sum m_i`, `sum m_i y_i`, `sum m_i y_i^2`.
-//! - [`parzen_joint`] (mutual information, seed `001` eqs. 4-6): per patch, the joint histogram
+//! - [`parzen_joint`] (mutual information, Wang et al., eqs. 4-6): per patch, the joint histogram
 //!   `J_kl = sum_i m_i w(k, a_i) w(l, b_i)`, then `n`.
 //!
 //! `m_i` is an optional fixed mask (0 / 1 or weights).
@@ -431,7 +431,8 @@ fn check_inputs(
 }
 
 /// Per-patch Parzen moments `(P, 2 bins + 3)`: `[S0_0..S0_{B-1}, S1_0..S1_{B-1}, n, sum y, sum y^2]` of bin
-/// coordinates `u` and values `y` (both `Z*Y*X` voxels, x fastest). Differentiable in `u` and `y`.
+/// coordinates `u` and values `y` (both `Z*Y*X` voxels, x fastest). Differentiable in `u` and `y`. On a
+/// device other than the CPU: [`parzen_moments_slow`] (a dense voxels-by-bins matrix).
 ///
 /// Errors: sizes that do not match the layout or mask; f32 only; `bins < 2`; `sigma` outside (0, 7.5].
 pub fn parzen_moments(
@@ -442,6 +443,9 @@ pub fn parzen_moments(
     mask: Option<Arc<Vec<f32>>>,
 ) -> Result<Tensor> {
     check_inputs("parzen_moments", u, y, layout, &parzen, &mask)?;
+    if !u.device().is_cpu() {
+        return parzen_moments_slow(u, y, layout, parzen, mask);
+    }
     u.contiguous()?.apply_op2(&y.contiguous()?, Moments { layout: layout.clone(), parzen, mask })
 }
 
@@ -457,6 +461,9 @@ pub fn parzen_joint(
     mask: Option<Arc<Vec<f32>>>,
 ) -> Result<Tensor> {
     check_inputs("parzen_joint", a, b, layout, &parzen, &mask)?;
+    if !a.device().is_cpu() {
+        return parzen_joint_slow(a, b, layout, parzen, mask);
+    }
     a.contiguous()?.apply_op2(&b.contiguous()?, Joint { layout: layout.clone(), parzen, mask })
 }
 

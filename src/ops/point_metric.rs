@@ -17,7 +17,7 @@
 //! | [`PointMeasure::Ncc`] | `-cov(f, m) / (sd(f) sd(m) + 1e-12)` |
 //! | [`PointMeasure::Mi`] | `-(H(F) + H(M) - H(F, M))` of the Gaussian Parzen joint histogram (nats) |
 //! | [`PointMeasure::Nmi`] | `-(H(F) + H(M)) / (H(F, M) + 1e-12)` |
-//! | [`PointMeasure::Cr`] | `-(eta(M \| F) + eta(F \| M)) / 2`, the symmetric Parzen correlation ratio (seed 000 eqs. 1-3) |
+//! | [`PointMeasure::Cr`] | `-(eta(M \| F) + eta(F \| M)) / 2`, the symmetric Parzen correlation ratio (Chen et al. 2024, eqs. 1-3) |
 //!
 //! The correlation ratio `eta(Y | X) = sum_k n_k (ybar_k - ybar)^2 / (var(Y) + 1e-8)` bins X with the
 //! Parzen windows below (`n_k` the bin's share of the weight, `ybar_k` Y's weighted mean in bin `k`, with
@@ -34,11 +34,12 @@
 //! the measure's sums (moments or the joint histogram); the second accumulates `dL/dA = sum_i dL/dm_i *
 //! grad m(q_i) [x_i, 1]^T`. [`point_loss`] returns both; [`point_metric`] wraps it as a candle op on the
 //! `(3, 4)` map tensor with a backward, and [`point_metric_slow`] is its slow twin from differentiable
-//! candle ops ([`super::grid_sample`] and the measures of [`crate::metrics::functional`]).
+//! candle ops ([`super::grid_sample`] and the measures of [`crate::metrics::functional`]), which lives
+//! beside those measures: [`crate::metrics::functional::point_metric_slow`].
 
 use std::sync::{Arc, Mutex};
 
-use candle_core::{CpuStorage, CustomOp1, DType, Device, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp1, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::parzen::{Parzen, ParzenKernel};
@@ -55,7 +56,7 @@ pub enum PointMeasure {
     Mi(PointParzen),
     /// Normalized mutual information `(H(F) + H(M)) / H(F, M)`.
     Nmi(PointParzen),
-    /// Symmetric Parzen correlation ratio `(eta(M | F) + eta(F | M)) / 2` (seed 000).
+    /// Symmetric Parzen correlation ratio `(eta(M | F) + eta(F | M)) / 2` (Chen et al. 2024).
     Cr(PointParzen),
 }
 
@@ -69,9 +70,12 @@ pub struct PointParzen {
 }
 
 impl PointParzen {
-    fn scale(&self, moving: bool) -> (f64, f64) {
+    /// The bin coordinate of intensity `v` of the moving (`moving`) or fixed image, and its derivative
+    /// (0 where clamped).
+    #[inline]
+    fn bin(&self, v: f64, moving: bool) -> (f64, f64) {
         let (lo, hi) = if moving { self.range_moving } else { self.range_fixed };
-        (lo, (self.parzen.bins - 1) as f64 / (hi - lo))
+        to_bin(v, lo, (self.parzen.bins - 1) as f64 / (hi - lo), self.parzen.bins)
     }
 }
 
@@ -197,6 +201,270 @@ fn check(samples: &PointSamples, mv: &MovingVolume, measure: &PointMeasure) -> s
     Ok(())
 }
 
+/// Parzen weights of one fixed and one moving intensity (bins `lo..=hi` of each, weights and their
+/// derivatives): scratch space reused from point to point.
+struct Windows {
+    wa: [f64; 64],
+    da: [f64; 64],
+    wb: [f64; 64],
+    db: [f64; 64],
+}
+
+impl Windows {
+    fn new() -> Self {
+        Windows { wa: [0.0; 64], da: [0.0; 64], wb: [0.0; 64], db: [0.0; 64] }
+    }
+    /// The fixed intensity's window over the fixed bins: `(lo, hi)`, weights in `wa`.
+    fn fixed(&mut self, kern: &ParzenKernel, u: f64) -> (usize, usize) {
+        kern.weights(u, &mut self.wa, &mut self.da)
+    }
+    /// The moving intensity's window over the moving bins: `(lo, hi)`, weights in `wb`, derivatives in
+    /// `db`.
+    fn moving(&mut self, kern: &ParzenKernel, u: f64) -> (usize, usize) {
+        kern.weights(u, &mut self.wb, &mut self.db)
+    }
+    /// The windows of a fixed intensity `f` and a moving one `m` over their bins.
+    fn both(&mut self, kern: &ParzenKernel, pp: &PointParzen, f: f64, m: f64) -> ((usize, usize), (usize, usize)) {
+        (self.fixed(kern, pp.bin(f, false).0), self.moving(kern, pp.bin(m, true).0))
+    }
+}
+
+/// An accumulator of per-point sums, one per parallel chunk of points, merged at the end.
+trait Sums: Send + Sized {
+    /// Adds the counted point with fixed value `f` and moving value `m`.
+    fn add(&mut self, f: f64, m: f64);
+    /// The sums of two chunks together.
+    fn merge(self, other: Self) -> Self;
+}
+
+/// Sums `S` over the points that map inside the moving image, chunk by chunk in parallel.
+fn sum_points<S: Sums>(sampled: &[Sampled], fixed: &[f32], empty: impl Fn() -> S + Sync + Send) -> S {
+    sampled
+        .par_chunks(CHUNK)
+        .enumerate()
+        .map(|(b, ch)| {
+            let mut acc = empty();
+            for (t, sp) in ch.iter().enumerate() {
+                if sp.inside {
+                    acc.add(fixed[b * CHUNK + t] as f64, sp.m as f64);
+                }
+            }
+            acc
+        })
+        .reduce(&empty, S::merge)
+}
+
+/// The sums of SSD and NCC: count and the first and second moments of `f` and `m`.
+#[derive(Clone, Copy, Default)]
+struct MomentSums {
+    count: f64,
+    f: f64,
+    m: f64,
+    ff: f64,
+    mm: f64,
+    fm: f64,
+    /// `sum (f - m)^2`.
+    sq_diff: f64,
+}
+
+impl Sums for MomentSums {
+    fn add(&mut self, f: f64, m: f64) {
+        self.count += 1.0;
+        self.f += f;
+        self.m += m;
+        self.ff += f * f;
+        self.mm += m * m;
+        self.fm += f * m;
+        self.sq_diff += (f - m) * (f - m);
+    }
+    fn merge(self, o: Self) -> Self {
+        MomentSums {
+            count: self.count + o.count,
+            f: self.f + o.f,
+            m: self.m + o.m,
+            ff: self.ff + o.ff,
+            mm: self.mm + o.mm,
+            fm: self.fm + o.fm,
+            sq_diff: self.sq_diff + o.sq_diff,
+        }
+    }
+}
+
+/// The Gaussian Parzen joint histogram of MI and NMI (`bins x bins`, fixed along rows) and the count.
+struct JointHistogram<'a> {
+    pp: &'a PointParzen,
+    kern: &'a ParzenKernel,
+    joint: Vec<f64>,
+    count: f64,
+    win: Windows,
+}
+
+impl<'a> JointHistogram<'a> {
+    fn new(pp: &'a PointParzen, kern: &'a ParzenKernel) -> Self {
+        let bins = pp.parzen.bins;
+        JointHistogram { pp, kern, joint: vec![0.0; bins * bins], count: 0.0, win: Windows::new() }
+    }
+}
+
+impl Sums for JointHistogram<'_> {
+    fn add(&mut self, f: f64, m: f64) {
+        let bins = self.pp.parzen.bins;
+        let ((la, ha), (lb, hb)) = self.win.both(self.kern, self.pp, f, m);
+        if ha < la || hb < lb {
+            return;
+        }
+        for k in la..=ha {
+            let w = self.win.wa[k - la];
+            let row = &mut self.joint[k * bins + lb..=k * bins + hb];
+            row.iter_mut().zip(&self.win.wb).for_each(|(h, wb)| *h += w * wb);
+        }
+        self.count += 1.0;
+    }
+    fn merge(mut self, o: Self) -> Self {
+        self.joint.iter_mut().zip(o.joint).for_each(|(p, q)| *p += q);
+        self.count += o.count;
+        self
+    }
+}
+
+/// The sums of the symmetric correlation ratio: over the fixed image's bins the Parzen weight of `f`
+/// and that weight times `m` (for `eta(M | F)`); over the moving image's bins the weight of `m` and that
+/// weight times `f` (for `eta(F | M)`); the count, both images' sums and sums of squares, and their
+/// ranges.
+struct CrSums<'a> {
+    pp: &'a PointParzen,
+    kern: &'a ParzenKernel,
+    fixed_w: Vec<f64>,
+    fixed_wm: Vec<f64>,
+    moving_w: Vec<f64>,
+    moving_wf: Vec<f64>,
+    count: f64,
+    f: f64,
+    ff: f64,
+    m: f64,
+    mm: f64,
+    range_f: (f64, f64),
+    range_m: (f64, f64),
+    win: Windows,
+}
+
+impl<'a> CrSums<'a> {
+    fn new(pp: &'a PointParzen, kern: &'a ParzenKernel) -> Self {
+        let bins = pp.parzen.bins;
+        let empty = (f64::INFINITY, f64::NEG_INFINITY);
+        CrSums {
+            pp,
+            kern,
+            fixed_w: vec![0.0; bins],
+            fixed_wm: vec![0.0; bins],
+            moving_w: vec![0.0; bins],
+            moving_wf: vec![0.0; bins],
+            count: 0.0,
+            f: 0.0,
+            ff: 0.0,
+            m: 0.0,
+            mm: 0.0,
+            range_f: empty,
+            range_m: empty,
+            win: Windows::new(),
+        }
+    }
+}
+
+fn widen(r: (f64, f64), o: (f64, f64)) -> (f64, f64) {
+    (r.0.min(o.0), r.1.max(o.1))
+}
+
+fn add_into(a: &mut [f64], b: &[f64]) {
+    a.iter_mut().zip(b).for_each(|(x, y)| *x += y);
+}
+
+impl Sums for CrSums<'_> {
+    fn add(&mut self, f: f64, m: f64) {
+        let ((la, ha), (lb, hb)) = self.win.both(self.kern, self.pp, f, m);
+        for k in la..=ha {
+            self.fixed_w[k] += self.win.wa[k - la];
+            self.fixed_wm[k] += self.win.wa[k - la] * m;
+        }
+        for l in lb..=hb {
+            self.moving_w[l] += self.win.wb[l - lb];
+            self.moving_wf[l] += self.win.wb[l - lb] * f;
+        }
+        self.count += 1.0;
+        self.f += f;
+        self.ff += f * f;
+        self.m += m;
+        self.mm += m * m;
+        self.range_f = widen(self.range_f, (f, f));
+        self.range_m = widen(self.range_m, (m, m));
+    }
+    fn merge(mut self, o: Self) -> Self {
+        add_into(&mut self.fixed_w, &o.fixed_w);
+        add_into(&mut self.fixed_wm, &o.fixed_wm);
+        add_into(&mut self.moving_w, &o.moving_w);
+        add_into(&mut self.moving_wf, &o.moving_wf);
+        self.count += o.count;
+        self.f += o.f;
+        self.ff += o.ff;
+        self.m += o.m;
+        self.mm += o.mm;
+        self.range_f = widen(self.range_f, o.range_f);
+        self.range_m = widen(self.range_m, o.range_m);
+        self
+    }
+}
+
+/// The loss of `measure` from the first pass over the sampled points, how many counted, and what the
+/// second pass needs to form `dL/dm_i`; `None` when no point counts (or the histogram is empty).
+fn first_pass(measure: &PointMeasure, sampled: &[Sampled], fixed: &[f32]) -> Option<(f64, usize, Coef)> {
+    match measure {
+        PointMeasure::Mse | PointMeasure::Ncc => {
+            let s = sum_points(sampled, fixed, MomentSums::default);
+            if s.count == 0.0 {
+                return None;
+            }
+            let cnt = s.count;
+            if *measure == PointMeasure::Mse {
+                return Some((s.sq_diff / cnt, cnt as usize, Coef::Mse { cnt }));
+            }
+            let (fbar, mbar) = (s.f / cnt, s.m / cnt);
+            let cov = s.fm / cnt - fbar * mbar;
+            let vf = (s.ff / cnt - fbar * fbar).max(0.0);
+            let vm = (s.mm / cnt - mbar * mbar).max(0.0);
+            let (sf, sm) = (vf.sqrt(), vm.sqrt());
+            let d = sf * sm + 1e-12;
+            // dncc/dm_i = (f_i - fbar) / (N d) - cov sf (m_i - mbar) / (N sm d^2).
+            let a1 = 1.0 / (cnt * d);
+            let a2 = if sm > 0.0 { cov * sf / (cnt * sm * d * d) } else { 0.0 };
+            Some((-cov / d, cnt as usize, Coef::Ncc { fbar, mbar, a1, a2 }))
+        }
+        PointMeasure::Mi(pp) | PointMeasure::Nmi(pp) => {
+            let kern = ParzenKernel::new(pp.parzen);
+            let h = sum_points(sampled, fixed, || JointHistogram::new(pp, &kern));
+            let total: f64 = h.joint.iter().sum();
+            if h.count == 0.0 || total <= 1e-6 {
+                return None;
+            }
+            let (loss, g) = parzen_loss_grad(&h.joint, pp.parzen.bins, matches!(measure, PointMeasure::Nmi(_)));
+            Some((loss, h.count as usize, Coef::Parzen { pp: *pp, kern, g: Arc::new(g) }))
+        }
+        PointMeasure::Cr(pp) => {
+            let kern = ParzenKernel::new(pp.parzen);
+            let s = sum_points(sampled, fixed, || CrSums::new(pp, &kern));
+            if s.count == 0.0 {
+                return None;
+            }
+            let cnt = s.count;
+            // eta(M | F): the fixed image's bins, Y = m; eta(F | M): the moving image's bins, Y = f.
+            let span = |r: (f64, f64)| r.1 - r.0;
+            let ym = CrSide::new(&s.fixed_w, &s.fixed_wm, cnt, s.m, s.mm, span(s.range_m));
+            let yf = CrSide::new(&s.moving_w, &s.moving_wf, cnt, s.f, s.ff, span(s.range_f));
+            let loss = -(ym.eta + yf.eta) / 2.0;
+            Some((loss, cnt as usize, Coef::Cr { pp: *pp, kern, ym: Arc::new(ym), yf: Arc::new(yf), cnt }))
+        }
+    }
+}
+
 /// The loss of `measure` over the sample points mapped by `a` into the moving image, and its gradient
 /// with respect to `a` (see the module documentation). With no point inside, the loss is 0 with a zero
 /// gradient.
@@ -218,195 +486,8 @@ pub fn point_loss(
             *s = sample_one(moving, a, &samples.points[3 * i..3 * i + 3]);
         }
     });
-    let zero = PointLoss { loss: 0.0, grad: [0.0; 12], inside: 0 };
-    // dL/dm_i as a function of the point, from the measure's sums; then the second pass.
-    let (loss, inside, coef): (f64, usize, Coef) = match measure {
-        PointMeasure::Mse | PointMeasure::Ncc => {
-            // [count, sum f, sum m, sum ff, sum mm, sum fm, sum (f - m)^2]
-            let s = sampled
-                .par_chunks(CHUNK)
-                .enumerate()
-                .map(|(b, ch)| {
-                    let mut acc = [0f64; 7];
-                    for (t, sp) in ch.iter().enumerate() {
-                        if sp.inside {
-                            let (f, m) = (samples.fixed[b * CHUNK + t] as f64, sp.m as f64);
-                            acc[0] += 1.0;
-                            acc[1] += f;
-                            acc[2] += m;
-                            acc[3] += f * f;
-                            acc[4] += m * m;
-                            acc[5] += f * m;
-                            acc[6] += (f - m) * (f - m);
-                        }
-                    }
-                    acc
-                })
-                .reduce(|| [0f64; 7], |x, y| std::array::from_fn(|k| x[k] + y[k]));
-            if s[0] == 0.0 {
-                return Ok(zero);
-            }
-            let cnt = s[0];
-            if *measure == PointMeasure::Mse {
-                let loss = s[6] / cnt;
-                (loss, cnt as usize, Coef::Mse { cnt })
-            } else {
-                let (fbar, mbar) = (s[1] / cnt, s[2] / cnt);
-                let cov = s[5] / cnt - fbar * mbar;
-                let vf = (s[3] / cnt - fbar * fbar).max(0.0);
-                let vm = (s[4] / cnt - mbar * mbar).max(0.0);
-                let (sf, sm) = (vf.sqrt(), vm.sqrt());
-                let d = sf * sm + 1e-12;
-                let loss = -cov / d;
-                // dncc/dm_i = (f_i - fbar) / (N d) - cov sf (m_i - mbar) / (N sm d^2).
-                let a1 = 1.0 / (cnt * d);
-                let a2 = if sm > 0.0 { cov * sf / (cnt * sm * d * d) } else { 0.0 };
-                (loss, cnt as usize, Coef::Ncc { fbar, mbar, a1, a2 })
-            }
-        }
-        PointMeasure::Mi(pp) | PointMeasure::Nmi(pp) => {
-            let bins = pp.parzen.bins;
-            let (flo, fs) = pp.scale(false);
-            let (mlo, ms) = pp.scale(true);
-            let kern = ParzenKernel::new(pp.parzen);
-            let hist = sampled
-                .par_chunks(CHUNK)
-                .enumerate()
-                .map(|(b, ch)| {
-                    let mut h = vec![0f64; bins * bins + 1];
-                    let (mut wa, mut da, mut wb, mut db) = ([0f64; 64], [0f64; 64], [0f64; 64], [0f64; 64]);
-                    for (t, sp) in ch.iter().enumerate() {
-                        if !sp.inside {
-                            continue;
-                        }
-                        let (ua, _) = to_bin(samples.fixed[b * CHUNK + t] as f64, flo, fs, bins);
-                        let (ub, _) = to_bin(sp.m as f64, mlo, ms, bins);
-                        let (la, ha) = kern.weights(ua, &mut wa, &mut da);
-                        let (lb, hb) = kern.weights(ub, &mut wb, &mut db);
-                        if ha < la || hb < lb {
-                            continue;
-                        }
-                        for k in la..=ha {
-                            let row = &mut h[k * bins..];
-                            let w = wa[k - la];
-                            for l in lb..=hb {
-                                row[l] += w * wb[l - lb];
-                            }
-                        }
-                        h[bins * bins] += 1.0;
-                    }
-                    h
-                })
-                .reduce(
-                    || vec![0f64; bins * bins + 1],
-                    |mut x, y| {
-                        x.iter_mut().zip(y).for_each(|(p, q)| *p += q);
-                        x
-                    },
-                );
-            let cnt = hist[bins * bins];
-            let total: f64 = hist[..bins * bins].iter().sum();
-            if cnt == 0.0 || total <= 1e-6 {
-                return Ok(zero);
-            }
-            let (loss, g) = parzen_loss_grad(&hist[..bins * bins], bins, matches!(measure, PointMeasure::Nmi(_)));
-            (loss, cnt as usize, Coef::Parzen { pp: *pp, kern, g: Arc::new(g) })
-        }
-        PointMeasure::Cr(pp) => {
-            let bins = pp.parzen.bins;
-            let (flo, fs) = pp.scale(false);
-            let (mlo, ms) = pp.scale(true);
-            let kern = ParzenKernel::new(pp.parzen);
-            // [A0 (bins), A1 (bins), B0 (bins), B1 (bins), count, sum f, sum ff, sum m, sum mm,
-            //  min f, max f, min m, max m]: A over the fixed image's bins (weights of f, values m), B over
-            //  the moving image's (weights of m, values f).
-            let nacc = 4 * bins + 9;
-            let sums = sampled
-                .par_chunks(CHUNK)
-                .enumerate()
-                .map(|(b, ch)| {
-                    let mut acc = vec![0f64; nacc];
-                    let t0 = 4 * bins;
-                    acc[t0 + 5] = f64::INFINITY;
-                    acc[t0 + 6] = f64::NEG_INFINITY;
-                    acc[t0 + 7] = f64::INFINITY;
-                    acc[t0 + 8] = f64::NEG_INFINITY;
-                    let (mut wa, mut da, mut wb, mut db) = ([0f64; 64], [0f64; 64], [0f64; 64], [0f64; 64]);
-                    for (t, sp) in ch.iter().enumerate() {
-                        if !sp.inside {
-                            continue;
-                        }
-                        let (f, m) = (samples.fixed[b * CHUNK + t] as f64, sp.m as f64);
-                        let (ua, _) = to_bin(f, flo, fs, bins);
-                        let (ub, _) = to_bin(m, mlo, ms, bins);
-                        let (la, ha) = kern.weights(ua, &mut wa, &mut da);
-                        let (lb, hb) = kern.weights(ub, &mut wb, &mut db);
-                        for k in la..=ha {
-                            acc[k] += wa[k - la];
-                            acc[bins + k] += wa[k - la] * m;
-                        }
-                        for l in lb..=hb {
-                            acc[2 * bins + l] += wb[l - lb];
-                            acc[3 * bins + l] += wb[l - lb] * f;
-                        }
-                        acc[t0] += 1.0;
-                        acc[t0 + 1] += f;
-                        acc[t0 + 2] += f * f;
-                        acc[t0 + 3] += m;
-                        acc[t0 + 4] += m * m;
-                        acc[t0 + 5] = acc[t0 + 5].min(f);
-                        acc[t0 + 6] = acc[t0 + 6].max(f);
-                        acc[t0 + 7] = acc[t0 + 7].min(m);
-                        acc[t0 + 8] = acc[t0 + 8].max(m);
-                    }
-                    acc
-                })
-                .reduce(
-                    || {
-                        let mut v = vec![0f64; nacc];
-                        v[4 * bins + 5] = f64::INFINITY;
-                        v[4 * bins + 6] = f64::NEG_INFINITY;
-                        v[4 * bins + 7] = f64::INFINITY;
-                        v[4 * bins + 8] = f64::NEG_INFINITY;
-                        v
-                    },
-                    |mut x, y| {
-                        let t0 = 4 * bins;
-                        for k in 0..t0 + 5 {
-                            x[k] += y[k];
-                        }
-                        x[t0 + 5] = x[t0 + 5].min(y[t0 + 5]);
-                        x[t0 + 6] = x[t0 + 6].max(y[t0 + 6]);
-                        x[t0 + 7] = x[t0 + 7].min(y[t0 + 7]);
-                        x[t0 + 8] = x[t0 + 8].max(y[t0 + 8]);
-                        x
-                    },
-                );
-            let t0 = 4 * bins;
-            let cnt = sums[t0];
-            if cnt == 0.0 {
-                return Ok(zero);
-            }
-            // eta(M | F): A bins, Y = m; eta(F | M): B bins, Y = f.
-            let ym = CrSide::new(
-                &sums[..bins],
-                &sums[bins..2 * bins],
-                cnt,
-                sums[t0 + 3],
-                sums[t0 + 4],
-                sums[t0 + 8] - sums[t0 + 7],
-            );
-            let yf = CrSide::new(
-                &sums[2 * bins..3 * bins],
-                &sums[3 * bins..t0],
-                cnt,
-                sums[t0 + 1],
-                sums[t0 + 2],
-                sums[t0 + 6] - sums[t0 + 5],
-            );
-            let loss = -(ym.eta + yf.eta) / 2.0;
-            (loss, cnt as usize, Coef::Cr { pp: *pp, kern, ym: Arc::new(ym), yf: Arc::new(yf), cnt })
-        }
+    let Some((loss, inside, coef)) = first_pass(measure, &sampled, &samples.fixed) else {
+        return Ok(PointLoss { loss: 0.0, grad: [0.0; 12], inside: 0 });
     };
     // Second pass: dL/dA = sum_i c_i grad m(q_i) [x_i, 1]^T.
     let grad = sampled
@@ -414,74 +495,13 @@ pub fn point_loss(
         .enumerate()
         .map(|(b, ch)| {
             let mut acc = [0f64; 12];
-            let (mut wa, mut da, mut wb, mut db) = ([0f64; 64], [0f64; 64], [0f64; 64], [0f64; 64]);
+            let mut win = Windows::new();
             for (t, sp) in ch.iter().enumerate() {
                 if !sp.inside {
                     continue;
                 }
                 let i = b * CHUNK + t;
-                let f = samples.fixed[i] as f64;
-                let c = match &coef {
-                    Coef::Mse { cnt } => -2.0 * (f - sp.m as f64) / cnt,
-                    Coef::Ncc { fbar, mbar, a1, a2 } => -((f - fbar) * a1 - (sp.m as f64 - mbar) * a2),
-                    Coef::Parzen { pp, kern, g } => {
-                        let bins = pp.parzen.bins;
-                        let (flo, fs) = pp.scale(false);
-                        let (mlo, ms) = pp.scale(true);
-                        let (ua, _) = to_bin(f, flo, fs, bins);
-                        let (ub, dub) = to_bin(sp.m as f64, mlo, ms, bins);
-                        if dub == 0.0 {
-                            continue;
-                        }
-                        let (la, ha) = kern.weights(ua, &mut wa, &mut da);
-                        let (lb, hb) = kern.weights(ub, &mut wb, &mut db);
-                        if ha < la || hb < lb {
-                            continue;
-                        }
-                        let mut s = 0.0;
-                        for k in la..=ha {
-                            let row = &g[k * bins..];
-                            let mut r = 0.0;
-                            for l in lb..=hb {
-                                r += row[l] * db[l - lb];
-                            }
-                            s += wa[k - la] * r;
-                        }
-                        s * dub
-                    }
-                    Coef::Cr { pp, kern, ym, yf, cnt } => {
-                        let m = sp.m as f64;
-                        let bins = pp.parzen.bins;
-                        let (flo, fs) = pp.scale(false);
-                        let (mlo, ms) = pp.scale(true);
-                        // d eta(M | F) / dm_i: m_i enters A1 (weights of f_i), the mean and the variance.
-                        let mut d1 = 0.0;
-                        if ym.valid {
-                            let (ua, _) = to_bin(f, flo, fs, bins);
-                            let (la, ha) = kern.weights(ua, &mut wa, &mut da);
-                            let mut s1 = 0.0;
-                            for k in la..=ha {
-                                s1 += wa[k - la] * ym.g1[k];
-                            }
-                            let n = cnt + 1e-12;
-                            d1 = (s1 + ym.dmean / n) / ym.den - ym.eta / ym.den * 2.0 * (m - ym.mean) / n;
-                        }
-                        // d eta(F | M) / dm_i: m_i moves its own Parzen weights over the B bins.
-                        let mut d2 = 0.0;
-                        if yf.valid {
-                            let (ub, dub) = to_bin(m, mlo, ms, bins);
-                            if dub != 0.0 {
-                                let (lb, hb) = kern.weights(ub, &mut wb, &mut db);
-                                let mut s2 = 0.0;
-                                for l in lb..=hb {
-                                    s2 += db[l - lb] * (yf.g0[l] + yf.g1[l] * f);
-                                }
-                                d2 = s2 * dub / yf.den;
-                            }
-                        }
-                        -(d1 + d2) / 2.0
-                    }
-                };
+                let c = coef.dl_dm(samples.fixed[i] as f64, sp.m as f64, &mut win);
                 if c == 0.0 {
                     continue;
                 }
@@ -506,6 +526,62 @@ enum Coef {
     Ncc { fbar: f64, mbar: f64, a1: f64, a2: f64 },
     Parzen { pp: PointParzen, kern: ParzenKernel, g: Arc<Vec<f64>> },
     Cr { pp: PointParzen, kern: ParzenKernel, ym: Arc<CrSide>, yf: Arc<CrSide>, cnt: f64 },
+}
+
+impl Coef {
+    /// `dL / dm_i` of a counted point with fixed value `f` and moving value `m`.
+    #[inline]
+    fn dl_dm(&self, f: f64, m: f64, win: &mut Windows) -> f64 {
+        match self {
+            Coef::Mse { cnt } => -2.0 * (f - m) / cnt,
+            Coef::Ncc { fbar, mbar, a1, a2 } => -((f - fbar) * a1 - (m - mbar) * a2),
+            Coef::Parzen { pp, kern, g } => {
+                let bins = pp.parzen.bins;
+                let dub = pp.bin(m, true).1;
+                if dub == 0.0 {
+                    return 0.0;
+                }
+                let ((la, ha), (lb, hb)) = win.both(kern, pp, f, m);
+                if ha < la || hb < lb {
+                    return 0.0;
+                }
+                let mut s = 0.0;
+                for k in la..=ha {
+                    let row = &g[k * bins + lb..=k * bins + hb];
+                    let r = row.iter().zip(&win.db).fold(0.0, |r, (gv, db)| r + gv * db);
+                    s += win.wa[k - la] * r;
+                }
+                s * dub
+            }
+            Coef::Cr { pp, kern, ym, yf, cnt } => {
+                // d eta(M | F) / dm_i: m_i enters the weighted sums of f_i's bins, the mean and the variance.
+                let mut d1 = 0.0;
+                if ym.valid {
+                    let (la, ha) = win.fixed(kern, pp.bin(f, false).0);
+                    let mut s1 = 0.0;
+                    for k in la..=ha {
+                        s1 += win.wa[k - la] * ym.g1[k];
+                    }
+                    let n = cnt + 1e-12;
+                    d1 = (s1 + ym.dmean / n) / ym.den - ym.eta / ym.den * 2.0 * (m - ym.mean) / n;
+                }
+                // d eta(F | M) / dm_i: m_i moves its own Parzen weights over the moving image's bins.
+                let mut d2 = 0.0;
+                if yf.valid {
+                    let (ub, dub) = pp.bin(m, true);
+                    if dub != 0.0 {
+                        let (lb, hb) = win.moving(kern, ub);
+                        let mut s2 = 0.0;
+                        for l in lb..=hb {
+                            s2 += win.db[l - lb] * (yf.g0[l] + yf.g1[l] * f);
+                        }
+                        d2 = s2 * dub / yf.den;
+                    }
+                }
+                -(d1 + d2) / 2.0
+            }
+        }
+    }
 }
 
 /// One side `eta(Y | X)` of the correlation ratio from its sums: the Parzen weight `s0_k` of X's bins and
@@ -664,51 +740,7 @@ pub fn point_metric(a: &Tensor, measure: &PointMeasure, samples: Arc<PointSample
     let data = Arc::new(moving.flatten_all()?.to_vec1::<f32>()?);
     let op =
         PointMetricOp { measure: measure.clone(), samples, moving: data, shape: [x, y, z], grad: Mutex::new(None) };
-    a.contiguous()?.apply_op1(op)
-}
-
-/// The slow twin of [`point_metric`] from differentiable candle ops: the points mapped by `a` with a
-/// matrix product, the moving image sampled by [`super::grid_sample`] (zero padding), the points outside
-/// masked out, and the measure of [`crate::metrics::functional`] on the `(1, 1, 1, n)` samples.
-///
-/// Errors: as [`point_metric`]; tensor errors.
-pub fn point_metric_slow(
-    a: &Tensor,
-    measure: &PointMeasure,
-    samples: &PointSamples,
-    moving: &Tensor,
-) -> Result<Tensor> {
-    use crate::metrics::functional as f;
-    let n = samples.len();
-    let dev = Device::Cpu;
-    let moving = match moving.rank() {
-        3 => moving.unsqueeze(0)?,
-        _ => moving.clone(),
-    };
-    let (_, z, y, x) = moving.dims4()?;
-    let pts = Tensor::from_slice(&samples.points, (n, 3), &dev)?;
-    let q = pts.matmul(&a.narrow(1, 0, 3)?.t()?)?.broadcast_add(&a.narrow(1, 3, 1)?.squeeze(1)?)?;
-    let hi = Tensor::new(&[x as f32 - 1.0, y as f32 - 1.0, z as f32 - 1.0], &dev)?;
-    let d = q.detach();
-    let inside = d.ge(0f32)?.to_dtype(DType::F32)?.mul(&d.broadcast_le(&hi)?.to_dtype(DType::F32)?)?;
-    let inside = inside.min_keepdim(1)?.reshape((1, 1, 1, n))?;
-    let m = super::grid_sample(&moving, &q, super::SampleMode::Linear, crate::image::resample::Padding::Zero)?
-        .reshape((1, 1, 1, n))?;
-    let fv = Tensor::from_slice(&samples.fixed, (1, 1, 1, n), &dev)?;
-    let err = |e: crate::error::Error| candle_core::Error::msg(e.to_string());
-    let po = |pp: &PointParzen| f::ParzenOptions {
-        bins: pp.parzen.bins,
-        sigma: pp.parzen.sigma,
-        range_fixed: Some(pp.range_fixed),
-        range_moving: Some(pp.range_moving),
-    };
-    Ok(match measure {
-        PointMeasure::Mse => f::mse(&fv, &m, Some(&inside)).map_err(err)?,
-        PointMeasure::Ncc => f::ncc(&fv, &m, Some(&inside)).map_err(err)?.neg()?,
-        PointMeasure::Mi(pp) => f::mutual_information(&fv, &m, &po(pp), 0, Some(&inside)).map_err(err)?.neg()?,
-        PointMeasure::Nmi(pp) => {
-            f::normalized_mutual_information(&fv, &m, &po(pp), 0, Some(&inside)).map_err(err)?.neg()?
-        }
-        PointMeasure::Cr(pp) => f::correlation_ratio(&fv, &m, &po(pp), 0, false, Some(&inside)).map_err(err)?.neg()?,
-    })
+    // The kernel runs on the host (the images are copied there above); a map elsewhere goes through it.
+    let host = crate::device::host();
+    a.to_device(&host)?.contiguous()?.apply_op1(op)?.to_device(a.device())
 }

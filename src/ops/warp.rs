@@ -13,7 +13,9 @@ use candle_core::{CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::f32_slice;
-use super::trilinear::{corners_fast, grad_point, image_grad, interior_span, sample, sample_interior};
+use super::trilinear::{
+    corner_grad, corner_value, corners_fast, grad_point, image_grad, interior_span, sample, sample_interior,
+};
 
 /// How sample points are formed.
 #[derive(Clone, Copy, Debug)]
@@ -55,15 +57,13 @@ impl Warp {
         v: usize,
     ) -> [f64; 3] {
         let h = [i as f64, j as f64, k as f64];
+        if let Points::Field { r, .. } = self.points {
+            let u = [second[v] as f64, second[nvox_out + v] as f64, second[2 * nvox_out + v] as f64];
+            return field_point(m, &r, h, u);
+        }
         let mut p = [0f64; 3];
         for r in 0..3 {
             p[r] = m[4 * r] * h[0] + m[4 * r + 1] * h[1] + m[4 * r + 2] * h[2] + m[4 * r + 3];
-        }
-        if let Points::Field { r, .. } = self.points {
-            let u = [second[v] as f64, second[nvox_out + v] as f64, second[2 * nvox_out + v] as f64];
-            for a in 0..3 {
-                p[a] += r[3 * a] * u[0] + r[3 * a + 1] * u[1] + r[3 * a + 2] * u[2];
-            }
         }
         p
     }
@@ -114,11 +114,12 @@ impl CustomOp2 for Warp {
                     }
                 }
                 Points::Field { .. } => {
+                    // The value of the corner weights, as `warp_field_with_grad` computes it.
                     for j in 0..oy {
                         for i in 0..ox {
                             let v = (k * oy + j) * ox + i;
                             let p = self.point(&m, second, nout, i, j, k, v);
-                            slab[j * ox + i] = sample(im, s, p, self.border);
+                            slab[j * ox + i] = corner_value(im, &corners_fast(p, s, self.border));
                         }
                     }
                 }
@@ -185,7 +186,10 @@ impl CustomOp2 for Warp {
                 Tensor::from_vec(acc.iter().map(|&v| v as f32).collect::<Vec<_>>(), (3, 4), image.device())?
             }
             Points::Field { r, .. } => {
-                // dL/du = R^T dL/dp, per voxel; channels of the field are nout apart.
+                // dL/du = sum over channels of g_c R^T grad image_c, per voxel, as `warp_field_with_grad`
+                // forms it (R^T of the image gradient, then the upstream gradient); channels of the
+                // field are nout apart.
+                let rf: [f32; 9] = std::array::from_fn(|i| r[i] as f32);
                 let mut gf = vec![0f32; 3 * nout];
                 let (g0, rest) = gf.split_at_mut(nout);
                 let (g1, g2) = rest.split_at_mut(nout);
@@ -194,14 +198,24 @@ impl CustomOp2 for Warp {
                     .zip(g2.par_chunks_mut(ox * oy))
                     .enumerate()
                     .for_each(|(k, ((a0, a1), a2))| {
-                        let mut gb = vec![0f32; c];
                         for j in 0..oy {
                             for i in 0..ox {
-                                let d = point_grad(i, j, k, &mut gb);
+                                let v = (k * oy + j) * ox + i;
                                 let t = j * ox + i;
-                                a0[t] = r[0] as f32 * d[0] + r[3] as f32 * d[1] + r[6] as f32 * d[2];
-                                a1[t] = r[1] as f32 * d[0] + r[4] as f32 * d[1] + r[7] as f32 * d[2];
-                                a2[t] = r[2] as f32 * d[0] + r[5] as f32 * d[1] + r[8] as f32 * d[2];
+                                let p = self.point(&m, &sec, nout, i, j, k, v);
+                                let cs = corners_fast(p, s, self.border);
+                                let mut d = [0f32; 3];
+                                for ch in 0..c {
+                                    let gv = g[ch * nout + v];
+                                    if gv == 0.0 {
+                                        continue;
+                                    }
+                                    let du = field_grad(&rf, corner_grad(&img[ch * nvox..], &cs));
+                                    for (a, x) in d.iter_mut().enumerate() {
+                                        *x += du[a] * gv;
+                                    }
+                                }
+                                (a0[t], a1[t], a2[t]) = (d[0], d[1], d[2]);
                             }
                         }
                     });
@@ -231,18 +245,24 @@ fn check_image(image: &Tensor) -> Result<()> {
 }
 
 /// `out(v) = image(M (i, j, k, 1))` on a target grid of `out` voxels (x, y, z): `(C, Z', Y', X')`.
-/// `matrix` is `(3, 4)` f32, target voxel indices to image voxel indices. Differentiable in both.
+/// `matrix` is `(3, 4)` f32, target voxel indices to image voxel indices. Differentiable in both. On a
+/// device other than the CPU: [`super::affine_grid_slow`] then [`super::grid_sample_slow`].
 pub fn warp_affine(image: &Tensor, matrix: &Tensor, out: [usize; 3], border: bool) -> Result<Tensor> {
     check_image(image)?;
     if matrix.dims() != [3, 4] || matrix.dtype() != DType::F32 {
         candle_core::bail!("warp_affine: matrix must be (3, 4) f32, got {:?}", matrix.dims());
+    }
+    if !image.device().is_cpu() {
+        let points = super::affine_grid_slow(matrix, out)?;
+        return super::grid_sample_slow(image, &points, padding_of(border));
     }
     image.contiguous()?.apply_op2(&matrix.contiguous()?, Warp { out, points: Points::Affine, border })
 }
 
 /// `out(v) = image(M (i, j, k, 1) + R u(v))` for a displacement `field` `(3, Z', Y', X')` (world mm, on the
 /// target grid): `M` maps target voxel indices to image voxel indices (3x4 row-major), `R` world mm to
-/// image voxel offsets (3x3 row-major). Differentiable in the image and the field.
+/// image voxel offsets (3x3 row-major). Differentiable in the image and the field. On a device other than
+/// the CPU: the points from candle ops, then [`super::grid_sample_slow`].
 pub fn warp_field(image: &Tensor, field: &Tensor, m: [f64; 12], r: [f64; 9], border: bool) -> Result<Tensor> {
     check_image(image)?;
     let d = field.dims();
@@ -250,6 +270,15 @@ pub fn warp_field(image: &Tensor, field: &Tensor, m: [f64; 12], r: [f64; 9], bor
         candle_core::bail!("warp_field: field must be (3, Z, Y, X) f32, got {:?}", d);
     }
     let out = [d[3], d[2], d[1]];
+    if !image.device().is_cpu() {
+        let dev = image.device();
+        let mt = Tensor::from_vec(m.map(|v| v as f32).to_vec(), (3, 4), dev)?;
+        let rt = Tensor::from_vec(r.map(|v| v as f32).to_vec(), (3, 3), dev)?;
+        // (Z, Y, X, 3) base points plus the displacement mapped to voxel offsets, R u.
+        let disp = field.permute((1, 2, 3, 0))?.broadcast_matmul(&rt.t()?)?;
+        let points = (super::affine_grid_slow(&mt, out)? + disp)?;
+        return super::grid_sample_slow(image, &points, padding_of(border));
+    }
     image.contiguous()?.apply_op2(&field.contiguous()?, Warp { out, points: Points::Field { m, r }, border })
 }
 
@@ -300,33 +329,46 @@ pub fn warp_field_with_grad(
                     let v = k * plane + t;
                     let h = [i as f64, j as f64, k as f64];
                     let u = [field[v] as f64, field[nout + v] as f64, field[2 * nout + v] as f64];
-                    let mut p = [0f64; 3];
-                    for a in 0..3 {
-                        p[a] = m[4 * a] * h[0]
-                            + m[4 * a + 1] * h[1]
-                            + m[4 * a + 2] * h[2]
-                            + m[4 * a + 3]
-                            + r[3 * a] * u[0]
-                            + r[3 * a + 1] * u[1]
-                            + r[3 * a + 2] * u[2];
-                    }
-                    let c = corners_fast(p, shape, false);
-                    let (mut val, mut g) = (0f32, [0f32; 3]);
-                    for q in 0..8 {
-                        if c.idx[q] != usize::MAX {
-                            let iv = image[c.idx[q]];
-                            val += c.w[q] * iv;
-                            g[0] += c.dw[q][0] * iv;
-                            g[1] += c.dw[q][1] * iv;
-                            g[2] += c.dw[q][2] * iv;
-                        }
-                    }
-                    o[t] = val;
-                    a0[t] = rf[0] * g[0] + rf[3] * g[1] + rf[6] * g[2];
-                    a1[t] = rf[1] * g[0] + rf[4] * g[1] + rf[7] * g[2];
-                    a2[t] = rf[2] * g[0] + rf[5] * g[1] + rf[8] * g[2];
+                    let c = corners_fast(field_point(&m, &r, h, u), shape, false);
+                    o[t] = corner_value(image, &c);
+                    [a0[t], a1[t], a2[t]] = field_grad(&rf, corner_grad(image, &c));
                 }
             }
         });
     Ok((vals, du))
+}
+
+/// The padding of a `border` flag.
+fn padding_of(border: bool) -> crate::image::resample::Padding {
+    if border {
+        crate::image::resample::Padding::Border
+    } else {
+        crate::image::resample::Padding::Zero
+    }
+}
+
+/// The sample point `M h + R u` (moving voxels) of target voxel `h` with displacement `u` (mm), summed left
+/// to right: the one formula of the field warp's forward, backward and fused kernels.
+#[inline(always)]
+fn field_point(m: &[f64; 12], r: &[f64; 9], h: [f64; 3], u: [f64; 3]) -> [f64; 3] {
+    std::array::from_fn(|a| {
+        m[4 * a] * h[0]
+            + m[4 * a + 1] * h[1]
+            + m[4 * a + 2] * h[2]
+            + m[4 * a + 3]
+            + r[3 * a] * u[0]
+            + r[3 * a + 1] * u[1]
+            + r[3 * a + 2] * u[2]
+    })
+}
+
+/// `R^T g` in f32 (`rf`: `R` rounded to f32): the derivative of a sample with respect to the
+/// displacement (mm) from its derivative `g` with respect to the point (moving voxels).
+#[inline(always)]
+fn field_grad(rf: &[f32; 9], g: [f32; 3]) -> [f32; 3] {
+    [
+        rf[0] * g[0] + rf[3] * g[1] + rf[6] * g[2],
+        rf[1] * g[0] + rf[4] * g[1] + rf[7] * g[2],
+        rf[2] * g[0] + rf[5] * g[1] + rf[8] * g[2],
+    ]
 }

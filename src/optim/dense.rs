@@ -21,15 +21,16 @@ use serde::Serialize;
 
 use super::convergence::WindowedSlope;
 use super::iso::{fix_ranges, LevelReport, Schedule};
-use super::optimizer::{Adam, Optimizer};
+use super::optimizer::{Adam, AdamMoments, Optimizer};
+use super::stop::{Criterion, Stop};
 use crate::error::{Error, Result};
 use crate::image::resample::{resample, Interpolation, Padding};
 use crate::image::smooth::pyramid;
 use crate::image::{DataType, Grid, Image};
 use crate::metrics::regularizers::{bending_energy, diffusion};
 use crate::metrics::Metric;
-use crate::ops::local_filter::gaussian_kernel;
-use crate::ops::{local_filter, warp_field};
+use crate::ops::local_filter::{gaussian_smooth, gaussian_smooth_volumes};
+use crate::ops::warp_field;
 use crate::spatial::{BSpline, Ddf, Linear, Svf, Transform};
 
 /// The dense model optimized by [`iso_dense`].
@@ -57,10 +58,35 @@ impl DenseModel {
 /// The regularizer added to the similarity loss.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize)]
 pub enum Regularizer {
-    /// Mean squared first derivatives of the field (seed `001` eq. 8), times the weight.
+    /// Mean squared first derivatives of the field (Wang et al., eq. 8), times the weight.
     Diffusion(f64),
     /// Bending energy (1/mm^2), times the weight.
     Bending(f64),
+}
+
+impl Regularizer {
+    /// Parses `diffusion:W` / `bending:W` (`W` a non-negative weight, default 1; `none` for no
+    /// regularizer).
+    ///
+    /// Errors: an unknown name (with "did you mean") or a bad weight.
+    pub fn parse(spec: &str) -> Result<Option<Regularizer>> {
+        let (name, w) = spec.split_once(':').unwrap_or((spec, "1"));
+        let w: f64 = w
+            .trim()
+            .parse()
+            .ok()
+            .filter(|w: &f64| w.is_finite() && *w >= 0.0)
+            .ok_or_else(|| Error::arg("regularizer", format!("weight must be a number >= 0, got '{w}'")))?;
+        crate::names::lookup(
+            "regularizer",
+            name.trim(),
+            &[
+                ("diffusion", Some(Regularizer::Diffusion(w))),
+                ("bending", Some(Regularizer::Bending(w))),
+                ("none", None),
+            ],
+        )
+    }
 }
 
 /// Options of [`iso_dense`].
@@ -123,114 +149,103 @@ pub struct DenseResult {
     pub seconds: f64,
 }
 
-/// Gaussian smoothing of a `(3, Z, Y, X)` field with `sigma` voxels (identity for `sigma <= 0`).
-fn smooth_field(t: &Tensor, sigma: f64) -> Result<Tensor> {
-    if sigma <= 0.0 {
-        return Ok(t.clone());
-    }
-    let k = gaussian_kernel(sigma);
-    Ok(local_filter(t, [k.clone(), k.clone(), k])?)
+/// The largest length of the vectors of a `(3, Z, Y, X)` field stored component-major (`3 n` values); NaN
+/// if any component is NaN.
+fn largest_vector(dir: &[f32]) -> f64 {
+    use rayon::prelude::*;
+    let n = dir.len() / 3;
+    let (dx, rest) = dir.split_at(n);
+    let (dy, dz) = rest.split_at(n);
+    (0..n)
+        .into_par_iter()
+        .with_min_len(4096)
+        .map(|i| dx[i] * dx[i] + dy[i] * dy[i] + dz[i] * dz[i])
+        .reduce(|| 0f32, |a, b| if a.is_nan() || b.is_nan() { f32::NAN } else { a.max(b) })
+        .sqrt() as f64
 }
 
 /// Adam on a dense field with the step normalized so that its largest vector moves `lr` mm (FireANTs'
 /// warp optimizer): Adam alone moves every voxel with a gradient by about `lr`, however small the
 /// gradient; normalizing by the largest step keeps the update's shape and bounds it, so a step never
-/// folds a smooth field.
-struct FieldAdam {
-    lr: f64,
-    t: i32,
-    moments: Option<(Tensor, Tensor)>,
+/// folds a smooth field. On plain `(3, Z, Y, X)` volumes (component-major), with Adam's arithmetic from
+/// [`AdamMoments`]; [`field_step_tensor`] is its tensor twin.
+struct FieldStep {
+    moments: AdamMoments<f32>,
+    dir: Vec<f32>,
 }
 
-impl FieldAdam {
-    fn new(lr: f64) -> Self {
-        FieldAdam { lr, t: 0, moments: None }
+impl FieldStep {
+    fn new(n: usize) -> Self {
+        FieldStep { moments: AdamMoments::new(n), dir: vec![0.0; n] }
     }
 
-    /// The step (mm) to subtract from the field for the gradient `g` `(3, Z, Y, X)`.
-    fn step(&mut self, g: &Tensor, _spacing: [f64; 3]) -> Result<Tensor> {
-        let (b1, b2, eps) = (0.9, 0.999, 1e-8);
-        self.t += 1;
-        let (m, v) = match &self.moments {
-            Some((m, v)) => (((m * b1)? + (g * (1.0 - b1))?)?, ((v * b2)? + (g.sqr()? * (1.0 - b2))?)?),
-            None => ((g * (1.0 - b1))?, (g.sqr()? * (1.0 - b2))?),
-        };
-        let mh = (&m / (1.0 - b1.powi(self.t)))?;
-        let vh = (&v / (1.0 - b2.powi(self.t)))?;
-        self.moments = Some((m, v));
-        let dir = (mh / (vh.sqrt()? + eps)?)?;
-        let norm = dir.sqr()?.sum_keepdim(0)?.sqrt()?.max_all()?.to_scalar::<f32>()? as f64;
-        if !(norm > 0.0 && norm.is_finite()) {
-            return Ok(dir.zeros_like()?);
-        }
-        Ok((dir * (self.lr / norm))?)
-    }
-}
-
-/// [`FieldAdam`] on a plain `(3, Z, Y, X)` vector (component-major), for the fused greedy path: the
-/// same moments, bias correction and normalization by the largest step vector, in f32.
-struct FieldAdamVec {
-    lr: f64,
-    t: i32,
-    m: Vec<f32>,
-    v: Vec<f32>,
-}
-
-impl FieldAdamVec {
-    fn new(lr: f64, n: usize) -> Self {
-        FieldAdamVec { lr, t: 0, m: vec![0.0; n], v: vec![0.0; n] }
-    }
-
-    /// Subtracts the step for the gradient `g` from `u` (both `3 n` values, component-major).
-    fn step(&mut self, g: &[f32], u: &mut [f32]) {
+    /// Subtracts the step of `lr` mm for the gradient `g` from `u` (both `3 n` values); no step when the
+    /// direction is zero or not finite.
+    fn apply(&mut self, g: &[f32], u: &mut [f32], lr: f64) {
         use rayon::prelude::*;
-        let (b1, b2, eps) = (0.9f32, 0.999f32, 1e-8f32);
-        self.t += 1;
-        let c1 = 1.0 / (1.0 - 0.9f64.powi(self.t)) as f32;
-        let c2 = 1.0 / (1.0 - 0.999f64.powi(self.t)) as f32;
-        // The direction dir = mh / (sqrt(vh) + eps), with the moments updated in the same pass.
-        let mut dir = vec![0f32; g.len()];
-        dir.par_iter_mut().zip(self.m.par_iter_mut()).zip(self.v.par_iter_mut()).zip(g.par_iter()).for_each(
-            |(((d, m), v), &gv)| {
-                *m = b1 * *m + (1.0 - b1) * gv;
-                *v = b2 * *v + (1.0 - b2) * gv * gv;
-                *d = (*m * c1) / ((*v * c2).sqrt() + eps);
-            },
-        );
-        let n = g.len() / 3;
-        let (dx, rest) = dir.split_at(n);
-        let (dy, dz) = rest.split_at(n);
-        // The largest step vector; NaN if any is (then no step, as the tensor path's `max_all`).
-        let norm = (0..n)
-            .into_par_iter()
-            .with_min_len(4096)
-            .map(|i| dx[i] * dx[i] + dy[i] * dy[i] + dz[i] * dz[i])
-            .reduce(|| 0f32, |a, b| if a.is_nan() || b.is_nan() { f32::NAN } else { a.max(b) })
-            .sqrt() as f64;
+        self.moments.direction(g, &mut self.dir);
+        let norm = largest_vector(&self.dir);
         if !(norm > 0.0 && norm.is_finite()) {
             return;
         }
-        let s = (self.lr / norm) as f32;
-        u.par_iter_mut().zip(dir.par_iter()).for_each(|(x, d)| *x -= d * s);
+        let s = (lr / norm) as f32;
+        u.par_iter_mut().zip(self.dir.par_iter()).for_each(|(x, d)| *x -= d * s);
     }
 }
 
-/// Gaussian smoothing of a plain `(3, Z, Y, X)` field of `shape` `[nx, ny, nz]` with `sigma` voxels, as
-/// [`smooth_field`] (identity for `sigma <= 0`).
-fn smooth_field_vec(u: &[f32], shape: [usize; 3], sigma: f64) -> Vec<f32> {
-    if sigma <= 0.0 {
-        return u.to_vec();
+/// The step (mm) of [`FieldStep`] for the gradient `g` `(3, Z, Y, X)` on tensors (any device), from the
+/// tensor [`Adam`]'s direction: the slow twin the tests compare the fused path with.
+fn field_step_tensor(adam: &mut Adam, g: &Tensor, lr: f64) -> Result<Tensor> {
+    adam.tick();
+    let dir = adam.direction(0, g)?;
+    let norm = dir.sqr()?.sum_keepdim(0)?.sqrt()?.max_all()?.to_scalar::<f32>()? as f64;
+    if !(norm > 0.0 && norm.is_finite()) {
+        return Ok(dir.zeros_like()?);
     }
-    let k = gaussian_kernel(sigma);
-    crate::ops::local_filter::filter_volumes(u, shape, &[k.clone(), k.clone(), k])
+    Ok((dir * (lr / norm))?)
 }
 
-/// What one greedy level reached: the last good field (`(3, Z, Y, X)` values), the losses and why it
-/// stopped.
-struct GreedyRun {
-    field: Vec<f32>,
+/// What a dense level works on: its images, the map of its voxels into the moving image, its mask and
+/// learning rate, the iterations and the progress bar.
+struct Level<'a> {
+    /// The fixed and moving images at this level.
+    fixed: &'a Image,
+    moving: &'a Image,
+    /// Sample points in moving voxels: `M i + R u` for fixed voxel `i` and displacement `u` (mm).
+    mvox: [f64; 12],
+    r: [f64; 9],
+    /// The fixed mask on this level's grid.
+    mask: Option<Tensor>,
+    /// The largest step of the first iteration (mm); it decays linearly to a tenth.
+    lr0: f64,
+    iters: usize,
+    bar: &'a indicatif::ProgressBar,
+}
+
+impl Level<'_> {
+    /// The learning rate of iteration `it`: a linear decay to a tenth (the step bounds the field's
+    /// jitter, so it must end small).
+    fn lr(&self, it: usize) -> f64 {
+        self.lr0 * (1.0 - 0.9 * it as f64 / self.iters.max(1) as f64)
+    }
+}
+
+/// What one dense level reached: the last good parameters, the losses and why it stopped.
+struct DenseRun<P> {
+    params: P,
     losses: Vec<f64>,
-    stop: String,
+    stop: Stop,
+}
+
+/// The regularizer's term (weight included) of the field `u` `(3, Z, Y, X)` mm on a grid of `spacing`
+/// mm, or `None` when there is none (or its weight is 0).
+fn regularizer_term(reg: Option<Regularizer>, u: &Tensor, spacing: [f64; 3]) -> Result<Option<Tensor>> {
+    let (term, w) = match reg {
+        Some(Regularizer::Diffusion(w)) if w != 0.0 => (diffusion(u, spacing)?, w),
+        Some(Regularizer::Bending(w)) if w != 0.0 => (bending_energy(u, spacing)?, w),
+        _ => return Ok(None),
+    };
+    Ok(Some((term * w)?))
 }
 
 /// One `Greedy` level on plain volumes: per iteration the fused field warp with its derivative
@@ -238,47 +253,35 @@ struct GreedyRun {
 /// (the fused kernel [`crate::ops::lncc::lncc_loss_grad`] for LNCC; autograd of [`Metric::loss`] on the
 /// warped image for the others), the chain rule to the field, the regularizer's gradient (tensors),
 /// the smoothing of the gradient, the normalized Adam step and the smoothing of the field: the same
-/// iterations as the tensor path of [`iso_dense`], with no autograd graph over the warp.
-#[allow(clippy::too_many_arguments)]
-fn greedy_level_fused(
-    fixed: &Image,
-    moving: &Image,
-    init: &[f32],
-    mvox: [f64; 12],
-    r: [f64; 9],
-    metric: &Metric,
-    mask: Option<&Tensor>,
-    opts: &DenseOptions,
-    lr0: f64,
-    iters: usize,
-    bar: &indicatif::ProgressBar,
-) -> Result<GreedyRun> {
-    let g = fixed.grid().clone();
+/// iterations as [`dense_level_tensor`], with no autograd graph over the warp.
+fn greedy_level_fused(lv: &Level, init: &[f32], metric: &Metric, opts: &DenseOptions) -> Result<DenseRun<Vec<f32>>> {
+    let g = lv.fixed.grid().clone();
     let shape = g.shape();
     let nv = g.num_voxels();
-    let mdata = moving.to_vec_f32()?;
-    let mshape = moving.grid().shape();
-    let mvec = mask.map(|m| m.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()).transpose()?;
+    let dev = lv.fixed.data().device();
+    let mdata = lv.moving.to_vec_f32()?;
+    let mshape = lv.moving.grid().shape();
+    let mvec = lv.mask.as_ref().map(|m| m.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()).transpose()?;
     let lncc = match metric.lncc_window() {
         Some(w) => Some(
-            crate::ops::lncc::LnccFixed::new(&fixed.to_vec_f32()?, shape, w, mvec.as_deref())
+            crate::ops::lncc::LnccFixed::new(&lv.fixed.to_vec_f32()?, shape, w, mvec.as_deref())
                 .map_err(|e| Error::arg("iso_dense", e))?,
         ),
         None => None,
     };
     let [z, y, x] = g.zyx();
+    let regularized = matches!(opts.regularizer, Some(Regularizer::Diffusion(w) | Regularizer::Bending(w)) if w != 0.0);
     let mut u = init.to_vec();
     let mut good = u.clone();
-    let mut adam = FieldAdamVec::new(lr0, 3 * nv);
+    let mut step = FieldStep::new(3 * nv);
     let mut conv = WindowedSlope::new(opts.convergence.0, opts.convergence.1);
-    let (mut losses, mut stop) = (Vec::with_capacity(iters), "iterations".to_string());
-    for it in 0..iters {
-        adam.lr = lr0 * (1.0 - 0.9 * it as f64 / iters.max(1) as f64);
+    let (mut losses, mut stop) = (Vec::with_capacity(lv.iters), Stop::Iterations);
+    for it in 0..lv.iters {
         if opts.cancel.as_ref().is_some_and(|c| c.load(Ordering::Relaxed)) {
-            stop = "cancelled".into();
+            stop = Stop::Cancelled;
             break;
         }
-        let (w, du) = crate::ops::warp::warp_field_with_grad(&mdata, mshape, &u, shape, mvox, r)
+        let (w, du) = crate::ops::warp::warp_field_with_grad(&mdata, mshape, &u, shape, lv.mvox, lv.r)
             .map_err(|e| Error::arg("iso_dense", e))?;
         let (sim, gw) = match &lncc {
             Some(fx) => {
@@ -286,8 +289,8 @@ fn greedy_level_fused(
                 (l.loss, l.grad)
             }
             None => {
-                let wv = Var::from_tensor(&Tensor::from_vec(w, (1, z, y, x), &candle_core::Device::Cpu)?)?;
-                let loss = metric.loss(fixed.data(), wv.as_tensor(), mask)?;
+                let wv = Var::from_tensor(&Tensor::from_vec(w, (1, z, y, x), dev)?)?;
+                let loss = metric.loss(lv.fixed.data(), wv.as_tensor(), lv.mask.as_ref())?;
                 let lv = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
                 let gr = loss.backward()?;
                 let gw = match gr.get(wv.as_tensor()) {
@@ -301,47 +304,103 @@ fn greedy_level_fused(
         for c in 0..3 {
             gu[c * nv..(c + 1) * nv].iter_mut().zip(&gw).for_each(|(d, gv)| *d *= gv);
         }
-        let mut lv = sim;
-        if let Some(reg) = opts.regularizer {
-            let (wt, is_diff) = match reg {
-                Regularizer::Diffusion(w) => (w, true),
-                Regularizer::Bending(w) => (w, false),
-            };
-            if wt != 0.0 {
-                let uv = Var::from_tensor(&Tensor::from_slice(&u, (3, z, y, x), &candle_core::Device::Cpu)?)?;
-                let term = if is_diff {
-                    diffusion(uv.as_tensor(), g.spacing())?
-                } else {
-                    bending_energy(uv.as_tensor(), g.spacing())?
-                };
-                let term = (term.to_dtype(DType::F32)? * wt)?;
-                lv += term.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+        let mut loss = sim;
+        if regularized {
+            let uv = Var::from_tensor(&Tensor::from_slice(&u, (3, z, y, x), dev)?)?;
+            if let Some(term) = regularizer_term(opts.regularizer, uv.as_tensor(), g.spacing())? {
+                let term = term.to_dtype(DType::F32)?;
+                loss += term.to_dtype(DType::F64)?.to_scalar::<f64>()?;
                 if let Some(t) = term.backward()?.get(uv.as_tensor()) {
                     let tg = t.flatten_all()?.to_vec1::<f32>()?;
                     gu.iter_mut().zip(&tg).for_each(|(a, b)| *a += b);
                 }
             }
         }
-        if !lv.is_finite() {
-            stop = "non-finite loss".into();
-            tracing::warn!("dense level: loss is {lv} (similarity {sim}); keeping the last finite field");
+        if !loss.is_finite() {
+            stop = Stop::NonFinite;
+            tracing::warn!("dense level: loss is {loss} (similarity {sim}); keeping the last finite field");
             break;
         }
-        losses.push(lv);
-        super::progress::tick(bar, lv);
+        losses.push(loss);
+        super::progress::tick(lv.bar, loss);
         good.copy_from_slice(&u);
-        if conv.push(lv) {
-            stop = "converged".into();
+        if conv.push(loss) {
+            stop = Stop::Converged(Criterion::Slope);
             break;
         }
-        let gs = smooth_field_vec(&gu, shape, opts.sigma_grad);
-        adam.step(&gs, &mut u);
-        u = smooth_field_vec(&u, shape, opts.sigma_field);
+        let gs = gaussian_smooth_volumes(&gu, shape, opts.sigma_grad);
+        step.apply(&gs, &mut u, lv.lr(it));
+        u = gaussian_smooth_volumes(&u, shape, opts.sigma_field);
     }
-    if stop != "non-finite loss" {
+    if stop != Stop::NonFinite {
         good = u;
     }
-    Ok(GreedyRun { field: good, losses, stop })
+    Ok(DenseRun { params: good, losses, stop })
+}
+
+/// One dense level on tensors (any model, any device; the slow twin of [`greedy_level_fused`]): per
+/// iteration the field of the parameters (`field_of`: the field itself, an SVF's exponential, or a
+/// B-spline's field), the warp, the measure and the regularizer with autograd, then Adam on B-spline
+/// coefficients, or for fields the smoothed gradient's normalized step and the smoothing of the field.
+fn dense_level_tensor(
+    lv: &Level,
+    init: &Tensor,
+    field_of: &dyn Fn(&Tensor) -> Result<Tensor>,
+    lattice: bool,
+    metric: &Metric,
+    opts: &DenseOptions,
+) -> Result<DenseRun<Tensor>> {
+    let spacing = lv.fixed.grid().spacing();
+    let var = Var::from_tensor(init)?;
+    let mut opt = Adam::new(lv.lr0, vec![None]);
+    let mut conv = WindowedSlope::new(opts.convergence.0, opts.convergence.1);
+    let mut good = var.as_tensor().detach().copy()?;
+    let (mut losses, mut stop) = (Vec::with_capacity(lv.iters), Stop::Iterations);
+    for it in 0..lv.iters {
+        let lr = lv.lr(it);
+        opt.set_lr(lr);
+        if opts.cancel.as_ref().is_some_and(|c| c.load(Ordering::Relaxed)) {
+            stop = Stop::Cancelled;
+            break;
+        }
+        let u = field_of(var.as_tensor())?;
+        let warped = warp_field(lv.moving.data(), &u, lv.mvox, lv.r, false)?;
+        // The slow twin of the fused greedy path computes LNCC from tensor ops too.
+        let mut loss = match (opts.fused, metric.lncc_window()) {
+            (false, Some(w)) => {
+                crate::metrics::functional::lncc_slow(lv.fixed.data(), &warped, w, lv.mask.as_ref())?.neg()?
+            }
+            _ => metric.loss(lv.fixed.data(), &warped, lv.mask.as_ref())?,
+        };
+        let sim = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+        if let Some(term) = regularizer_term(opts.regularizer, &u, spacing)? {
+            loss = (&loss + term.to_dtype(loss.dtype())?)?;
+        }
+        let value = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+        if !value.is_finite() {
+            stop = Stop::NonFinite;
+            tracing::warn!("dense level: loss is {value} (similarity {sim}); keeping the last finite field");
+            break;
+        }
+        losses.push(value);
+        super::progress::tick(lv.bar, value);
+        good = var.as_tensor().detach().copy()?;
+        if conv.push(value) {
+            stop = Stop::Converged(Criterion::Slope);
+            break;
+        }
+        let mut grads = loss.backward()?;
+        if lattice {
+            opt.step(std::slice::from_ref(&var), &grads)?;
+        } else if let Some(gr) = grads.remove(var.as_tensor()) {
+            let step = field_step_tensor(&mut opt, &gaussian_smooth(&gr, opts.sigma_grad)?, lr)?;
+            var.set(&gaussian_smooth(&(var.as_tensor() - step)?, opts.sigma_field)?)?;
+        }
+    }
+    if stop != Stop::NonFinite {
+        good = var.as_tensor().detach().copy()?;
+    }
+    Ok(DenseRun { params: good, losses, stop })
 }
 
 /// A `(3, Z, Y, X)` field on `from` resampled onto `to` (trilinear, border), values kept in mm.
@@ -398,7 +457,7 @@ pub fn iso_dense(
             (None, Some((p, pg))) => carry_field(p, pg, &g)?,
             (None, None) => {
                 let [z, y, x] = g.zyx();
-                Tensor::zeros((3, z, y, x), DType::F32, &candle_core::Device::Cpu)?
+                Tensor::zeros((3, z, y, x), DType::F32, fl.image.data().device())?
             }
         };
         // Sample points in moving voxels: W2V_m A (V2W_f i + u) = M i + R u.
@@ -407,11 +466,7 @@ pub fn iso_dense(
         let rm = w2v * a;
         let mvox: [f64; 12] = std::array::from_fn(|i| mm[(i / 4, i % 4)]);
         let r: [f64; 9] = std::array::from_fn(|i| rm[(i / 3, i % 3)]);
-        let mask = match &opts.fixed_mask {
-            Some(m) => Some(super::iso::level_mask(m, &g)?),
-            None => None,
-        };
-        let (mut losses, mut stop) = (Vec::new(), "iterations".to_string());
+        let mask = opts.fixed_mask.as_ref().map(|m| super::iso::level_mask(m, &g)).transpose()?;
         let field_of = |p: &Tensor| -> Result<Tensor> {
             Ok(match model {
                 DenseModel::Greedy => p.clone(),
@@ -425,101 +480,22 @@ pub fn iso_dense(
         };
         let iters = s.iterations[l];
         let bar = super::progress::level_bar(model.name(), l, s.factors.len(), iters);
+        let lv = Level { fixed: &fl.image, moving: &ml.image, mvox, r, mask, lr0: s.lr[l], iters, bar: &bar };
         let fused = opts.fused && model == DenseModel::Greedy && init.device().is_cpu();
-        let good = if fused {
-            let start = init.flatten_all()?.to_vec1::<f32>()?;
-            let run = greedy_level_fused(
-                &fl.image,
-                &ml.image,
-                &start,
-                mvox,
-                r,
-                &metric,
-                mask.as_ref(),
-                opts,
-                s.lr[l],
-                iters,
-                &bar,
-            )?;
-            losses = run.losses;
-            stop = run.stop;
-            Tensor::from_vec(run.field, init.shape(), init.device())?
+        let (good, losses, stop) = if fused {
+            let run = greedy_level_fused(&lv, &init.flatten_all()?.to_vec1::<f32>()?, &metric, opts)?;
+            (Tensor::from_vec(run.params, init.shape(), init.device())?, run.losses, run.stop)
         } else {
-            let var = Var::from_tensor(&init)?;
-            let mut opt = Adam::new(s.lr[l], vec![None]);
-            let mut field_adam = FieldAdam::new(s.lr[l]);
-            let mut conv = WindowedSlope::new(opts.convergence.0, opts.convergence.1);
-            let mut good = var.as_tensor().detach().copy()?;
-            for it in 0..iters {
-                // Linear decay to a tenth: the step bounds the field's jitter, so it must end small.
-                let lr = s.lr[l] * (1.0 - 0.9 * it as f64 / iters.max(1) as f64);
-                opt.set_lr(lr);
-                field_adam.lr = lr;
-                if opts.cancel.as_ref().is_some_and(|c| c.load(Ordering::Relaxed)) {
-                    stop = "cancelled".into();
-                    break;
-                }
-                let u = field_of(var.as_tensor())?;
-                let warped = warp_field(ml.image.data(), &u, mvox, r, false)?;
-                // The slow twin of the fused greedy path computes LNCC from tensor ops too.
-                let mut loss = match (opts.fused, metric.lncc_window()) {
-                    (false, Some(w)) => {
-                        crate::metrics::functional::lncc_slow(fl.image.data(), &warped, w, mask.as_ref())?.neg()?
-                    }
-                    _ => metric.loss(fl.image.data(), &warped, mask.as_ref())?,
-                };
-                let sim = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
-                if let Some(reg) = opts.regularizer {
-                    let (term, w) = match reg {
-                        Regularizer::Diffusion(w) => (diffusion(&u, g.spacing())?, w),
-                        Regularizer::Bending(w) => (bending_energy(&u, g.spacing())?, w),
-                    };
-                    if w != 0.0 {
-                        let dt = loss.dtype();
-                        loss = (loss + (term.to_dtype(dt)? * w)?)?;
-                    }
-                }
-                let lv = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
-                if !lv.is_finite() {
-                    stop = "non-finite loss".into();
-                    tracing::warn!("dense level {l}: loss is {lv} (similarity {sim}); keeping the last finite field");
-                    break;
-                }
-                losses.push(lv);
-                super::progress::tick(&bar, lv);
-                good = var.as_tensor().detach().copy()?;
-                if conv.push(lv) {
-                    stop = "converged".into();
-                    break;
-                }
-                let mut grads = loss.backward()?;
-                if bspline.is_some() {
-                    opt.step(std::slice::from_ref(&var), &grads)?;
-                } else if let Some(gr) = grads.remove(var.as_tensor()) {
-                    let step = field_adam.step(&smooth_field(&gr, opts.sigma_grad)?, g.spacing())?;
-                    var.set(&smooth_field(&(var.as_tensor() - step)?, opts.sigma_field)?)?;
-                }
-            }
-            if stop != "non-finite loss" {
-                good = var.as_tensor().detach().copy()?;
-            }
-            good
+            let run = dense_level_tensor(&lv, &init, &field_of, bspline.is_some(), &metric, opts)?;
+            (run.params, run.losses, run.stop)
         };
         last_field = Some(Ddf::new(field_of(&good)?, g.clone())?);
         bar.finish_and_clear();
         let path = if fused { ", fused" } else { "" };
         tracing::info!("dense level {l} (factor {}{path}): {} iterations, {stop}", s.factors[l], losses.len());
-        levels.push(LevelReport {
-            factor: s.factors[l],
-            iterations: losses.len(),
-            final_loss: losses.last().copied().unwrap_or(f64::NAN),
-            best_loss: losses.iter().copied().fold(f64::INFINITY, f64::min),
-            seconds: t0.elapsed().as_secs_f64(),
-            losses,
-            stop: stop.clone(),
-        });
+        levels.push(LevelReport::of_losses(s.factors[l], losses, stop, t0.elapsed().as_secs_f64()));
         param = Some((good, g));
-        if stop == "cancelled" {
+        if stop.is_cancelled() {
             break;
         }
     }

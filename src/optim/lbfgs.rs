@@ -22,6 +22,7 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use super::powell::{check_scales, Halt};
+use super::stop::{Criterion, Stop};
 use crate::error::{Error, Result};
 
 /// Options of [`lbfgs`].
@@ -92,13 +93,11 @@ pub struct LbfgsResult {
     pub iterations: usize,
     /// Evaluations whose value or gradient was not finite.
     pub non_finite: usize,
-    /// Why it stopped: `converged (gradient)`, `converged (f change)`, `converged (x change)`,
-    /// `converged (step)` ([`LbfgsOptions::step_tol`]),
-    /// `max iterations`,
-    /// `max evaluations`, `cancelled`, `non-finite` (no acceptable step: the line search met only
-    /// non-finite values, or the start point is not finite) or `line search failed`. When non-finite
-    /// values were met but stepped around, `; N non-finite evaluations avoided` is appended.
-    pub stop: String,
+    /// Why it stopped: converged (gradient, f change, x change, or step: [`LbfgsOptions::step_tol`]),
+    /// the iteration or evaluation budget, cancelled, [`Stop::NonFinite`] (no acceptable step: the line
+    /// search met only non-finite values, or the start point is not finite) or
+    /// [`Stop::LineSearchFailed`]. Non-finite values stepped around are counted in `non_finite`.
+    pub stop: Stop,
     /// The objective at the start and after each iteration.
     pub history: Vec<f64>,
 }
@@ -321,15 +320,12 @@ where
     };
     let (mut iterations, mut history) = (0, Vec::new());
     let outcome = run(&mut obj, x0, opts, &mut iterations, &mut history);
-    let mut stop = match outcome {
-        Ok(reason) => reason.to_string(),
-        Err(Halt::Cancelled) => "cancelled".to_string(),
-        Err(Halt::MaxEvals) => "max evaluations".to_string(),
+    let stop = match outcome {
+        Ok(reason) => reason,
+        Err(Halt::Cancelled) => Stop::Cancelled,
+        Err(Halt::MaxEvals) => Stop::Evaluations,
         Err(Halt::Failed(e)) => return Err(e),
     };
-    if obj.non_finite > 0 && stop != "non-finite" {
-        stop = format!("{stop}; {} non-finite evaluations avoided", obj.non_finite);
-    }
     if obj.non_finite > 0 {
         tracing::warn!("lbfgs: {} non-finite evaluations; keeping the best point (f = {})", obj.non_finite, obj.best_f);
     }
@@ -352,14 +348,14 @@ fn run<F: FnMut(&[f64]) -> Result<(f64, Vec<f64>)>>(
     opts: &LbfgsOptions,
     iterations: &mut usize,
     history: &mut Vec<f64>,
-) -> std::result::Result<&'static str, Halt> {
+) -> std::result::Result<Stop, Halt> {
     let mut y: Vec<f64> = x0.iter().zip(obj.scales).map(|(a, s)| a / s).collect();
     let Some((mut f, mut g)) = obj.eval(&y)? else {
-        return Ok("non-finite");
+        return Ok(Stop::NonFinite);
     };
     history.push(f);
     if inf_norm(&g) <= opts.gtol {
-        return Ok("converged (gradient)");
+        return Ok(Stop::Converged(Criterion::Gradient));
     }
     // Correction pairs (s, y, 1 / y's), oldest first.
     let mut pairs: VecDeque<(Vec<f64>, Vec<f64>, f64)> = VecDeque::new();
@@ -390,9 +386,9 @@ fn run<F: FnMut(&[f64]) -> Result<(f64, Vec<f64>)>>(
         let step = match wolfe(obj, &y, f, d0, &p, a1, opts)? {
             Line::Found(t) => t,
             Line::Failed(blocked) if pairs.is_empty() => {
-                return Ok(if blocked { "non-finite" } else { "line search failed" });
+                return Ok(if blocked { Stop::NonFinite } else { Stop::LineSearchFailed });
             }
-            Line::Tiny => return Ok("converged (x change)"),
+            Line::Tiny => return Ok(Stop::Converged(Criterion::XChange)),
             Line::Failed(_) => {
                 // Forget the curvature pairs and retry along the steepest descent next time round.
                 pairs.clear();
@@ -414,16 +410,16 @@ fn run<F: FnMut(&[f64]) -> Result<(f64, Vec<f64>)>>(
         history.push(f);
         *iterations = k;
         if inf_norm(&g) <= opts.gtol {
-            return Ok("converged (gradient)");
+            return Ok(Stop::Converged(Criterion::Gradient));
         }
         if f_old - f <= opts.ftol * f_old.abs().max(f.abs()).max(1.0) {
-            return Ok("converged (f change)");
+            return Ok(Stop::Converged(Criterion::FChange));
         }
         if inf_norm(&s) <= opts.step_tol {
-            return Ok("converged (step)");
+            return Ok(Stop::Converged(Criterion::Step));
         }
     }
-    Ok("max iterations")
+    Ok(Stop::Iterations)
 }
 
 #[cfg(test)]
@@ -468,7 +464,7 @@ mod tests {
         };
         let r = lbfgs(f, &[0.0, 0.0], &LbfgsOptions { gtol: 1e-10, ftol: 0.0, ..Default::default() }).unwrap();
         assert!((r.x[0] - 3.0).abs() < 1e-9 && (r.x[1] + 1.0).abs() < 1e-9, "{r:?}");
-        assert_eq!(r.stop, "converged (gradient)");
+        assert_eq!(r.stop, Stop::Converged(Criterion::Gradient));
         assert_eq!(r.history.len(), r.iterations + 1);
     }
 
@@ -483,7 +479,7 @@ mod tests {
         let base = LbfgsOptions { gtol: 1e-12, ftol: 0.0, ..Default::default() };
         let full = lbfgs(f, &[-1.2, 1.0], &base).unwrap();
         let short = lbfgs(f, &[-1.2, 1.0], &LbfgsOptions { step_tol: 1e-3, ..base }).unwrap();
-        assert_eq!(short.stop, "converged (step)");
+        assert_eq!(short.stop, Stop::Converged(Criterion::Step));
         assert!(short.evaluations < full.evaluations, "{} vs {}", short.evaluations, full.evaluations);
         assert!((short.x[0] - 1.0).abs() < 1e-2 && (short.x[1] - 1.0).abs() < 2e-2, "{short:?}");
         assert!((full.x[0] - 1.0).abs() < 1e-6, "{full:?}");

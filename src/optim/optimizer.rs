@@ -1,13 +1,28 @@
-//! First-order optimizers over candle [`Var`]s, with optional per-parameter scales (as ITK's
-//! physical-shift scales: a parameter's step is multiplied by its scale, so millimetres and radians
-//! move sensibly together).
+//! First-order optimizers, with optional per-parameter scales (as ITK's physical-shift scales: a
+//! parameter's step is multiplied by its scale, so millimetres and radians move sensibly together).
+//!
+//! Adam's arithmetic (moment estimates, bias correction, direction `m̂ / (sqrt(v̂) + eps)`) is written
+//! once for plain numbers, [`AdamMoments`], generic over f32 and f64: [`AdamVec`] (flat f64 parameter
+//! vectors: linear registration, script objectives) and the dense fields' normalized step
+//! ([`super::dense`], f32 volumes) use it. [`Adam`] is its twin over candle tensors on any device, for
+//! network weights and the tensor paths; `tests/optimizers.rs` checks the two agree. SGD likewise:
+//! [`SgdVec`] on vectors, [`Sgd`] on tensors.
 
 use candle_core::backprop::GradStore;
 use candle_core::{Tensor, Var};
+use num_traits::Float;
+use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 
-/// A first-order optimizer.
+/// Adam's default first-moment decay.
+pub const BETA1: f64 = 0.9;
+/// Adam's default second-moment decay.
+pub const BETA2: f64 = 0.999;
+/// Adam's default denominator guard.
+pub const EPS: f64 = 1e-8;
+
+/// A first-order optimizer over candle [`Var`]s (network weights, tensor parameters on any device).
 pub trait Optimizer {
     /// One update of `vars` from their gradients (variables without a gradient are left alone).
     fn step(&mut self, vars: &[Var], grads: &GradStore) -> Result<()>;
@@ -17,6 +32,168 @@ pub trait Optimizer {
     fn reset(&mut self);
 }
 
+/// A first-order optimizer over a flat f64 parameter vector: the core that multi-scale ISO of linear
+/// transforms and script objectives (`minimize` in the DSL) share.
+pub trait VecOptimizer {
+    /// One update of `x` from its gradient `g` (same length).
+    fn step(&mut self, x: &mut [f64], g: &[f64]);
+    /// Sets the learning rate.
+    fn set_lr(&mut self, lr: f64);
+    /// The learning rate.
+    fn lr(&self) -> f64;
+    /// Forgets the moment estimates.
+    fn reset(&mut self);
+}
+
+/// Adam's moment estimates over `n` plain numbers (Kingma & Ba 2015, Algorithm 1): the one
+/// implementation of its arithmetic on vectors. Large vectors (dense fields) are updated in parallel.
+#[derive(Clone, Debug)]
+pub struct AdamMoments<T> {
+    beta1: T,
+    beta2: T,
+    eps: T,
+    m: Vec<T>,
+    v: Vec<T>,
+    t: i32,
+}
+
+impl<T: Float + Send + Sync> AdamMoments<T> {
+    /// Zero moments for `n` entries with the default betas (0.9, 0.999) and eps 1e-8.
+    pub fn new(n: usize) -> Self {
+        let c = |x: f64| T::from(x).unwrap_or_else(T::zero);
+        AdamMoments {
+            beta1: c(BETA1),
+            beta2: c(BETA2),
+            eps: c(EPS),
+            m: vec![T::zero(); n],
+            v: vec![T::zero(); n],
+            t: 0,
+        }
+    }
+
+    /// Updates the moments with the gradient `g` and writes the bias-corrected direction
+    /// `m̂ / (sqrt(v̂) + eps)` into `dir` (both of the moments' length).
+    pub fn direction(&mut self, g: &[T], dir: &mut [T]) {
+        self.t += 1;
+        let c = |x: f64| T::from(x).unwrap_or_else(T::one);
+        // Every constant is formed in f64 and rounded once to `T`, and the bias corrections are
+        // multipliers `1 / (1 - beta^t)`: the same arithmetic as the tensor twin [`Adam::direction`]
+        // (candle scales a tensor by a number as `x * (number as T)`), so the two agree to the bit.
+        let c1 = c(1.0 / (1.0 - BETA1.powi(self.t)));
+        let c2 = c(1.0 / (1.0 - BETA2.powi(self.t)));
+        let (b1, b2, eps) = (self.beta1, self.beta2, self.eps);
+        let (one_b1, one_b2) = (c(1.0 - BETA1), c(1.0 - BETA2));
+        dir.par_iter_mut()
+            .with_min_len(4096)
+            .zip(self.m.par_iter_mut().with_min_len(4096))
+            .zip(self.v.par_iter_mut().with_min_len(4096))
+            .zip(g.par_iter().with_min_len(4096))
+            .for_each(|(((d, m), v), &gv)| {
+                *m = *m * b1 + gv * one_b1;
+                *v = *v * b2 + (gv * gv) * one_b2;
+                *d = (*m * c1) / ((*v * c2).sqrt() + eps);
+            });
+    }
+
+    /// Forgets the moments and the step count.
+    pub fn reset(&mut self) {
+        self.m.iter_mut().for_each(|x| *x = T::zero());
+        self.v.iter_mut().for_each(|x| *x = T::zero());
+        self.t = 0;
+    }
+}
+
+/// Adam on a flat f64 parameter vector: `x_i -= lr * scales_i * m̂_i / (sqrt(v̂_i) + eps)`.
+#[derive(Clone, Debug)]
+pub struct AdamVec {
+    pub lr: f64,
+    scales: Vec<f64>,
+    moments: AdamMoments<f64>,
+    dir: Vec<f64>,
+}
+
+impl AdamVec {
+    /// Adam with `lr`, betas (0.9, 0.999), eps 1e-8, and one scale per parameter.
+    pub fn new(lr: f64, scales: Vec<f64>) -> Self {
+        let n = scales.len();
+        AdamVec { lr, scales, moments: AdamMoments::new(n), dir: vec![0.0; n] }
+    }
+}
+
+impl VecOptimizer for AdamVec {
+    /// One update of `x` from its gradient `g` (both of the scales' length; extra entries are ignored).
+    fn step(&mut self, x: &mut [f64], g: &[f64]) {
+        let n = self.scales.len().min(x.len()).min(g.len());
+        self.moments.direction(&g[..n], &mut self.dir[..n]);
+        for ((xi, s), d) in x.iter_mut().zip(&self.scales).zip(&self.dir).take(n) {
+            *xi -= self.lr * s * d;
+        }
+    }
+    fn set_lr(&mut self, lr: f64) {
+        self.lr = lr;
+    }
+    fn lr(&self) -> f64 {
+        self.lr
+    }
+    fn reset(&mut self) {
+        self.moments.reset();
+    }
+}
+
+/// Stochastic gradient descent with momentum (heavy ball, or Nesterov) on a flat f64 vector, as
+/// PyTorch's `SGD`: `b = momentum * b + g`, `x -= lr * scales * (nesterov ? g + momentum * b : b)`.
+#[derive(Clone, Debug)]
+pub struct SgdVec {
+    pub lr: f64,
+    pub momentum: f64,
+    pub nesterov: bool,
+    scales: Vec<f64>,
+    velocity: Option<Vec<f64>>,
+}
+
+impl SgdVec {
+    /// SGD with `lr`, `momentum` in `[0, 1)` and one scale per parameter. Errors: a momentum outside
+    /// that range.
+    pub fn new(lr: f64, momentum: f64, nesterov: bool, scales: Vec<f64>) -> Result<Self> {
+        check_momentum(momentum)?;
+        Ok(SgdVec { lr, momentum, nesterov, scales, velocity: None })
+    }
+}
+
+fn check_momentum(momentum: f64) -> Result<()> {
+    if !(0.0..1.0).contains(&momentum) {
+        return Err(Error::arg("sgd", format!("momentum must be in [0, 1), got {momentum}")));
+    }
+    Ok(())
+}
+
+impl VecOptimizer for SgdVec {
+    fn step(&mut self, x: &mut [f64], g: &[f64]) {
+        let n = self.scales.len().min(x.len()).min(g.len());
+        let vel = match self.velocity.take() {
+            Some(mut b) if b.len() == n => {
+                b.iter_mut().zip(g).for_each(|(bi, gi)| *bi = self.momentum * *bi + gi);
+                b
+            }
+            _ => g[..n].to_vec(),
+        };
+        for i in 0..n {
+            let d = if self.nesterov { g[i] + self.momentum * vel[i] } else { vel[i] };
+            x[i] -= self.lr * self.scales[i] * d;
+        }
+        self.velocity = Some(vel);
+    }
+    fn set_lr(&mut self, lr: f64) {
+        self.lr = lr;
+    }
+    fn lr(&self) -> f64 {
+        self.lr
+    }
+    fn reset(&mut self) {
+        self.velocity = None;
+    }
+}
+
 fn scaled(g: &Tensor, scale: Option<&Tensor>) -> Result<Tensor> {
     Ok(match scale {
         Some(s) => g.broadcast_mul(s)?,
@@ -24,8 +201,9 @@ fn scaled(g: &Tensor, scale: Option<&Tensor>) -> Result<Tensor> {
     })
 }
 
-/// Adam (Kingma & Ba 2015) with bias correction; `scales[i]` (same shape as `vars[i]`, or `None`)
-/// multiplies the step of each entry.
+/// Adam (Kingma & Ba 2015) with bias correction over candle tensors on any device: the tensor twin of
+/// [`AdamMoments`] / [`AdamVec`]. `scales[i]` (same shape as `vars[i]`, or `None`) multiplies the step of
+/// each entry.
 pub struct Adam {
     pub lr: f64,
     pub beta1: f64,
@@ -39,7 +217,7 @@ pub struct Adam {
 impl Adam {
     /// Adam with `lr` and the usual betas (0.9, 0.999), eps 1e-8; `scales` per variable.
     pub fn new(lr: f64, scales: Vec<Option<Tensor>>) -> Self {
-        Adam { lr, beta1: 0.9, beta2: 0.999, eps: 1e-8, scales, state: Vec::new(), t: 0 }
+        Adam { lr, beta1: BETA1, beta2: BETA2, eps: EPS, scales, state: Vec::new(), t: 0 }
     }
 
     /// The step count and the first / second moment estimates per variable (in the order of the
@@ -54,27 +232,42 @@ impl Adam {
         self.t = t;
         self.state = state;
     }
+
+    /// Advances the step count (once per update of all variables).
+    pub fn tick(&mut self) {
+        self.t += 1;
+    }
+
+    /// Updates the moments of variable `i` with its gradient `g` and returns the bias-corrected
+    /// direction `m̂ / (sqrt(v̂) + eps)` (unscaled, without the learning rate), at the current step count
+    /// ([`Adam::tick`] first).
+    ///
+    /// Errors: tensor errors (a gradient of another shape than the moments).
+    pub fn direction(&mut self, i: usize, g: &Tensor) -> Result<Tensor> {
+        if self.state.len() <= i {
+            self.state.resize(i + 1, None);
+        }
+        let (b1, b2) = (self.beta1, self.beta2);
+        let c1 = 1.0 - b1.powi(self.t.max(1));
+        let c2 = 1.0 - b2.powi(self.t.max(1));
+        let (m, s) = match &self.state[i] {
+            Some((m, s)) => ((m * b1)?.add(&(g * (1.0 - b1))?)?, (s * b2)?.add(&(g.sqr()? * (1.0 - b2))?)?),
+            None => ((g * (1.0 - b1))?, (g.sqr()? * (1.0 - b2))?),
+        };
+        let dir = ((&m / c1)? / ((&s / c2)?.sqrt()? + self.eps)?)?;
+        self.state[i] = Some((m.detach(), s.detach()));
+        Ok(dir)
+    }
 }
 
 impl Optimizer for Adam {
     fn step(&mut self, vars: &[Var], grads: &GradStore) -> Result<()> {
-        self.t += 1;
-        if self.state.len() < vars.len() {
-            self.state.resize(vars.len(), None);
-        }
-        let (b1, b2) = (self.beta1, self.beta2);
-        let c1 = 1.0 - b1.powi(self.t);
-        let c2 = 1.0 - b2.powi(self.t);
+        self.tick();
         for (i, v) in vars.iter().enumerate() {
             let Some(g) = grads.get(v.as_tensor()) else { continue };
-            let (m, s) = match &self.state[i] {
-                Some((m, s)) => ((m * b1)?.add(&(g * (1.0 - b1))?)?, (s * b2)?.add(&(g.sqr()? * (1.0 - b2))?)?),
-                None => ((g * (1.0 - b1))?, (g.sqr()? * (1.0 - b2))?),
-            };
-            let upd = ((&m / c1)? / ((&s / c2)?.sqrt()? + self.eps)?)?;
-            let upd = (scaled(&upd, self.scales.get(i).and_then(|s| s.as_ref()))? * self.lr)?;
+            let dir = self.direction(i, g)?;
+            let upd = (scaled(&dir, self.scales.get(i).and_then(|s| s.as_ref()))? * self.lr)?;
             v.set(&(v.as_tensor() - upd)?.detach())?;
-            self.state[i] = Some((m.detach(), s.detach()));
         }
         Ok(())
     }
@@ -87,7 +280,8 @@ impl Optimizer for Adam {
     }
 }
 
-/// Stochastic gradient descent with momentum (heavy ball, or Nesterov), per-parameter scales.
+/// Stochastic gradient descent with momentum (heavy ball, or Nesterov) over candle tensors, per-parameter
+/// scales: the tensor twin of [`SgdVec`].
 pub struct Sgd {
     pub lr: f64,
     pub momentum: f64,
@@ -99,9 +293,7 @@ pub struct Sgd {
 impl Sgd {
     /// SGD with `lr` and `momentum` in `[0, 1)`. Errors: a momentum outside that range.
     pub fn new(lr: f64, momentum: f64, nesterov: bool, scales: Vec<Option<Tensor>>) -> Result<Self> {
-        if !(0.0..1.0).contains(&momentum) {
-            return Err(Error::arg("sgd", format!("momentum must be in [0, 1), got {momentum}")));
-        }
+        check_momentum(momentum)?;
         Ok(Sgd { lr, momentum, nesterov, scales, velocity: Vec::new() })
     }
 }
@@ -129,54 +321,5 @@ impl Optimizer for Sgd {
     }
     fn reset(&mut self) {
         self.velocity.clear();
-    }
-}
-
-/// Adam on a flat f64 parameter vector (the same update as [`Adam`], without tensors): for optimizers
-/// whose objective returns its gradient as numbers, e.g. the fused sampled loss of
-/// [`crate::optim::sampled`]. `scales[i]` multiplies the step of parameter `i`.
-#[derive(Clone, Debug)]
-pub struct AdamVec {
-    pub lr: f64,
-    pub beta1: f64,
-    pub beta2: f64,
-    pub eps: f64,
-    scales: Vec<f64>,
-    m: Vec<f64>,
-    v: Vec<f64>,
-    t: i32,
-}
-
-impl AdamVec {
-    /// Adam with `lr`, betas (0.9, 0.999), eps 1e-8, and one scale per parameter.
-    pub fn new(lr: f64, scales: Vec<f64>) -> Self {
-        let n = scales.len();
-        AdamVec { lr, beta1: 0.9, beta2: 0.999, eps: 1e-8, scales, m: vec![0.0; n], v: vec![0.0; n], t: 0 }
-    }
-
-    /// One update of `x` from its gradient `g` (both of the scales' length; extra entries are ignored).
-    pub fn step(&mut self, x: &mut [f64], g: &[f64]) {
-        self.t += 1;
-        let (b1, b2) = (self.beta1, self.beta2);
-        let c1 = 1.0 - b1.powi(self.t);
-        let c2 = 1.0 - b2.powi(self.t);
-        for i in 0..self.scales.len().min(x.len()).min(g.len()) {
-            self.m[i] = b1 * self.m[i] + (1.0 - b1) * g[i];
-            self.v[i] = b2 * self.v[i] + (1.0 - b2) * g[i] * g[i];
-            let upd = (self.m[i] / c1) / ((self.v[i] / c2).sqrt() + self.eps);
-            x[i] -= self.lr * self.scales[i] * upd;
-        }
-    }
-
-    /// Sets the learning rate.
-    pub fn set_lr(&mut self, lr: f64) {
-        self.lr = lr;
-    }
-
-    /// Forgets the moment estimates.
-    pub fn reset(&mut self) {
-        self.m.iter_mut().for_each(|v| *v = 0.0);
-        self.v.iter_mut().for_each(|v| *v = 0.0);
-        self.t = 0;
     }
 }

@@ -1,5 +1,5 @@
 //! Powell's derivative-free conjugate-direction method, for objectives without a gradient (e.g. a
-//! histogram NMI evaluated forward only, as seed `003` does).
+//! histogram NMI evaluated forward only, as Sedghi et al. (deep metrics) does).
 //!
 //! The method (Powell 1964, "An efficient method for finding the minimum of a function of several
 //! variables without calculating derivatives", Comput. J. 7(2); as in Numerical Recipes 3rd ed. §10.7 and
@@ -21,6 +21,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
+use super::stop::{Criterion, Stop};
 use crate::error::{Error, Result};
 
 /// Options of [`powell`].
@@ -62,10 +63,10 @@ pub struct PowellResult {
     pub iterations: usize,
     /// How many evaluations returned a non-finite value (treated as `+inf`).
     pub non_finite: usize,
-    /// Why it stopped: `converged (f change)`, `converged (x change)`, `max evaluations`,
-    /// `max iterations`, `cancelled`, or `non-finite` (at the start point). When non-finite values were
-    /// met along the way, `; N non-finite values treated as +inf` is appended.
-    pub stop: String,
+    /// Why it stopped: converged (f change or x change), the evaluation or iteration budget,
+    /// cancelled, or [`Stop::NonFinite`] (at the start point). Non-finite values met along the way are
+    /// counted in `non_finite`.
+    pub stop: Stop,
 }
 
 /// Golden ratio, the bracketing expansion factor.
@@ -284,15 +285,12 @@ where
     };
     let mut iterations = 0;
     let outcome = run(&mut g, x0, &scales, opts, &mut iterations);
-    let mut stop = match outcome {
-        Ok(reason) => reason.to_string(),
-        Err(Halt::Cancelled) => "cancelled".to_string(),
-        Err(Halt::MaxEvals) => "max evaluations".to_string(),
+    let stop = match outcome {
+        Ok(reason) => reason,
+        Err(Halt::Cancelled) => Stop::Cancelled,
+        Err(Halt::MaxEvals) => Stop::Evaluations,
         Err(Halt::Failed(e)) => return Err(e),
     };
-    if g.non_finite > 0 && stop != "non-finite" {
-        stop = format!("{stop}; {} non-finite values treated as +inf", g.non_finite);
-    }
     if g.non_finite > 0 {
         tracing::warn!("powell: {} non-finite values treated as +inf (best f = {})", g.non_finite, g.best_f);
     }
@@ -307,12 +305,12 @@ fn run<F: FnMut(&[f64]) -> Result<f64>>(
     scales: &[f64],
     opts: &PowellOptions,
     iterations: &mut usize,
-) -> std::result::Result<&'static str, Halt> {
+) -> std::result::Result<Stop, Halt> {
     let n = x0.len();
     let mut x = x0.to_vec();
     let mut fx = g.eval(&x)?;
     if !fx.is_finite() {
-        return Ok("non-finite");
+        return Ok(Stop::NonFinite);
     }
     let mut dirs: Vec<Vec<f64>> = (0..n)
         .map(|i| {
@@ -340,11 +338,11 @@ fn run<F: FnMut(&[f64]) -> Result<f64>>(
         }
         *iterations = it;
         if 2.0 * (f_start - fx) <= opts.ftol * (f_start.abs() + fx.abs()) + 1e-25 {
-            return Ok("converged (f change)");
+            return Ok(Stop::Converged(Criterion::FChange));
         }
         let moved = x.iter().zip(&x_start).zip(scales).map(|((a, b), s)| ((a - b) / s).abs()).fold(0.0, f64::max);
         if moved <= opts.xtol {
-            return Ok("converged (x change)");
+            return Ok(Stop::Converged(Criterion::XChange));
         }
         // The net displacement of the iteration, and the extrapolated point one displacement further.
         let d_new: Vec<f64> = x.iter().zip(&x_start).map(|(a, b)| a - b).collect();
@@ -368,7 +366,7 @@ fn run<F: FnMut(&[f64]) -> Result<f64>>(
             }
         }
     }
-    Ok("max iterations")
+    Ok(Stop::Iterations)
 }
 
 #[cfg(test)]
@@ -400,7 +398,7 @@ mod tests {
         let opts = PowellOptions { xtol: 1e-10, ftol: 1e-14, ..Default::default() };
         let r = powell(f, &[5.0, 5.0], &opts).unwrap();
         assert!((r.x[0] - 1.0).abs() < 1e-7 && (r.x[1] + 2.0).abs() < 1e-7, "{r:?}");
-        assert!(r.stop.starts_with("converged"), "{}", r.stop);
+        assert!(r.stop.is_converged(), "{}", r.stop);
     }
 
     #[test]

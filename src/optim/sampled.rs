@@ -9,9 +9,9 @@ use nalgebra::Matrix4;
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
+use crate::image::trilinear::sample;
 use crate::image::{Grid, Image};
 use crate::ops::point_metric::{point_loss, MovingVolume, PointMeasure, PointSamples};
-use crate::ops::trilinear::sample;
 use crate::spatial::{linear_matrix_f64, LinearKind};
 
 /// The loss of a global measure between a fixed and a moving image (one pyramid level) as a function of

@@ -12,16 +12,19 @@
 //! | [`iso`], [`IsoStage`] | multi-scale instance-specific optimization of the current transform |
 //! | [`iso_deformable`], [`DenseStage`] | a dense stage (greedy field, SVF, B-spline) after the linear part |
 //! | [`net_init`] | the starting state from a registration network's prediction |
-//! | [`register`] | a whole recipe (`rigid`, `affine`, `syn`, ...) from `init` through its stages |
+//! | [`register`], [`RegisterOptions`] | a whole recipe (`rigid`, `affine`, `syn`, ...) from `init` through its stages: the one registration path of the CLI and the DSL |
 //! | [`warp`] | the moving image resampled through the transform onto the fixed grid |
 //!
 //! New stage kinds add a variant to [`StateTransform`] and a function here; [`StateTransform::to_transform`] is the one match over
 //! transform kinds that the rest of the pipeline goes through.
 
+pub mod recipes;
 mod stages;
 mod state;
 
-pub use stages::{
-    default_iterations, init, iso, iso_deformable, net_init, register, warp, DenseStage, InitOptions, IsoStage,
+pub use recipes::{
+    default_iterations, default_lr, register, register_linear, register_linear_with, DenseSettings, RegisterOptions,
+    RunControl,
 };
-pub use state::{RegState, StateTransform};
+pub use stages::{init, iso, iso_deformable, net_init, warp, DenseStage, InitOptions, IsoStage};
+pub use state::{RegState, StageReport, StateTransform};

@@ -4,14 +4,14 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::state::{RegState, StateTransform};
+use super::recipes::promote;
+use super::state::{RegState, StageReport, StateTransform};
 use crate::error::{Error, Result};
 use crate::image::resample::Padding;
 use crate::image::Image;
 use crate::metrics::Metric;
 use crate::optim::init::{initial_transform, Init};
 use crate::optim::{iso_dense, iso_linear, DenseModel, DenseOptions, IsoOptions, Sampling, Schedule};
-use crate::register::{promote, register_linear_with, RunControl, StageReport};
 use crate::spatial::{LinearKind, WarpInterpolation};
 
 /// Options of [`init`].
@@ -44,18 +44,6 @@ pub fn init(moving: &Image, fixed: &Image, opts: &InitOptions) -> Result<RegStat
         stages: Vec::new(),
         seconds: t0.elapsed().as_secs_f64(),
     })
-}
-
-/// Default iterations per level (coarse to fine) for `scales` levels: 100 at the coarse levels, then
-/// 60 and 40 at the two finest (a level costs about 8 times the next coarser one).
-pub fn default_iterations(scales: usize) -> Vec<usize> {
-    (0..scales)
-        .map(|l| match scales - 1 - l {
-            0 => 40,
-            1 => 60,
-            _ => 100,
-        })
-        .collect()
 }
 
 /// One multi-scale ISO stage.
@@ -103,12 +91,16 @@ impl IsoStage {
 }
 
 /// Refines the state's linear transform with [`iso_linear`]; the result carries one more stage report.
+/// (A dense stage after the linear part is [`iso_deformable`].)
 ///
-/// Errors: a state whose transform is not linear (deformable stages are not implemented yet); as
-/// [`iso_linear`].
+/// Errors: a state whose transform has a dense part already (refine its linear part before the dense
+/// stage); as [`iso_linear`].
 pub fn iso(state: &RegState, stage: &IsoStage) -> Result<RegState> {
     let StateTransform::Linear(current) = &state.transform else {
-        return Err(Error::arg("iso", "only linear transforms can be optimized so far"));
+        return Err(Error::arg(
+            "iso",
+            "the state has a dense part: a linear stage refines the linear part before any dense stage",
+        ));
     };
     let start = match stage.kind {
         Some(k) if k != current.kind() => promote(current, k)?,
@@ -184,50 +176,6 @@ pub fn warp(state: &RegState) -> Result<Image> {
         WarpInterpolation::Linear,
         Padding::Zero,
     )
-}
-
-/// A whole recipe (`translation`, `rigid`, `similarity`, `affine`, and the deformable `syn`, `svf`,
-/// `bspline`; see [`crate::register::recipe`]) of `moving` onto `fixed` (MOVING first): the linear
-/// stages as [`register_linear_with`] runs them with `metric` (or `mi` when `metric` is local), then the dense
-/// stage with `metric`, or with the model and options of `dense` (default: the recipe's model and
-/// [`DenseOptions::defaults`]). `control` sets the linear stages' seed, cancel flag, random points per
-/// iteration and final refinement ([`RunControl::default`]: 5 000 points, the default polish).
-///
-/// A cancelled linear stage skips the dense one; the state holds what was reached.
-///
-/// Errors: an unknown recipe (with "did you mean"); as [`register_linear_with`] and [`iso_dense`].
-#[allow(clippy::too_many_arguments)]
-pub fn register(
-    moving: &Image,
-    fixed: &Image,
-    recipe: &str,
-    metric: &Metric,
-    schedule: &Schedule,
-    method: Init,
-    fixed_mask: Option<&Image>,
-    dense: Option<(DenseModel, DenseOptions)>,
-    control: &RunControl,
-) -> Result<RegState> {
-    let (kinds, model) = crate::register::recipe(recipe)?;
-    let t0 = Instant::now();
-    let linear_metric = crate::register::linear_metric_for(metric, model.is_some())?;
-    let (t, stages) =
-        register_linear_with(fixed, moving, &kinds, &linear_metric, schedule, method, fixed_mask, control)?;
-    let state = RegState {
-        fixed: fixed.clone(),
-        moving: moving.clone(),
-        fixed_mask: fixed_mask.cloned(),
-        transform: StateTransform::Linear(t),
-        stages,
-        seconds: t0.elapsed().as_secs_f64(),
-    };
-    let cancelled = control.cancel.as_ref().is_some_and(|c| c.load(std::sync::atomic::Ordering::Relaxed));
-    let Some(model) = model.filter(|_| !cancelled) else { return Ok(state) };
-    let (model, options) = match dense {
-        Some(d) => d,
-        None => (model, DenseOptions::defaults(model, metric.clone(), fixed.grid())?),
-    };
-    iso_deformable(&state, &DenseStage { model, options })
 }
 
 /// The starting state of a registration from a network's prediction (the networks issue's `net(m, f)`):

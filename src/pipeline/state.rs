@@ -2,11 +2,28 @@
 
 use std::sync::Arc;
 
+use serde::Serialize;
+
 use crate::error::Result;
 use crate::image::Image;
-use crate::optim::dense_transform;
-use crate::register::StageReport;
+use crate::optim::{dense_transform, LevelReport};
 use crate::spatial::{Ddf, Linear, Transform};
+
+/// What one stage of a registration did.
+#[derive(Clone, Debug, Serialize)]
+pub struct StageReport {
+    /// The transform kind the stage optimized (`rigid`, `affine`, `syn`, ...), or `KIND:NAME` for a
+    /// network's prediction.
+    pub transform: String,
+    /// One report per pyramid level, coarse to fine.
+    pub levels: Vec<LevelReport>,
+    /// The final L-BFGS refinement of a linear stage ([`crate::optim::Polish`]), when it ran.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub polish: Option<LevelReport>,
+    pub seconds: f64,
+    /// The linear parameters after the stage (empty for dense stages).
+    pub params: Vec<f64>,
+}
 
 /// The transform of a registration state (maps fixed-space world points to moving-space points, mm).
 #[derive(Clone, Debug)]

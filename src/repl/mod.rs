@@ -154,7 +154,7 @@ impl Repl {
 
 /// Prints the builtins grouped by domain.
 fn print_builtins() {
-    let mut domains: Vec<&str> = crate::dsl::help::HELP.iter().map(|h| h.domain).collect();
+    let mut domains: Vec<&str> = crate::dsl::help::all().map(|h| h.domain).collect();
     domains.dedup();
     let mut seen = Vec::new();
     for d in domains {
@@ -162,7 +162,7 @@ fn print_builtins() {
             continue;
         }
         seen.push(d);
-        let names: Vec<&str> = crate::dsl::help::HELP.iter().filter(|h| h.domain == d).map(|h| h.name).collect();
+        let names: Vec<&str> = crate::dsl::help::all().filter(|h| h.domain == d).map(|h| h.name).collect();
         println!("  {d:9} {}", names.join(" "));
     }
 }

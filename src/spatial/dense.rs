@@ -63,8 +63,12 @@ impl Ddf {
     }
     /// The zero displacement on `grid`.
     pub fn zeros(grid: Grid) -> Result<Self> {
+        Ddf::zeros_on(grid, &crate::device::host())
+    }
+    /// The zero displacement on `grid`, on `device`.
+    pub fn zeros_on(grid: Grid, device: &Device) -> Result<Self> {
         let [z, y, x] = grid.zyx();
-        Ddf::new(Tensor::zeros((3, z, y, x), DType::F32, &Device::Cpu)?, grid)
+        Ddf::new(Tensor::zeros((3, z, y, x), DType::F32, device)?, grid)
     }
     /// The field `(3, Z, Y, X)` in mm.
     pub fn field(&self) -> &Tensor {
@@ -87,9 +91,10 @@ impl Ddf {
     pub fn invert(&self, max_iter: usize, tol: f64) -> Result<Ddf> {
         let [nx, ny, nz] = self.grid.shape();
         let n = nx * ny * nz;
-        let base = grid_points(&self.grid, &Device::Cpu)?.reshape((n, 3))?;
+        let dev = self.field.device();
+        let base = grid_points(&self.grid, dev)?.reshape((n, 3))?;
         let u = self.field.detach();
-        let mut v = Tensor::zeros((n, 3), DType::F32, &Device::Cpu)?;
+        let mut v = Tensor::zeros((n, 3), DType::F32, dev)?;
         let mut change = f64::INFINITY;
         for _ in 0..max_iter {
             let next = sample_field_padded(&u, &self.grid, &(&base + &v)?, Padding::Border)?.neg()?;
@@ -112,14 +117,15 @@ impl Transform for Ddf {
         "ddf".into()
     }
     fn map_points(&self, points: &Tensor) -> Result<Tensor> {
-        Ok((points + sample_field(&self.field, &self.grid, points)?)?)
+        let points = points.to_device(self.field.device())?;
+        Ok((&points + sample_field(&self.field, &self.grid, &points)?)?)
     }
     fn world_points(&self, grid: &Grid) -> Result<Tensor> {
         if grid.same_as(&self.grid, 1e-6) {
             return Ok((grid_points(grid, self.field.device())? + self.field.permute((1, 2, 3, 0))?)?);
         }
         let [nx, ny, nz] = grid.shape();
-        let p = grid_points(grid, &Device::Cpu)?.reshape((nx * ny * nz, 3))?;
+        let p = grid_points(grid, self.field.device())?.reshape((nx * ny * nz, 3))?;
         Ok(self.map_points(&p)?.reshape((nz, ny, nx, 3))?)
     }
     fn displacement_on(&self, grid: &Grid) -> Result<Tensor> {
@@ -236,7 +242,7 @@ impl BSpline {
             return Err(Error::arg("bspline", format!("control spacing must be positive, got {control_spacing:?}")));
         }
         let [cx, cy, cz] = BSpline::control_shape(&grid, control_spacing);
-        let coeffs = Tensor::zeros((3, cz, cy, cx), DType::F32, &Device::Cpu)?;
+        let coeffs = Tensor::zeros((3, cz, cy, cx), DType::F32, &crate::device::host())?;
         Ok(BSpline { coeffs, grid, control_spacing })
     }
 

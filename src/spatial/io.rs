@@ -398,7 +398,7 @@ pub fn save_transform(
     if lower.ends_with(".nii") || lower.ends_with(".nii.gz") {
         let g = grid.ok_or_else(|| bad(path, "a displacement field needs a grid to be sampled on"))?;
         let world = t.world_points(g)?;
-        let base = super::grid_points(g, &candle_core::Device::Cpu)?;
+        let base = super::grid_points(g, world.device())?;
         let field = (world - base)?.permute((3, 0, 1, 2))?.contiguous()?;
         return save_displacement(&Ddf::new(field, g.clone())?, path);
     }

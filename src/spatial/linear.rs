@@ -6,7 +6,7 @@
 //! `M = Sh * S * R`, `R = Rz(rz) * Ry(ry) * Rx(rx)` (rotations in radians about the world x, y, z axes,
 //! x applied first), `S = diag(sx, sy, sz)`, `Sh = [[1, hxy, hxz], [0, 1, hyz], [0, 0, 1]]`.
 //!
-//! This is the 12-parameter form of seed `000` (3 translations, 3 rotations, 3 scalings, 3 shears), in the
+//! This is the 12-parameter form of Chen et al. 2024 (PET/CT affine) (3 translations, 3 rotations, 3 scalings, 3 shears), in the
 //! order TransMorph-affine composes them (shear, scale, then rotation applied first to the point).
 //!
 //! | kind | parameter vector |
@@ -19,7 +19,7 @@
 
 use std::sync::Arc;
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Tensor};
 use nalgebra::{Matrix3, Matrix4, Vector3};
 
 use super::{apply_matrix, matrix34, matrix44_of, Transform};
@@ -123,7 +123,7 @@ impl Linear {
         let p = kind.identity_params();
         let n = p.len();
         // Infallible: the vector has the kind's length.
-        let t = Tensor::from_vec(p, n, &Device::Cpu).unwrap_or_else(|_| unreachable!());
+        let t = Tensor::from_vec(p, n, &crate::device::host()).unwrap_or_else(|_| unreachable!());
         Linear { kind, params: t, centre }
     }
 
@@ -138,7 +138,7 @@ impl Linear {
         }
         let v: Vec<f32> = params.iter().map(|&x| x as f32).collect();
         let n = v.len();
-        Linear::new(kind, Tensor::from_vec(v, n, &Device::Cpu)?, centre)
+        Linear::new(kind, Tensor::from_vec(v, n, &crate::device::host())?, centre)
     }
 
     /// A pure translation by `t` mm.
@@ -294,7 +294,7 @@ impl Transform for Linear {
     }
 
     fn map_points(&self, points: &Tensor) -> Result<Tensor> {
-        apply_matrix(&self.matrix()?, points)
+        apply_matrix(&self.matrix()?.to_device(points.device())?, points)
     }
 
     fn linear_matrix(&self) -> Result<Option<Matrix4<f64>>> {
@@ -322,7 +322,7 @@ pub fn from_world_matrix(m: &Matrix4<f64>) -> Result<Linear> {
 
 /// The `(3, 4)` tensor of a 4x4 matrix (re-exported for callers that build matrices by hand).
 pub fn tensor_of(m: &Matrix4<f64>) -> Result<Tensor> {
-    matrix34(m, &Device::Cpu)
+    matrix34(m, &crate::device::host())
 }
 
 /// The 4x4 world matrix of a linear transform of `kind` with parameters `params` about `centre` (see the

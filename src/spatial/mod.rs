@@ -11,7 +11,7 @@
 //!
 //! | type | parameters |
 //! |---|---|
-//! | [`Linear`] | translation, rigid, similarity, 12-parameter affine (seed `000`), raw 3x4 matrix |
+//! | [`Linear`] | translation, rigid, similarity, 12-parameter affine (Chen et al. 2024), raw 3x4 matrix |
 //! | [`Ddf`] | displacement field `(3, Z, Y, X)` in mm (x, y, z RAS components) on a grid |
 //! | [`Svf`] | stationary velocity field, integrated by scaling and squaring |
 //! | [`BSpline`] | cubic B-spline free-form deformation, control-point spacing in mm |
@@ -48,7 +48,7 @@ pub trait Transform: Send + Sync + std::fmt::Debug {
     /// `T(x)` for every voxel centre `x` of `grid`: `(Z, Y, X, 3)` world mm.
     fn world_points(&self, grid: &Grid) -> Result<Tensor> {
         let [nx, ny, nz] = grid.shape();
-        let p = grid_points(grid, &Device::Cpu)?.reshape((nx * ny * nz, 3))?;
+        let p = grid_points(grid, &crate::device::host())?.reshape((nx * ny * nz, 3))?;
         Ok(self.map_points(&p)?.reshape((nz, ny, nx, 3))?)
     }
 
@@ -139,7 +139,7 @@ impl Transform for Composite {
     fn world_points(&self, grid: &Grid) -> Result<Tensor> {
         // The first transform may have a fast path on the grid (a dense field on its own grid).
         let Some((first, rest)) = self.transforms.split_first() else {
-            return grid_points(grid, &Device::Cpu);
+            return grid_points(grid, &crate::device::host());
         };
         let p = first.world_points(grid)?;
         if rest.is_empty() {

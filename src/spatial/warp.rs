@@ -48,21 +48,26 @@ impl WarpInterpolation {
 /// within 1e-9, so an identity or whole-voxel shift samples voxel centres exactly); gradients flow
 /// through the transform's tensors.
 pub fn sample_points(moving_grid: &Grid, transform: &dyn Transform, onto: &Grid) -> Result<Tensor> {
-    let dev = Device::Cpu;
+    sample_points_on(moving_grid, transform, onto, &crate::device::host())
+}
+
+/// [`sample_points`] on `dev` (the device of the image to be sampled).
+fn sample_points_on(moving_grid: &Grid, transform: &dyn Transform, onto: &Grid, dev: &Device) -> Result<Tensor> {
     let w2v = moving_grid.world_to_voxel();
     let v2w = onto.voxel_to_world();
     if let Some(m) = transform.matrix_tensor()? {
-        let exact = matrix34(&snap(w2v * matrix44_of(&m)? * v2w), &dev)?;
+        let m = m.to_device(dev)?;
+        let exact = matrix34(&snap(w2v * matrix44_of(&m)? * v2w), dev)?;
         // Same value as `exact`, gradient of the f32 product.
-        let c32 = super::compose34(&super::compose34(&matrix34(&w2v, &dev)?, &m)?, &matrix34(&v2w, &dev)?)?;
+        let c32 = super::compose34(&super::compose34(&matrix34(&w2v, dev)?, &m)?, &matrix34(&v2w, dev)?)?;
         let combined = (exact + (&c32 - c32.detach())?)?;
         return Ok(affine_grid(&combined, onto.shape())?);
     }
-    let world = transform.world_points(onto)?;
-    let base = super::grid_points(onto, &dev)?;
+    let world = transform.world_points(onto)?.to_device(dev)?;
+    let base = super::grid_points(onto, dev)?;
     let disp = (world - base)?;
-    let r = matrix34(&w2v, &dev)?.narrow(1, 0, 3)?;
-    let exact = affine_grid(&matrix34(&snap(w2v * v2w), &dev)?, onto.shape())?;
+    let r = matrix34(&w2v, dev)?.narrow(1, 0, 3)?;
+    let exact = affine_grid(&matrix34(&snap(w2v * v2w), dev)?, onto.shape())?;
     Ok((exact + disp.broadcast_matmul(&r.t()?)?)?)
 }
 
@@ -89,21 +94,22 @@ pub fn warp_tensor(
         Padding::Border => true,
         Padding::Value(_) => return Err(Error::arg("warp", "padding must be zero or border")),
     };
+    let dev = m.device();
     if mode == SampleMode::Nearest {
-        let pts = sample_points(moving_grid, transform, onto)?;
+        let pts = sample_points_on(moving_grid, transform, onto, dev)?;
         return Ok(grid_sample(&m, &pts, mode, padding)?);
     }
-    let dev = Device::Cpu;
     let w2v = moving_grid.world_to_voxel();
     let v2w = onto.voxel_to_world();
     if let Some(a) = transform.matrix_tensor()? {
-        let exact = matrix34(&snap(w2v * matrix44_of(&a)? * v2w), &dev)?;
+        let a = a.to_device(dev)?;
+        let exact = matrix34(&snap(w2v * matrix44_of(&a)? * v2w), dev)?;
         // Same value as `exact`, gradient of the f32 product.
-        let c32 = super::compose34(&super::compose34(&matrix34(&w2v, &dev)?, &a)?, &matrix34(&v2w, &dev)?)?;
+        let c32 = super::compose34(&super::compose34(&matrix34(&w2v, dev)?, &a)?, &matrix34(&v2w, dev)?)?;
         let combined = (exact + (&c32 - c32.detach())?)?;
         return Ok(warp_affine(&m, &combined, onto.shape(), border)?);
     }
-    let u = transform.displacement_on(onto)?;
+    let u = transform.displacement_on(onto)?.to_device(dev)?;
     let base = snap(w2v * v2w);
     let mvox: [f64; 12] = std::array::from_fn(|i| base[(i / 4, i % 4)]);
     let r: [f64; 9] = std::array::from_fn(|i| w2v[(i / 3, i % 3)]);
@@ -145,10 +151,11 @@ pub fn warp(
                 arg.iter().zip(&best).map(|(&i, &b)| if b > 0.0 { labels[i as usize] as f64 } else { 0.0 }).collect();
             let exact_f32 = vals.iter().all(|v| v.abs() <= 16_777_216.0);
             let [z, y, x] = onto.zyx();
+            let dev = moving.data().device();
             let t = if exact_f32 {
-                Tensor::from_vec(vals.iter().map(|&v| v as f32).collect::<Vec<_>>(), (1, z, y, x), &Device::Cpu)?
+                Tensor::from_vec(vals.iter().map(|&v| v as f32).collect::<Vec<_>>(), (1, z, y, x), dev)?
             } else {
-                Tensor::from_vec(vals, (1, z, y, x), &Device::Cpu)?
+                Tensor::from_vec(vals, (1, z, y, x), dev)?
             };
             Image::new(t, onto.clone(), moving.dtype())
         }

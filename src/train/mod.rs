@@ -1,4 +1,4 @@
-//! Registration networks as registration tools: a [`Network`] (seed `000`'s affine network or seed
+//! Registration networks as registration tools: a [`Network`] (Chen et al. 2024 (PET/CT affine)'s affine network or seed
 //! `001`'s U-Net) predicts a world-space transform for any moving / fixed pair, and [`train`] fits its
 //! weights without supervision (the loss is a similarity measure of the warped pair, plus a
 //! regularizer for dense outputs).
@@ -34,15 +34,15 @@ use crate::metrics::regularizers::{bending_energy, diffusion};
 use crate::metrics::{Metric, OptionValue};
 use crate::nn::{flow_to_world, pair_input, AffineNet, Dim3, UNet};
 use crate::ops::warp_field;
-use crate::optim::{Adam, Optimizer, Regularizer};
+use crate::optim::{Adam, Optimizer, Regularizer, Stop};
 use crate::spatial::{warp, warp_tensor, Ddf, Linear, LinearKind, Svf, Transform, WarpInterpolation};
 pub use pairs::{AffineBounds, Deformation, IntensityAugmentation, Pair, PairSource, SyntheticPairs};
 
 /// A registration network and how its output becomes a transform.
 pub enum Network {
-    /// Seed `000`'s affine network: 12 parameters of a [`Linear`] (affine kind) about the fixed centre.
+    /// The affine network of Chen et al. 2024: 12 parameters of a [`Linear`] (affine kind) about the fixed centre.
     Affine(AffineNet),
-    /// Seed `001`'s U-Net: a dense displacement (`steps == 0`) or a stationary velocity field integrated
+    /// The U-Net of Wang et al.: a dense displacement (`steps == 0`) or a stationary velocity field integrated
     /// with `steps` squarings (diffeomorphic).
     Dense { unet: UNet, steps: usize },
 }
@@ -302,9 +302,9 @@ impl LrSchedule {
 /// Options of [`train`].
 #[derive(Clone)]
 pub struct TrainOptions {
-    /// The similarity measure whose loss is minimized (seed 000: global CR or MI; seed 001: MI or LNCC).
+    /// The similarity measure whose loss is minimized (Chen et al. 2024: global CR or MI; Wang et al.: MI or LNCC).
     pub loss: Metric,
-    /// The regularizer of dense outputs (seed 001: diffusion).
+    /// The regularizer of dense outputs (Wang et al.: diffusion).
     pub regularizer: Option<Regularizer>,
     /// Epochs to reach (counted from the start of training, so a resumed run does the rest).
     pub epochs: usize,
@@ -376,8 +376,8 @@ pub struct TrainReport {
     /// Optimizer steps taken, in all.
     pub steps: usize,
     pub seconds: f64,
-    /// `epochs`, `cancelled` or `non-finite loss`.
-    pub stop: String,
+    /// [`Stop::Epochs`], [`Stop::Cancelled`] or [`Stop::NonFinite`].
+    pub stop: Stop,
 }
 
 /// Training state saved beside a checkpoint (`WEIGHTS.train.json`, optimizer moments in
@@ -419,7 +419,8 @@ fn resume_from(net: &Network, path: &Path, adam: &mut Adam) -> Result<Option<Tra
     if !path.exists() || !json.exists() {
         return Ok(None);
     }
-    let saved = Network::load(path, &Device::Cpu)?;
+    let device = net.vars().first().map(|v| v.device().clone()).unwrap_or_else(crate::device::host);
+    let saved = Network::load(path, &device)?;
     let (mine, theirs) = (net.named_vars(), saved.named_vars());
     let names = |v: &[(String, Var)]| v.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>();
     if names(&mine) != names(&theirs) {
@@ -438,7 +439,7 @@ fn resume_from(net: &Network, path: &Path, adam: &mut Adam) -> Result<Option<Tra
     let state: TrainState = serde_json::from_str(&text)
         .map_err(|e| Error::arg("train", format!("{}: malformed training state: {e}", json.display())))?;
     if moments.exists() {
-        let m = candle_core::safetensors::load(&moments, &Device::Cpu)?;
+        let m = candle_core::safetensors::load(&moments, &device)?;
         let n = net.vars().len();
         let restored: Vec<Option<(Tensor, Tensor)>> = (0..n)
             .map(|i| match (m.get(&format!("m{i}")), m.get(&format!("v{i}"))) {
@@ -496,13 +497,13 @@ pub fn train(net: &Network, pairs: &PairSource, opts: &TrainOptions) -> Result<T
     let start = Instant::now();
     let vars = net.vars();
     let mut adam = Adam::new(opts.lr, vec![]);
-    let mut report = TrainReport { epochs: Vec::new(), steps: 0, seconds: 0.0, stop: "epochs".into() };
+    let mut report = TrainReport { epochs: Vec::new(), steps: 0, seconds: 0.0, stop: Stop::Epochs };
     if opts.resume {
         if let Some(path) = &opts.checkpoint {
             if let Some(r) = resume_from(net, path, &mut adam)? {
                 tracing::info!("train: resumed {} at epoch {} ({} steps)", path.display(), r.epochs.len(), r.steps);
                 report = r;
-                report.stop = "epochs".into();
+                report.stop = Stop::Epochs;
             }
         }
     }
@@ -522,7 +523,7 @@ pub fn train(net: &Network, pairs: &PairSource, opts: &TrainOptions) -> Result<T
         let mut done = 0;
         for _ in 0..opts.steps {
             if cancelled() {
-                report.stop = "cancelled".into();
+                report.stop = Stop::Cancelled;
                 break;
             }
             let lr = opts.schedule.at(opts.lr, report.steps, total);
@@ -543,7 +544,7 @@ pub fn train(net: &Network, pairs: &PairSource, opts: &TrainOptions) -> Result<T
             let v = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
             if !v.is_finite() {
                 tracing::warn!("train: loss is {v} at step {}; stopping with the last finite weights", report.steps);
-                report.stop = "non-finite loss".into();
+                report.stop = Stop::NonFinite;
                 break 'epochs;
             }
             let grads = loss.backward()?;
@@ -579,7 +580,7 @@ pub fn train(net: &Network, pairs: &PairSource, opts: &TrainOptions) -> Result<T
         if let Some(path) = &opts.checkpoint {
             save_checkpoint(net, path, &report, &adam)?;
         }
-        if report.stop == "cancelled" {
+        if report.stop.is_cancelled() {
             break;
         }
     }

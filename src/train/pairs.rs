@@ -10,7 +10,7 @@
 
 use std::sync::Arc;
 
-use candle_core::{Device, Tensor};
+use candle_core::Tensor;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
@@ -50,7 +50,7 @@ pub struct AffineBounds {
 }
 
 impl Default for AffineBounds {
-    /// The bounds of issue #5's known-affine tests: 15 mm, 15 degrees, scales 0.9-1.1, shears 0.05.
+    /// The bounds of the known-affine tests (tests/register.rs): 15 mm, 15 degrees, scales 0.9-1.1, shears 0.05.
     fn default() -> Self {
         AffineBounds { translation: 15.0, rotation_deg: 15.0, scale: 0.1, shear: 0.05 }
     }
@@ -149,7 +149,7 @@ pub fn random_smooth_field(rng: &mut impl Rng, fixed: &Image, max_mm: f64, sigma
     }
     let g = fixed.grid().clone();
     let [z, y, x] = g.zyx();
-    let noise = Tensor::from_vec(normals(rng, 3 * z * y * x), (3, z, y, x), &Device::Cpu)?;
+    let noise = Tensor::from_vec(normals(rng, 3 * z * y * x), (3, z, y, x), fixed.data().device())?;
     let sm = smooth(&Image::new(noise, g.clone(), DataType::Float32)?, [sigma_mm; 3], SigmaUnit::Mm)?;
     let fg = fixed.data().narrow(0, 0, 1)?.gt(0f64)?.to_dtype(candle_core::DType::F32)?;
     let norm = sm.data().sqr()?.sum_keepdim(0)?.sqrt()?.mul(&fg)?;
@@ -186,7 +186,7 @@ pub fn augment_intensity(rng: &mut impl Rng, image: &Image, aug: &IntensityAugme
     let d = image.data().to_dtype(candle_core::DType::F32)?.relu()?;
     let mut out = ((d / mx)?.powf(g)? * (a * mx))?;
     if aug.noise > 0.0 {
-        let n = Tensor::from_vec(normals(rng, out.elem_count()), out.shape(), &Device::Cpu)?;
+        let n = Tensor::from_vec(normals(rng, out.elem_count()), out.shape(), out.device())?;
         out = (out + (n * (aug.noise * mx))?)?;
     }
     image.with_data(out)

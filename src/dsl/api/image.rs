@@ -7,6 +7,7 @@ use candle_core::DType;
 use rhai::{Array, Dynamic, Engine, Map};
 
 use super::{floats, ints, rows, with_opts};
+use crate::dsl::help::{o, Help};
 use crate::dsl::options::{arg_error, grid_of, num, vec3, whole, OrHost, RhaiResult};
 use crate::dsl::Host;
 use crate::error::Error;
@@ -204,3 +205,122 @@ pub fn register(engine: &mut Engine, host: &Arc<Host>) {
         engine.register_fn(op, move |a: Image, x: i64| compare(&a, x as f64, op).host());
     }
 }
+
+/// The help of the image builtins (see [`crate::dsl::help`]).
+pub static HELP: &[Help] = &[
+    Help {
+        name: "load",
+        domain: "image",
+        signature: "load(path) -> Image",
+        summary: "Read a NIfTI image (.nii, .nii.gz, .hdr/.img); a session caches it by path and modification time",
+        options: &[],
+        example: "let t1 = load(\"data/avg152/avg152T1.nii\");\nassert(t1.shape == [91, 109, 91], \"avg152 is 91 x 109 x 91\");\nassert(t1.spacing == [2.0, 2.0, 2.0], \"2 mm voxels\");",
+    },
+    Help {
+        name: "save",
+        domain: "image",
+        signature: "save(image, path)",
+        summary: "Write an image as NIfTI (atomically; never over a loaded input unless overwrite=true)",
+        options: &[
+            o("dtype", "the image's", "datatype on disk: uint8, int16, float32, ..."),
+            o("overwrite", "false", "allow replacing a file loaded as an input"),
+        ],
+        example: "let t1 = load(\"data/avg152/avg152T1.nii\");\nsave(t1 * 0.5, \"target/dsl_help_save.nii.gz\", dtype=\"float32\");\nlet back = load(\"target/dsl_help_save.nii.gz\");\nassert(back.dtype == \"float32\", \"saved as float32\");\nassert(abs(back.max - t1.max * 0.5) < 1e-3, \"values kept\");",
+    },
+    Help {
+        name: "info",
+        domain: "image",
+        signature: "info(image) -> map",
+        summary: "Grid, datatype and value statistics of an image as a map (shape, spacing, origin, direction, orientation, dtype, channels, min, max, mean)",
+        options: &[],
+        example: "let i = info(load(\"data/avg152/avg152T1.nii\"));\nassert(i.shape == [91, 109, 91] && i.orientation == \"LAS\", \"grid\");\nassert(i.dtype == \"float32\" && i.min == 0.0 && i.max == 1.0, \"uint8 on disk, scaled to [0, 1] by the header\");",
+    },
+    Help {
+        name: "resample",
+        domain: "image",
+        signature: "resample(image, onto) -> Image   (onto: an image or a grid)",
+        summary: "Resample an image onto another grid through world space",
+        options: &[
+            o("interpolation", "linear", "linear or nearest"),
+            o("padding", "zero", "outside the image: zero or border"),
+        ],
+        example: "let t1 = load(\"data/avg152/avg152T1.nii\");\nlet small = resample(t1, t1.grid.downsampled(2.0));\nassert(small.shape == [46, 55, 46], \"half the voxels per axis\");\nassert(abs(small.spacing[0] - 2.0 * 91.0 / 46.0) < 1e-9, \"the same extent\");",
+    },
+    Help {
+        name: "smooth",
+        domain: "image",
+        signature: "smooth(image, sigma) -> Image   (sigma: a number or [x, y, z])",
+        summary: "Gaussian smoothing (separable, border replicated, cut at 4 sigma)",
+        options: &[o("unit", "mm", "unit of sigma: mm or voxels")],
+        example: "let t1 = load(\"data/avg152/avg152T1.nii\");\nlet s = smooth(t1, 4.0);\nassert(abs(s.mean - t1.mean) < 0.01, \"smoothing keeps the mean\");\nassert(s.max < t1.max, \"and lowers the peaks\");",
+    },
+    Help {
+        name: "normalize",
+        domain: "image",
+        signature: "normalize(image) -> Image",
+        summary: "Intensity normalization: min-max to [0, 1], percentiles clipped to [0, 1], or z-score",
+        options: &[
+            o("method", "minmax", "minmax, percentile or zscore"),
+            o("lo", "1", "lower percentile (0-100) for method=\"percentile\""),
+            o("hi", "99", "upper percentile (0-100) for method=\"percentile\""),
+            o("mask", "-", "statistics over the non-zero voxels of this image only"),
+        ],
+        example: "let t1 = load(\"data/avg152/avg152T1.nii\");\nlet n = normalize(t1);\nassert(n.min == 0.0 && n.max == 1.0, \"min-max\");\nlet z = normalize(t1, method=\"zscore\");\nassert(abs(z.mean) < 1e-4, \"z-score has mean 0\");",
+    },
+    Help {
+        name: "crop",
+        domain: "image",
+        signature: "crop(image, start, size) -> Image   (voxels, [x, y, z])",
+        summary: "Crop to a box of voxels; kept voxels keep their world positions",
+        options: &[],
+        example: "let t1 = load(\"data/avg152/avg152T1.nii\");\nlet c = crop(t1, [10, 20, 30], [40, 50, 20]);\nassert(c.shape == [40, 50, 20], \"box size\");\nassert(c.origin[1] == t1.origin[1] + 40.0, \"origin moved by 20 voxels of 2 mm along y\");",
+    },
+    Help {
+        name: "pad",
+        domain: "image",
+        signature: "pad(image, before, after) -> Image; pad(image, both) -> Image   (voxels: a number or [x, y, z])",
+        summary: "Pad with a constant; original voxels keep their world positions",
+        options: &[o("value", "0", "the padding value")],
+        example: "let t1 = load(\"data/avg152/avg152T1.nii\");\nlet p = pad(t1, 2, [0, 1, 3], value=-1);\nassert(p.shape == [93, 112, 96], \"padded shape\");\nassert(p.min == -1.0, \"padding value\");",
+    },
+    Help {
+        name: "threshold",
+        domain: "image",
+        signature: "threshold(image, lo, hi) -> Image",
+        summary: "A 0 / 1 mask of the voxels with lo <= value <= hi (see also img > x)",
+        options: &[],
+        example: "let b = threshold(load(\"data/avg152/brainmask.nii\"), 0.5, 1e9);\nassert(b.max == 1.0 && b.min == 0.0, \"a mask\");\nassert(b.mean > 0.1 && b.mean < 0.5, \"the brain fills part of the box\");",
+    },
+    Help {
+        name: "grid",
+        domain: "image",
+        signature: "grid(image) -> Grid   (also image.grid)",
+        summary: "The image's grid: shape, spacing (mm), origin (mm), direction; grid.downsampled(f)",
+        options: &[],
+        example: "let g = grid(load(\"data/avg152/avg152T1.nii\"));\nassert(g.shape == [91, 109, 91] && g.spacing == [2.0, 2.0, 2.0], \"grid\");\nassert(g.direction[0][0] == -1.0, \"x runs right to left (LAS)\");",
+    },
+    Help {
+        name: "value",
+        domain: "image",
+        signature: "image.value(x, y, z) -> float   (voxel indices)",
+        summary: "The value of channel 0 at a voxel (x, y, z indices from 0, as NIfTI orders them)",
+        options: &[],
+        example: "let t1 = load(\"data/avg152/avg152T1.nii\");\nassert(t1.value(45, 54, 45) > 0.3, \"brain at the centre\");\nassert(t1.value(0, 0, 0) < 0.1, \"dark in the corner\");",
+    },
+    Help {
+        name: "downsampled",
+        domain: "image",
+        signature: "grid.downsampled(factor) -> Grid",
+        summary: "The same field of view with about `factor` times fewer voxels per axis (a pyramid level's grid)",
+        options: &[],
+        example: "let g = load(\"data/avg152/avg152T1.nii\").grid;\nlet h = g.downsampled(2);\nassert(h.shape == [46, 55, 46], \"half the voxels\");\nassert(abs(h.centre[0] - g.centre[0]) < 1e-9, \"the same centre\");",
+    },
+    Help {
+        name: "operators",
+        domain: "image",
+        signature: "a + b, a - b, a * b, a / b, -a (images on one grid, or an image and a number); a > x, a >= x, a < x, a <= x -> mask",
+        summary: "Voxel-wise arithmetic on images, and masks (0 / 1 uint8 images) from comparisons",
+        options: &[],
+        example: "let t1 = load(\"data/avg152/avg152T1.nii\");\nlet d = t1 * 2.0 - t1;\nassert(d.max == t1.max && d.mean == t1.mean, \"2a - a = a\");\nlet m = t1 > 0.5;\nassert(m.max == 1.0 && m.dtype == \"uint8\", \"a mask\");\nassert(abs((t1 + 1).mean - t1.mean - 1.0) < 1e-4, \"plus a number\");",
+    },
+];

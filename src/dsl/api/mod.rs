@@ -7,6 +7,7 @@ pub mod metrics;
 pub mod nn;
 pub mod optim;
 pub mod pipeline;
+pub mod script;
 pub mod spatial;
 
 use rhai::{Array, Dynamic};

@@ -4,12 +4,12 @@
 
 use std::sync::Arc;
 
-use candle_core::Device;
 use rhai::{Array, Dynamic, Engine, Map};
 
 use super::{floats, with_opts};
+use crate::dsl::help::{o, Help};
 use crate::dsl::options::{arg_error, Opts, OrHost, RhaiResult};
-use crate::dsl::value::TransformValue;
+use crate::dsl::value::{net_string, pairs_string, NetValue, PairsValue, TransformValue};
 use crate::dsl::Host;
 use crate::image::Image;
 use crate::metrics::Metric;
@@ -19,11 +19,6 @@ use crate::train::{
     self, AffineBounds, Deformation, IntensityAugmentation, LrSchedule, Network, Pair, PairSource, SyntheticPairs,
     TrainOptions,
 };
-
-/// A network held by a script (shared: training changes its weights in place).
-pub type NetValue = Arc<Network>;
-/// A source of training pairs held by a script.
-pub type PairsValue = Arc<PairSource>;
 
 fn dim3(o: &Opts, key: &str, default: [usize; 3]) -> RhaiResult<Dim3> {
     Ok(match o.counts(key)? {
@@ -57,7 +52,7 @@ fn affine_net(host: &Host, o: &Opts) -> RhaiResult<NetValue> {
         ..d
     };
     let name = o.string("name")?.unwrap_or_else(|| "affine_net".into());
-    let net = AffineNet::new(&name, cfg, &Device::Cpu).host()?;
+    let net = AffineNet::new(&name, cfg, &host.device).host()?;
     seeded(host, Network::Affine(net), o)
 }
 
@@ -83,7 +78,7 @@ fn unet(host: &Host, o: &Opts) -> RhaiResult<NetValue> {
     };
     let steps = cfg.integration_steps;
     let name = o.string("name")?.unwrap_or_else(|| "unet".into());
-    let net = UNet::new(&name, cfg, &Device::Cpu).host()?;
+    let net = UNet::new(&name, cfg, &host.device).host()?;
     seeded(host, Network::Dense { unet: net, steps }, o)
 }
 
@@ -201,7 +196,7 @@ fn report_map(r: &train::TrainReport) -> Map {
     m.insert("epochs".into(), epochs.into());
     m.insert("steps".into(), Dynamic::from_int(r.steps as i64));
     m.insert("seconds".into(), Dynamic::from_float(r.seconds));
-    m.insert("stop".into(), r.stop.clone().into());
+    m.insert("stop".into(), r.stop.to_string().into());
     m.insert("train_loss".into(), floats(r.epochs.iter().map(|e| e.train_loss)).into());
     m
 }
@@ -218,7 +213,7 @@ fn train_impl(host: &Host, net: &NetValue, pairs: &PairsValue, o: &Opts) -> Rhai
         o.f64("lr")?.unwrap_or(1e-3),
     );
     if let Some(r) = o.string("regularizer")? {
-        t.regularizer = crate::register::parse_regularizer(&r).host_key("regularizer")?;
+        t.regularizer = crate::optim::Regularizer::parse(&r).host_key("regularizer")?;
     }
     t.batch = o.usize("batch")?.unwrap_or(1);
     t.schedule = match o.string("schedule")?.as_deref().unwrap_or("cosine") {
@@ -292,7 +287,7 @@ pub fn register(engine: &mut Engine, host: &Arc<Host>) {
     {
         let host = host.clone();
         engine.register_fn("load_net", move |path: &str| -> RhaiResult<NetValue> {
-            let n = Arc::new(Network::load(std::path::Path::new(path), &Device::Cpu).host()?);
+            let n = Arc::new(Network::load(std::path::Path::new(path), &host.device).host()?);
             host.set_net(n.clone());
             Ok(n)
         });
@@ -308,22 +303,140 @@ pub fn register(engine: &mut Engine, host: &Arc<Host>) {
     with_opts!(engine, [host], "net", |m: Image, f: Image| o => net_state(&host, m, f, &o));
 }
 
-/// How a network prints.
-pub fn net_string(n: &Network) -> String {
-    let s = n.input_size().0;
-    format!("Network({} \"{}\", input {}x{}x{}, {} parameters)", n.kind(), n.name(), s[0], s[1], s[2], n.num_params())
-}
-
-/// How a pair source prints.
-pub fn pairs_string(p: &PairSource) -> String {
-    match p {
-        PairSource::List(v) => format!("Pairs({} pairs)", v.len()),
-        PairSource::Synthetic(s) => {
-            let what = match s.deformation {
-                Deformation::Affine(_) => "random affines",
-                Deformation::Smooth { .. } => "smooth deformations",
-            };
-            format!("Pairs({what} of {} moving image(s), seed {})", s.moving.len(), s.seed)
-        }
-    }
-}
+/// The help of the nn builtins (see [`crate::dsl::help`]).
+pub static HELP: &[Help] = &[
+    Help {
+        name: "affine_net",
+        domain: "nn",
+        signature: "affine_net() -> Network",
+        summary: "The affine network of Chen et al. 2024 (PET/CT): a CNN encoder of the moving / fixed pair on its input grid, pooled, MLP heads for 3 translations (mm), 3 rotations, 3 scales, 3 shears, bounded by tanh; starts at the identity. Becomes the active network",
+        options: &[
+            o("input_size", "64", "network grid voxels (one size, or [D, H, W]); the pair is resampled onto the fixed image's field of view"),
+            o("channels", "[16, 32, 64, 64]", "output channels of the stride-2 convolutions"),
+            o("hidden", "64", "hidden width of each MLP head"),
+            o("max_translation", "40", "bound of the translations, mm"),
+            o("max_rotation", "28.6", "bound of the rotations, degrees"),
+            o("max_scale", "1.25", "scales lie in [1/max_scale, max_scale]"),
+            o("max_shear", "0.2", "bound of the shears"),
+            o("coordinates", "false", "append x, y, z coordinate channels (CoordConv)"),
+            o("name", "affine_net", "the network's name"),
+            o("seed", "-", "draw the initial weights reproducibly from this seed"),
+        ],
+        example: "let n = affine_net(input_size=16, channels=[4, 8], hidden=8, seed=1);\nassert(n.kind == \"affine_net\" && n.input_size == [16, 16, 16], \"configured\");\nlet t1 = load(\"data/avg152/avg152T1.nii\");\nassert(displacement_error(net(t1, t1).transform, affine(), t1) < 0.5, \"a new network predicts about the identity\");",
+    },
+    Help {
+        name: "unet",
+        domain: "nn",
+        signature: "unet() -> Network",
+        summary: "The VoxelMorph U-Net of Wang et al. (unsupervised mono/multi-modal registration): strided-conv encoder, decoder with skip connections, Leaky ReLU; outputs a displacement field (mm, fixed to moving) or a velocity field integrated by scaling and squaring. Becomes the active network",
+        options: &[
+            o("input_size", "64", "network grid voxels (multiples of 2^levels)"),
+            o("encoder", "[16, 32, 32, 32]", "channels of the stride-2 encoder convolutions"),
+            o("decoder", "[32, 32, 32, 32]", "channels of the decoder convolutions, coarsest first"),
+            o("full_res", "[32, 16, 16]", "channels of the full-resolution convolutions"),
+            o("upsample", "nearest", "nearest or trilinear"),
+            o("steps", "0", "0: a displacement; n: a stationary velocity field with n squarings"),
+            o("name", "unet", "the network's name"),
+            o("seed", "-", "draw the initial weights reproducibly from this seed"),
+        ],
+        example: "let n = unet(input_size=16, encoder=[4, 8], decoder=[8, 8], full_res=[4], seed=1);\nlet t1 = load(\"data/avg152/avg152T1.nii\");\nassert(n.kind == \"unet\" && n.params > 1000, \"a U-Net\");\nassert(displacement_error(net(t1, t1).transform, affine(), t1) < 0.1, \"a new U-Net barely moves anything\");",
+    },
+    Help {
+        name: "synthetic_pairs",
+        domain: "nn",
+        signature: "synthetic_pairs(fixed, moving) -> Pairs   (moving: an image or a list, aligned with fixed)",
+        summary: "Training pairs made on the fly: a random affine or smooth deformation of an aligned moving image (its truth kept), an optional intensity augmentation; pair i comes from seed + i",
+        options: &[
+            o("deformation", "affine", "affine or smooth"),
+            o("translation", "15", "affine: translations up to, mm"),
+            o("rotation", "15", "affine: rotations up to, degrees"),
+            o("scale", "0.1", "affine: scales in 1 +- scale"),
+            o("shear", "0.05", "affine: shears up to"),
+            o("margin", "0", "affine: voxels added on every side of the moving grid, so the moved image is not cropped"),
+            o("max_mm", "5", "smooth: largest displacement in the foreground, mm"),
+            o("sigma_mm", "10", "smooth: Gaussian smoothing of the noise, mm"),
+            o("labels", "-", "a label map of fixed, carried to the moving side"),
+            o("gamma", "0", "intensity: gamma in [1/(1+g), 1+g]"),
+            o("contrast", "0", "intensity: scale in 1 +- c"),
+            o("noise", "0", "intensity: Gaussian noise, fraction of the maximum"),
+            o("seed", "0", "seed of the pairs"),
+        ],
+        example: "let t1 = load(\"data/avg152/avg152T1.nii\");\nlet t2 = load(\"data/avg152/avg152T2.nii\");\nlet p = synthetic_pairs(t1, [t2], translation=10.0, rotation=0.0, scale=0.0, shear=0.0, seed=3);\nlet e = displacement_error(pair(p, 0).truth, affine(), t1);\nassert(p.len == -1 && e > 0.5 && e < 17.4, \"a random shift of up to 10 mm per axis\");",
+    },
+    Help {
+        name: "pairs",
+        domain: "nn",
+        signature: "pairs([[moving, fixed], ...]) -> Pairs   (or [moving, fixed, moving_labels, fixed_labels])",
+        summary: "Training or validation pairs from given images, used in turn",
+        options: &[],
+        example: "let t1 = load(\"data/avg152/avg152T1.nii\");\nlet t2 = load(\"data/avg152/avg152T2.nii\");\nlet p = pairs([[t2, t1], [t1, t1]]);\nassert(p.len == 2 && pair(p, 3).moving.mean == t1.mean, \"pair 3 is the second one again\");",
+    },
+    Help {
+        name: "pair",
+        domain: "nn",
+        signature: "pair(pairs, i) -> map   (moving, fixed, moving_labels, fixed_labels, truth)",
+        summary: "Pair number i of a pair source (the truth is the known transform of a synthetic pair, fixed to moving)",
+        options: &[],
+        example: "let t1 = load(\"data/avg152/avg152T1.nii\");\nlet p = synthetic_pairs(t1, t1, translation=4.0, rotation=0.0, scale=0.0, shear=0.0);\nlet a = pair(p, 5);\nassert(warp(a.moving, a.truth, t1).value(45, 54, 45) - t1.value(45, 54, 45) < 0.05, \"the truth pulls the moving image back\");",
+    },
+    Help {
+        name: "train",
+        domain: "nn",
+        signature: "train(net, pairs) -> map   (epochs: [..], steps, seconds, stop)",
+        summary: "Unsupervised training: Adam on the weights, loss = a similarity measure of the warped pair on the network grid (plus a regularizer of dense fields); validation, checkpoints (safetensors + JSON) and resume; Ctrl-C stops after the step and writes the checkpoint",
+        options: &[
+            o("loss", "cr (affine_net) / mi (unet)", "the similarity measure"),
+            o("regularizer", "none", "dense: diffusion:W or bending:W"),
+            o("epochs", "10", "epochs to reach (a resumed run does the rest)"),
+            o("steps", "100", "optimizer steps per epoch"),
+            o("batch", "1", "pairs per step"),
+            o("lr", "0.001", "Adam's learning rate"),
+            o("schedule", "cosine", "cosine (to 5 %) or constant"),
+            o("validation", "-", "held-out pairs evaluated after each epoch"),
+            o("validation_pairs", "4", "how many"),
+            o("checkpoint", "-", "weights path (.safetensors) written after each epoch"),
+            o("resume", "false", "continue from the checkpoint when it exists"),
+        ],
+        example: "let t1 = load(\"data/avg152/avg152T1.nii\");\nlet n = affine_net(input_size=16, channels=[4, 8], hidden=8, seed=1);\nlet p = synthetic_pairs(t1, t1, translation=5.0, rotation=0.0, scale=0.0, shear=0.0);\nlet r = train(n, p, loss=ncc, epochs=2, steps=5, validation=synthetic_pairs(t1, t1, seed=9), validation_pairs=1);\nassert(r.steps == 10 && r.epochs.len() == 2 && r.stop == \"epochs\", \"two epochs of five steps\");\nassert(r.epochs[1].val_error_mm > 0.0, \"validated against the known transforms\");",
+    },
+    Help {
+        name: "evaluate_net",
+        domain: "nn",
+        signature: "evaluate_net(net, pairs) -> map   (loss, dice, error_mm)",
+        summary: "A network on held-out pairs: mean similarity loss, Dice of the labels, mean displacement error (mm, fixed foreground) against the known transforms",
+        options: &[o("pairs", "all, or 4", "how many pairs"), o("metric", "ncc", "the similarity measure")],
+        example: "let t1 = load(\"data/avg152/avg152T1.nii\");\nlet n = affine_net(input_size=16, channels=[4, 8], hidden=8, seed=1);\nlet e = evaluate_net(n, synthetic_pairs(t1, t1, translation=8.0, rotation=0.0, scale=0.0, shear=0.0), pairs=2);\nassert(e.error_mm > 1.0 && e.dice == (), \"an untrained network leaves the shifts; no labels, no Dice\");",
+    },
+    Help {
+        name: "save_net",
+        domain: "nn",
+        signature: "save_net(net, path) -> path",
+        summary: "Write the weights (safetensors) and the configuration (JSON beside them), atomically",
+        options: &[],
+        example: "let n = affine_net(input_size=16, channels=[4], hidden=4, seed=2, name=\"tiny\");\nsave_net(n, \"target/dsl_help_net.safetensors\");\nassert(exists(\"target/dsl_help_net.json\"), \"the configuration beside the weights\");",
+    },
+    Help {
+        name: "load_net",
+        domain: "nn",
+        signature: "load_net(path) -> Network",
+        summary: "Read a network written by save_net or train(checkpoint=...); it becomes the active network",
+        options: &[],
+        example: "let n = affine_net(input_size=16, channels=[4], hidden=4, seed=2, name=\"tiny\");\nsave_net(n, \"target/dsl_help_load.safetensors\");\nlet m = load_net(\"target/dsl_help_load.safetensors\");\nassert(m.name == \"tiny\" && m.params == n.params, \"round trip\");",
+    },
+    Help {
+        name: "use_net",
+        domain: "nn",
+        signature: "use_net(net)",
+        summary: "Make a network the active one, which net(m, f) uses",
+        options: &[],
+        example: "let a = affine_net(input_size=16, channels=[4], hidden=4, name=\"a\");\nlet b = unet(input_size=16, encoder=[4], decoder=[4], full_res=[4], name=\"b\");\nuse_net(a);\nlet t1 = load(\"data/avg152/avg152T1.nii\");\nassert(net(t1, t1).stages[0].transform == \"affine_net:a\", \"the active network predicts\");",
+    },
+    Help {
+        name: "net",
+        domain: "nn",
+        signature: "net(moving, fixed) -> RegState   (MOVING first)",
+        summary: "The starting state of a registration from the active network's prediction (or model=): the affine network's transform, which iso can refine, or the U-Net's field",
+        options: &[o("model", "the active network", "the network to use")],
+        example: "let t1 = load(\"data/avg152/avg152T1.nii\");\nlet n = affine_net(input_size=16, channels=[4, 8], hidden=8, seed=1);\nlet s = net(t1, t1, model=n) |> iso(ncc, scales=1, iterations=[5]);\nassert(s.stages.len() == 2 && s.stages[0].transform == \"affine_net:affine_net\", \"the network's guess, then iso\");",
+    },
+];

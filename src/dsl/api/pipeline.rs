@@ -6,14 +6,18 @@ use rhai::{Array, Dynamic, Engine, Map};
 
 use super::{floats, with_opts};
 use crate::dsl::api::optim::schedule_from;
+use crate::dsl::help::{o, Help, Opt};
 use crate::dsl::options::{arg_error, Opts, OrHost, RhaiResult};
 use crate::dsl::value::{OptimizerValue, StageValue, TransformValue};
 use crate::dsl::Host;
 use crate::image::Image;
 use crate::metrics::Metric;
 use crate::optim::init::Init;
-use crate::optim::{DenseModel, DenseOptions, Schedule};
-use crate::pipeline::{self, DenseStage, InitOptions, IsoStage, RegState, StateTransform};
+use crate::optim::{Polish, Regularizer};
+use crate::pipeline::recipes::dense_model;
+use crate::pipeline::{
+    self, DenseSettings, DenseStage, InitOptions, IsoStage, RegState, RegisterOptions, RunControl, StateTransform,
+};
 use crate::spatial::LinearKind;
 
 fn metric_of(d: &Dynamic, func: &str) -> RhaiResult<Metric> {
@@ -42,12 +46,9 @@ fn iso_impl(host: &Host, state: &RegState, metric: Option<Metric>, o: &Opts) -> 
     }
     let transform = o.string("transform")?;
     if let Some(model) = transform.as_deref().and_then(dense_model) {
-        let (model, mut opts) = dense_options(o, model, metric, state.fixed.grid(), "iterations")?;
-        if let Some(lr) = o.numbers("lr")? {
-            let n = opts.schedule.factors.len();
-            opts.schedule.lr = if lr.len() == 1 { vec![lr[0]; n] } else { lr };
-            opts.schedule.check().host_key("lr")?;
-        }
+        let mut settings = dense_settings(o, "iterations")?;
+        settings.lr = o.numbers("lr")?;
+        let (model, mut opts) = settings.apply(model, metric, state.fixed.grid()).host()?;
         opts.fixed_mask = o.image("mask")?;
         opts.cancel = Some(host.cancel.clone());
         return pipeline::iso_deformable(state, &DenseStage { model, options: opts }).host();
@@ -75,54 +76,24 @@ fn iso_impl(host: &Host, state: &RegState, metric: Option<Metric>, o: &Opts) -> 
 /// The final refinement asked for by `polish` (points; 0: none; default `default_points`) and
 /// `polish_iterations` (default 20).
 fn polish_of(o: &Opts, default_points: usize) -> RhaiResult<Option<crate::optim::Polish>> {
-    let d = crate::optim::Polish::default();
+    let d = Polish::default();
     let points = o.usize("polish")?.unwrap_or(default_points);
     let iterations = o.usize("polish_iterations")?.unwrap_or(d.iterations);
-    Ok((points > 0 && iterations > 0).then_some(crate::optim::Polish { points, iterations }))
+    Ok((points > 0 && iterations > 0).then_some(Polish { points, iterations }))
 }
 
-/// The dense model a transform name asks for (`syn` / `greedy`, `svf`, `bspline`), if any.
-fn dense_model(name: &str) -> Option<DenseModel> {
-    crate::register::recipe(name).ok().and_then(|(_, m)| m)
-}
-
-/// Dense-stage options from keyword arguments: per-level iterations under `iterations_key`, smoothing
+/// Dense-stage settings from keyword arguments: per-level iterations under `iterations_key`, smoothing
 /// sigmas, regularizer, B-spline control spacing, SVF steps.
-fn dense_options(
-    o: &Opts,
-    mut model: DenseModel,
-    metric: Metric,
-    grid: &crate::image::Grid,
-    iterations_key: &str,
-) -> RhaiResult<(DenseModel, DenseOptions)> {
-    match &mut model {
-        DenseModel::BSpline { spacing } => {
-            if let Some(cs) = o.f64("control_spacing")? {
-                *spacing = cs;
-            }
-        }
-        DenseModel::Svf { steps } => {
-            if let Some(n) = o.usize("steps")? {
-                *steps = n;
-            }
-        }
-        DenseModel::Greedy => {}
-    }
-    let mut opts = DenseOptions::defaults(model, metric, grid).host()?;
-    if let Some(it) = o.counts(iterations_key)? {
-        let lr = opts.schedule.lr[0];
-        opts.schedule = Schedule::new(it.len(), &it, lr).host_key(iterations_key)?;
-    }
-    if let Some(v) = o.f64("grad_sigma")? {
-        opts.sigma_grad = v;
-    }
-    if let Some(v) = o.f64("field_sigma")? {
-        opts.sigma_field = v;
-    }
-    if let Some(r) = o.string("regularizer")? {
-        opts.regularizer = crate::register::parse_regularizer(&r).host_key("regularizer")?;
-    }
-    Ok((model, opts))
+fn dense_settings(o: &Opts, iterations_key: &str) -> RhaiResult<DenseSettings> {
+    Ok(DenseSettings {
+        iterations: o.counts(iterations_key)?,
+        lr: None,
+        grad_sigma: o.f64("grad_sigma")?,
+        field_sigma: o.f64("field_sigma")?,
+        regularizer: o.string("regularizer")?.map(|r| Regularizer::parse(&r)).transpose().host_key("regularizer")?,
+        control_spacing: o.f64("control_spacing")?,
+        steps: o.usize("steps")?,
+    })
 }
 
 fn transform_value(s: &RegState) -> TransformValue {
@@ -149,7 +120,7 @@ fn stages_array(s: &RegState) -> Array {
                     lm.insert("iterations".into(), Dynamic::from_int(l.iterations as i64));
                     lm.insert("best_loss".into(), Dynamic::from_float(l.best_loss));
                     lm.insert("final_loss".into(), Dynamic::from_float(l.final_loss));
-                    lm.insert("stop".into(), l.stop.clone().into());
+                    lm.insert("stop".into(), l.stop.to_string().into());
                     lm.insert("losses".into(), floats(l.losses.clone()).into());
                     Dynamic::from_map(lm)
                 })
@@ -206,30 +177,25 @@ pub fn register(engine: &mut Engine, host: &Arc<Host>) {
         });
     }
     with_opts!(engine, [host], "register", |moving: Image, fixed: Image| o => {
-        let recipe = o.string("transform")?.unwrap_or_else(|| "affine".into());
-        crate::register::recipe(&recipe).host_key("transform")?;
-        let metric = match o.metric("metric")? {
-            Some(m) => m,
-            None => Metric::new("mi").host()?,
+        let d = RegisterOptions::default();
+        let recipe = o.string("transform")?.unwrap_or(d.recipe);
+        crate::pipeline::recipes::recipe(&recipe).host_key("transform")?;
+        let opts = RegisterOptions {
+            recipe,
+            metric: o.metric("metric")?.unwrap_or(d.metric),
+            linear_metric: None,
+            schedule: schedule_from(&o, d.schedule.factors.len())?,
+            init: o.string("init")?.map(|m| Init::parse(&m)).transpose().host_key("init")?.unwrap_or(d.init),
+            fixed_mask: o.image("mask")?,
+            control: RunControl {
+                seed: o.usize("seed")?.unwrap_or(0) as u64,
+                cancel: Some(host.cancel.clone()),
+                points: o.usize("points")?,
+                polish: polish_of(&o, Polish::default().points)?,
+            },
+            dense: dense_settings(&o, "dense_iterations")?,
         };
-        let schedule = schedule_from(&o, 3)?;
-        let init = o.string("init")?.map(|m| Init::parse(&m)).transpose().host_key("init")?.unwrap_or(Init::Moments);
-        let mask = o.image("mask")?;
-        let dense = match dense_model(&recipe) {
-            Some(model) => {
-                let (model, mut d) = dense_options(&o, model, metric.clone(), fixed.grid(), "dense_iterations")?;
-                d.cancel = Some(host.cancel.clone());
-                Some((model, d))
-            }
-            None => None,
-        };
-        let control = crate::register::RunControl {
-            seed: o.usize("seed")?.unwrap_or(0) as u64,
-            cancel: Some(host.cancel.clone()),
-            points: o.usize("points")?,
-            polish: polish_of(&o, crate::optim::Polish::default().points)?,
-        };
-        pipeline::register(&moving, &fixed, &recipe, &metric, &schedule, init, mask.as_ref(), dense, &control).host()
+        pipeline::register(&moving, &fixed, &opts).host()
     });
     engine.register_fn("warp", |s: RegState| pipeline::warp(&s).host());
     with_opts!(engine, "snapshot", |s: RegState, path: &str| o => {
@@ -240,3 +206,88 @@ pub fn register(engine: &mut Engine, host: &Arc<Host>) {
         Ok(path.to_string())
     });
 }
+
+const ISO_OPTS: [Opt; 19] = [
+    o("metric", "mi", "similarity measure (a metric value or name)"),
+    o("scales", "3", "pyramid levels, factors 2^(scales-1) .. 1"),
+    o("iterations", "100,..,60,40", "iterations per level, coarse to fine (one number for all)"),
+    o("sigmas", "factor/3", "Gaussian sigma per level, voxels of the full-resolution image"),
+    o("lr", "0.25*factor+0.25", "Adam learning rate per level (one number for all), mm per step for translations"),
+    o("optimizer", "adam()", "adam(lr=..) (its lr replaces the schedule's), lbfgs() or powell()"),
+    o("schedule", "-", "a whole schedule(...) value instead of scales / iterations / sigmas / lr"),
+    o(
+        "transform",
+        "the state's",
+        "a linear kind to optimize, carrying the parameters over (rigid -> affine); or a dense model after \
+         the linear part: syn (greedy field), svf, bspline (then iterations default 100,100,50 and lr is the \
+         largest step in mm, default half a voxel)",
+    ),
+    o("mask", "-", "fixed-grid mask: only non-zero voxels count"),
+    o("tolerance", "1e-5", "windowed-slope convergence tolerance (relative); 0 runs every iteration"),
+    o("seed", "0", "seed of the random sample points (global measures)"),
+    o("points", "5000", "random off-grid points per iteration (global measures; fresh each iteration)"),
+    o("polish", "0", "points of a final L-BFGS refinement at full resolution (global measures); 0: none"),
+    o("polish_iterations", "20", "most L-BFGS iterations of the final refinement"),
+    o("grad_sigma", "3", "dense: Gaussian sigma (voxels) applied to each gradient"),
+    o("field_sigma", "1", "dense: Gaussian sigma (voxels) applied to the field after each step"),
+    o("regularizer", "none (bspline: bending:0.01)", "dense: diffusion:W, bending:W or none"),
+    o("control_spacing", "10", "bspline: control point spacing, mm"),
+    o("steps", "7", "svf: scaling-and-squaring steps"),
+];
+
+/// The help of the pipeline builtins (see [`crate::dsl::help`]).
+pub static HELP: &[Help] = &[
+    Help {
+        name: "init",
+        domain: "pipeline",
+        signature: "init(moving, fixed) -> RegState   (MOVING first)",
+        summary: "Start a registration: the identity of a transform kind moved by an initialization",
+        options: &[
+            o("transform", "affine", "translation, rigid, similarity, affine"),
+            o("method", "moments", "identity, centres (grid centres) or moments (centres of mass)"),
+        ],
+        example: "let t1 = load(\"data/avg152/avg152T1.nii\");\nlet moved = warp(t1, translation([-6.0, 0.0, 0.0]), t1);\nlet s = init(moved, t1, transform=\"rigid\");\nassert(s.transform.kind == \"rigid\" && s.stages.len() == 0, \"no stage run yet\");\nassert(abs(s.params[0] - 6.0) < 1.0, \"centres of mass give the shift: moved(x) = t1(x - 6), so T(x) = x + 6\");",
+    },
+    Help {
+        name: "iso",
+        domain: "pipeline",
+        signature: "iso(state) -> RegState; iso(state, metric) -> RegState; iso(metric) -> Stage (apply later with |>)",
+        summary: "Multi-scale instance-specific optimization of the state's transform (Adam over a Gaussian pyramid)",
+        options: &ISO_OPTS,
+        example: "let t1 = load(\"data/avg152/avg152T1.nii\");\nlet moved = warp(t1, translation([3.0, -2.0, 0.0]), t1);\nlet r = init(moved, t1, transform=\"translation\", method=\"identity\") |> iso(ssd, scales=2, iterations=[40, 20]);\nassert(displacement_error(r.transform, translation([-3.0, 2.0, 0.0]), t1) < 0.3, \"moved(x) = t1(x + t): recovered T(x) = x - t\");\nassert(r.loss.len() == 2 && r.loss[1] < 1.0, \"one loss per level\");\nlet refine = iso(ssd, scales=1, iterations=[5]);\nassert(type_of(refine) == \"Stage\", \"without a state, a stage to apply later\");\nassert((r |> refine).stages.len() == 2, \"applied by |>\");",
+    },
+    Help {
+        name: "register",
+        domain: "pipeline",
+        signature: "register(moving, fixed) -> RegState   (MOVING first)",
+        summary: "A recipe: translation, rigid, similarity, affine (rigid then affine), or affine then a dense stage: syn (greedy field), svf, bspline",
+        options: &[
+            o("transform", "affine", "translation, rigid, similarity, affine, syn, svf, bspline"),
+            o("metric", "mi", "similarity measure (a metric value or name); in a dense recipe the linear stages use mi when it is local (lncc, *_patch), a linear recipe uses it as given"),
+            o("scales", "3", "pyramid levels of the linear stages"),
+            o("iterations", "100,..,60,40", "iterations per level of the linear stages, coarse to fine"),
+            o("lr", "0.25*factor+0.25", "learning rate of the linear stages (one number for all levels), mm per step"),
+            o("points", "5000", "linear stages: random off-grid points per Adam iteration (global measures)"),
+            o("polish", "50000", "linear: points of the final L-BFGS refinement of the last stage (global measures); 0: none"),
+            o("polish_iterations", "20", "linear: most L-BFGS iterations of the final refinement"),
+            o("seed", "0", "seed of the random sample points"),
+            o("init", "moments", "identity, centres or moments"),
+            o("mask", "-", "fixed-grid mask: only non-zero voxels count"),
+            o("dense_iterations", "100,100,50", "iterations per level of the dense stage (factors 2^(n-1) .. 1)"),
+            o("grad_sigma", "3", "dense: Gaussian sigma (voxels) applied to each gradient"),
+            o("field_sigma", "1", "dense: Gaussian sigma (voxels) applied to the field after each step"),
+            o("regularizer", "none (bspline: bending:0.01)", "dense: diffusion:W, bending:W or none"),
+            o("control_spacing", "10", "bspline: control point spacing, mm"),
+            o("seed", "0", "seed of the random sample points"),
+        ],
+        example: "let t1 = load(\"data/avg152/avg152T1.nii\");\nlet t2 = load(\"data/avg152/avg152T2.nii\");\nlet r = register(t2, t1, transform=\"rigid\", metric=mi, scales=2, iterations=[20, 10]);\nassert(r.stages.len() == 1 && r.transform.kind == \"rigid\", \"one rigid stage\");\nassert(displacement_error(r.transform, affine(), t1) < 1.0, \"T2 and T1 are aligned already\");",
+    },
+    Help {
+        name: "snapshot",
+        domain: "pipeline",
+        signature: "snapshot(state, path) -> path",
+        summary: "Write a PNG: axial / coronal / sagittal slices of fixed, moving, warped, a fixed/warped checkerboard, and the loss curve of every pyramid level",
+        options: &[o("edges", "false", "add a column with the fixed image's edges over the warped image")],
+        example: "let t1 = load(\"data/avg152/avg152T1.nii\");\nlet t2 = load(\"data/avg152/avg152T2.nii\");\nlet r = init(t2, t1, transform=\"rigid\") |> iso(mi, scales=2, iterations=[10, 5]);\nsnapshot(r, \"target/dsl_help_snapshot.png\");\nassert(exists(\"target/dsl_help_snapshot.png\"), \"the picture is written\");",
+    },
+];
