@@ -76,21 +76,21 @@ impl<T: Float + Send + Sync> AdamMoments<T> {
     pub fn direction(&mut self, g: &[T], dir: &mut [T]) {
         self.t += 1;
         let c = |x: f64| T::from(x).unwrap_or_else(T::one);
-        // Every constant is formed in f64 and rounded once to `T`, and the bias corrections are
-        // multipliers `1 / (1 - beta^t)`: the same arithmetic as the tensor twin [`Adam::direction`]
+        // The constants in `T`: `1 - beta`, and the bias corrections as reciprocals `1 / (1 - beta^t)`.
+        // The tensor twin [`Adam::direction`] forms the same constants and operations in the same order
         // (candle scales a tensor by a number as `x * (number as T)`), so the two agree to the bit.
-        let c1 = c(1.0 / (1.0 - BETA1.powi(self.t)));
-        let c2 = c(1.0 / (1.0 - BETA2.powi(self.t)));
         let (b1, b2, eps) = (self.beta1, self.beta2, self.eps);
-        let (one_b1, one_b2) = (c(1.0 - BETA1), c(1.0 - BETA2));
+        let (one_b1, one_b2) = (T::one() - b1, T::one() - b2);
+        let c1 = T::one() / c(1.0 - BETA1.powi(self.t));
+        let c2 = T::one() / c(1.0 - BETA2.powi(self.t));
         dir.par_iter_mut()
             .with_min_len(4096)
             .zip(self.m.par_iter_mut().with_min_len(4096))
             .zip(self.v.par_iter_mut().with_min_len(4096))
             .zip(g.par_iter().with_min_len(4096))
             .for_each(|(((d, m), v), &gv)| {
-                *m = *m * b1 + gv * one_b1;
-                *v = *v * b2 + (gv * gv) * one_b2;
+                *m = b1 * *m + one_b1 * gv;
+                *v = b2 * *v + one_b2 * gv * gv;
                 *d = (*m * c1) / ((*v * c2).sqrt() + eps);
             });
     }
@@ -247,14 +247,19 @@ impl Adam {
         if self.state.len() <= i {
             self.state.resize(i + 1, None);
         }
-        let (b1, b2) = (self.beta1, self.beta2);
-        let c1 = 1.0 - b1.powi(self.t.max(1));
-        let c2 = 1.0 - b2.powi(self.t.max(1));
+        // The constants of [`AdamMoments::direction`] in f32 (exact as f64, so candle's `x * c` uses them
+        // as they are), and its operations in its order.
+        let (b1, b2, eps) = (self.beta1 as f32, self.beta2 as f32, self.eps as f32);
+        let (one_b1, one_b2) = (1.0 - b1, 1.0 - b2);
+        let t = self.t.max(1);
+        let c1 = 1.0 / (1.0 - self.beta1.powi(t)) as f32;
+        let c2 = 1.0 / (1.0 - self.beta2.powi(t)) as f32;
+        let f = |x: f32| x as f64;
         let (m, s) = match &self.state[i] {
-            Some((m, s)) => ((m * b1)?.add(&(g * (1.0 - b1))?)?, (s * b2)?.add(&(g.sqr()? * (1.0 - b2))?)?),
-            None => ((g * (1.0 - b1))?, (g.sqr()? * (1.0 - b2))?),
+            Some((m, s)) => ((m * f(b1))?.add(&(g * f(one_b1))?)?, (s * f(b2))?.add(&((g * f(one_b2))? * g)?)?),
+            None => ((g * f(one_b1))?, ((g * f(one_b2))? * g)?),
         };
-        let dir = ((&m / c1)? / ((&s / c2)?.sqrt()? + self.eps)?)?;
+        let dir = ((&m * f(c1))? / ((&s * f(c2))?.sqrt()? + f(eps))?)?;
         self.state[i] = Some((m.detach(), s.detach()));
         Ok(dir)
     }
