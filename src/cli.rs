@@ -295,6 +295,9 @@ pub fn run(cli: Cli) -> Result<()> {
             let interp = WarpInterpolation::parse(&interpolation)?;
             let padding = Padding::parse(&padding)?;
             let dtype = dtype.map(|d| DataType::parse(&d)).transpose()?;
+            let mut inputs = vec![input.as_path(), reference.as_path()];
+            inputs.extend(transforms.iter().map(|t| std::path::Path::new(t.as_str())));
+            crate::outputs::prepare(&[&output], &inputs)?;
             let moving = load(&input)?;
             let fixed = load(&reference)?;
             let t = load_chain(&transforms)?;
@@ -342,6 +345,9 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Run { expr, file, args } => run_script(expr, file, args),
         Command::Train { file, args } => run_script(None, Some(file), args),
         Command::Jacobian { transforms, reference, output } => {
+            let mut inputs = vec![reference.as_path()];
+            inputs.extend(transforms.iter().map(|t| std::path::Path::new(t.as_str())));
+            crate::outputs::prepare(&[&output], &inputs)?;
             let fixed = load(&reference)?;
             let t = load_chain(&transforms)?;
             let j = jacobian_determinant(t.as_ref(), fixed.grid())?;

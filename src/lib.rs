@@ -1,8 +1,8 @@
 //! # regsh: a scriptable registration shell for medical images
 //!
 //! Layers import only downward: `image -> ops -> (spatial, metrics, nn) -> optim -> train -> pipeline`
-//! `-> (snapshot, dsl) -> session -> (repl, watch) -> (register, measure, info, cli)`; `error`, `names` and
-//! `device` serve every layer.
+//! `-> (snapshot, dsl) -> session -> (repl, watch) -> (register, measure, info, cli)`; `error`, `names`,
+//! `outputs` and `device` serve every layer.
 //!
 //! | module | what |
 //! |---|---|
@@ -18,7 +18,7 @@
 //! | [`dsl`], [`session`], [`diagnostics`] | the Rhai DSL (keyword arguments, `\|>`, builtins, help, stdlib), the evaluation session, error reports |
 //! | [`repl`], [`watch`] | the interactive shell (rustyline) and hot-reloaded recipes (notify) |
 //! | [`register`], [`info`], [`measure`], [`cli`] | the command line: `regsh register` (arguments to [`pipeline::RegisterOptions`]), `info`, `measure` |
-//! | [`error`], [`names`], [`device`] | typed errors, lookup with "did you mean", compute device |
+//! | [`error`], [`names`], [`outputs`], [`device`] | typed errors, lookup with "did you mean", output locations checked before the work, compute device |
 
 pub mod cli;
 pub mod device;
@@ -33,6 +33,7 @@ pub mod names;
 pub mod nn;
 pub mod ops;
 pub mod optim;
+pub mod outputs;
 pub mod pipeline;
 pub mod register;
 pub mod repl;

@@ -156,10 +156,24 @@ fn with_suffix(prefix: &Path, suffix: &str) -> PathBuf {
 /// applied before the affine: `regsh apply -t PREFIX_warp.nii.gz -t PREFIX_affine.tfm`), and
 /// `PREFIX_report.json`. Returns the report's path and the registration state.
 ///
-/// Errors: load errors, unknown names (with suggestions), registration and write errors.
+/// The output locations are checked before anything is loaded ([`crate::outputs::prepare`]): a missing
+/// directory in `--out` is created, an unwritable one or an output that is an input is refused at once.
+///
+/// Errors: output locations, load errors, unknown names (with suggestions), registration and write
+/// errors.
 pub fn run(a: &RegisterArgs, cancel: Option<Arc<AtomicBool>>) -> Result<(PathBuf, RegState)> {
     let start = std::time::Instant::now();
     let mut opts = a.options(cancel.clone())?;
+    let (pw, pt, pd, pr) = (
+        with_suffix(&a.out, "_warped.nii.gz"),
+        with_suffix(&a.out, "_affine.tfm"),
+        with_suffix(&a.out, "_warp.nii.gz"),
+        with_suffix(&a.out, "_report.json"),
+    );
+    // Every output location is checked (missing directories made) before the work, not after it.
+    let mut inputs = vec![a.fixed.as_path(), a.moving.as_path()];
+    inputs.extend(a.fixed_mask.as_deref());
+    crate::outputs::prepare(&[&pw, &pt, &pd, &pr], &inputs)?;
     let fixed = load(&a.fixed)?;
     let moving = load(&a.moving)?;
     opts.fixed_mask = a.fixed_mask.as_ref().map(load).transpose()?;
@@ -167,12 +181,6 @@ pub fn run(a: &RegisterArgs, cancel: Option<Arc<AtomicBool>>) -> Result<(PathBuf
     let state = crate::pipeline::register(&moving, &fixed, &opts)?;
     let register_seconds = t0.elapsed().as_secs_f64();
     let warped = warp(&moving, state.transform().as_ref(), fixed.grid(), WarpInterpolation::Linear, Padding::Zero)?;
-    let (pw, pt, pd, pr) = (
-        with_suffix(&a.out, "_warped.nii.gz"),
-        with_suffix(&a.out, "_affine.tfm"),
-        with_suffix(&a.out, "_warp.nii.gz"),
-        with_suffix(&a.out, "_report.json"),
-    );
     save_with(&warped, &pw, &SaveOptions::default())?;
     let affine = state.transform.linear();
     save_transform(affine as &dyn Transform, &pt, affine.centre(), None)?;

@@ -519,7 +519,8 @@ fn line(img: &mut RgbImage, clip: &Rect, a: (f64, f64), b: (f64, f64), colour: R
     }
 }
 
-/// Writes `img` as a PNG at `path`, atomically (a temporary file in the same directory, then a rename).
+/// Writes `img` as a PNG at `path`, atomically (a temporary file in the same directory, then a rename);
+/// missing parent directories are created.
 ///
 /// Errors: [`Error::OverwriteInput`] when `path` is a file this process loaded as an input image;
 /// [`Error::InvalidArgument`] when `path` does not end in `.png`; [`Error::Io`] on write errors.
@@ -532,6 +533,7 @@ pub fn write_png(img: &RgbImage, path: impl AsRef<Path>) -> Result<()> {
     if !is_png {
         return Err(Error::arg("snapshot", format!("{}: the output must be a .png file", path.display())));
     }
+    crate::outputs::make_room(path)?;
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
@@ -621,19 +623,18 @@ pub struct SnapshotArgs {
 /// Returns the picture's size.
 ///
 /// Errors: load errors; [`Error::InvalidArgument`] for a point that is not three numbers; as
-/// [`losses_from_report`] and [`save_snapshot`]; [`Error::OverwriteInput`] when the output is the report.
+/// [`losses_from_report`] and [`save_snapshot`]; as [`crate::outputs::prepare`] (checked before loading:
+/// the output may not be an input).
 pub fn run(a: &SnapshotArgs) -> Result<(u32, u32)> {
     let point = match &a.point {
         None => None,
         Some(p) if p.len() == 3 => Some([p[0], p[1], p[2]]),
         Some(p) => return Err(Error::arg("snapshot", format!("--point takes X,Y,Z (3 numbers), got {}", p.len()))),
     };
-    if let Some(r) = &a.report {
-        let same = matches!((r.canonicalize(), a.output.canonicalize()), (Ok(x), Ok(y)) if x == y);
-        if same {
-            return Err(Error::OverwriteInput { path: a.output.clone() });
-        }
-    }
+    let mut inputs = vec![a.fixed.as_path(), a.moving.as_path()];
+    inputs.extend(a.warped.as_deref());
+    inputs.extend(a.report.as_deref());
+    crate::outputs::prepare(&[&a.output], &inputs)?;
     let fixed = load(&a.fixed)?;
     let moving = load(&a.moving)?;
     let warped = a.warped.as_ref().map(load).transpose()?;

@@ -171,3 +171,86 @@ fn measure_reports_image_and_label_measures_as_json() {
     let bad = regsh(&["measure", t1.to_str().unwrap(), t2.to_str().unwrap(), "--metrics", "dice"]);
     assert!(!bad.status.success() && String::from_utf8_lossy(&bad.stderr).contains("needs --labels-fixed"));
 }
+
+#[test]
+fn outputs_into_missing_directories_are_made_and_bad_ones_refused_before_the_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let t1 = common::data("avg152/avg152T1.nii");
+    let t2 = common::data("avg152/avg152T2.nii");
+    let (t1s, t2s) = (t1.to_str().unwrap(), t2.to_str().unwrap());
+    // `register --out` into directories that do not exist yet: made, and every output written there.
+    let prefix = dir.path().join("new/sub/t2_to_t1");
+    let out = regsh(&["register", "--fixed", t1s, "--moving", t2s, "--transform", "rigid", "--metric", "mi"]);
+    assert!(!out.status.success(), "--out is required");
+    let out = regsh(&[
+        "register",
+        "--fixed",
+        t1s,
+        "--moving",
+        t2s,
+        "--transform",
+        "rigid",
+        "--metric",
+        "mi",
+        "--scales",
+        "1",
+        "--iterations",
+        "5",
+        "--out",
+        prefix.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    for suffix in ["_warped.nii.gz", "_affine.tfm", "_report.json"] {
+        assert!(dir.path().join(format!("new/sub/t2_to_t1{suffix}")).is_file(), "{suffix}");
+    }
+    // A parent that is a file is refused before anything is loaded: the missing moving image is not
+    // reported, the output location is.
+    let file = dir.path().join("plain");
+    std::fs::write(&file, b"x").unwrap();
+    let bad_prefix = file.join("r");
+    let out = regsh(&[
+        "register",
+        "--fixed",
+        t1s,
+        "--moving",
+        "/no/such/moving.nii",
+        "--transform",
+        "rigid",
+        "--out",
+        bad_prefix.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("plain") && err.contains("not a directory") && !err.contains("no such file"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    // `apply -o` onto its own input is refused, and the input is left as it was.
+    let copy = dir.path().join("t1.nii");
+    std::fs::copy(&t1, &copy).unwrap();
+    let before = std::fs::read(&copy).unwrap();
+    let tfm = dir.path().join("new/sub/t2_to_t1_affine.tfm");
+    let out = regsh(&[
+        "apply",
+        "-i",
+        copy.to_str().unwrap(),
+        "-r",
+        t1s,
+        "-t",
+        tfm.to_str().unwrap(),
+        "-o",
+        copy.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("refusing to overwrite an input"));
+    assert_eq!(std::fs::read(&copy).unwrap(), before);
+    // `jacobian -o` and DSL `save` into a missing directory: made.
+    let jac = dir.path().join("j/k/jac.nii.gz");
+    let out = regsh(&["jacobian", "-t", tfm.to_str().unwrap(), "-r", t1s, "-o", jac.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(jac.is_file());
+    let saved = dir.path().join("d/e/t1.nii.gz");
+    let expr = format!("save(load(\"{t1s}\"), \"{}\")", saved.display());
+    let out = regsh(&["run", "-e", &expr]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let (a, b) = (regsh::image::io::load(&t1).unwrap(), regsh::image::io::load(&saved).unwrap());
+    assert_eq!(a.to_vec_f64().unwrap(), b.to_vec_f64().unwrap(), "the saved copy holds the input's voxels");
+}

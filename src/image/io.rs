@@ -497,7 +497,7 @@ pub fn save(image: &Image, path: impl AsRef<Path>) -> Result<()> {
 }
 
 /// Writes `image` to `path` (`.nii`, `.nii.gz`, `.hdr` or `.hdr.gz`; a pair writes the `.img` beside).
-/// Integer datatypes round to nearest.
+/// Integer datatypes round to nearest. Missing parent directories are created.
 ///
 /// Errors: [`Error::UnknownExtension`], [`Error::OverwriteInput`] (the target was loaded as an input and
 /// `overwrite_input` is false), [`Error::Cast`] (NaN or out-of-range values for an integer type),
@@ -515,6 +515,7 @@ pub fn save_with(image: &Image, path: impl AsRef<Path>, opts: &SaveOptions) -> R
     if !opts.overwrite_input && (is_input(path) || is_input(&dpath)) {
         return Err(Error::OverwriteInput { path: path.into() });
     }
+    crate::outputs::make_room(path)?;
     let dtype = opts.dtype.unwrap_or(image.dtype());
     let values = image.to_vec_f64()?;
     check_castable(&values, dtype)?;

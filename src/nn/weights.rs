@@ -47,10 +47,13 @@ fn parent_dir(path: &Path) -> &Path {
 }
 
 /// Writes a file atomically: `write` fills a temporary file in `path`'s directory, which then replaces
-/// `path` (so a reader never sees a half-written file, and a failed write leaves the old one).
+/// `path` (so a reader never sees a half-written file, and a failed write leaves the old one). Missing
+/// parent directories are created.
 ///
-/// Errors: [`Error::Io`] for a missing directory or a failed rename; those of `write`.
+/// Errors: [`Error::Io`] for a directory that cannot be made or written, or a failed rename; those of
+/// `write`.
 pub fn write_atomically(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+    crate::outputs::make_room(path)?;
     let dir = parent_dir(path);
     let tmp = tempfile::NamedTempFile::new_in(dir).map_err(io_err(dir))?;
     write(tmp.path())?;
@@ -70,6 +73,7 @@ pub fn save_network<C: Serialize>(weights: &Path, kind: &str, name: &str, config
             format!("{}: weights need an extension other than .json", weights.display()),
         ));
     }
+    crate::outputs::make_room(weights)?;
     let dir = parent_dir(weights);
     let file = NetworkFile { kind: kind.to_string(), name: name.to_string(), format: FORMAT_VERSION, config };
     let text = serde_json::to_string_pretty(&file).map_err(|e| Error::arg("save network", e.to_string()))?;

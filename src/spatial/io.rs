@@ -44,6 +44,7 @@ fn bad(path: &Path, reason: impl Into<String>) -> Error {
 
 /// Writes `contents` atomically: a temporary file in the same directory, then a rename.
 fn write_atomic(path: &Path, contents: &[u8]) -> Result<()> {
+    crate::outputs::make_room(path)?;
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
@@ -374,7 +375,8 @@ pub fn load_transform(spec: &str) -> Result<Arc<dyn Transform>> {
 }
 
 /// Saves a transform by file name: a linear one as `.tfm` / `.txt` (ITK) or `.mat` (ANTs), about
-/// `centre`; a dense one as a displacement field `.nii` / `.nii.gz` sampled on `grid`.
+/// `centre`; a dense one as a displacement field `.nii` / `.nii.gz` sampled on `grid`. Missing parent
+/// directories are created.
 ///
 /// Errors: [`Error::InvalidArgument`] when the kind of file does not fit the transform or no grid is
 /// given for a dense one; write errors.

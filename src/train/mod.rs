@@ -494,6 +494,10 @@ pub fn train(net: &Network, pairs: &PairSource, opts: &TrainOptions) -> Result<T
     if !(opts.lr.is_finite() && opts.lr > 0.0) {
         return Err(Error::arg("train", format!("the learning rate must be > 0, got {}", opts.lr)));
     }
+    if let Some(path) = &opts.checkpoint {
+        // Checked before the first step, not after the first epoch.
+        crate::outputs::make_room(path)?;
+    }
     let start = Instant::now();
     let vars = net.vars();
     let mut adam = Adam::new(opts.lr, vec![]);
