@@ -74,9 +74,14 @@ pub struct RegisterArgs {
     #[arg(long)]
     pub grad_sigma: Option<f64>,
     /// Dense stage: Gaussian sigma (voxels) applied to the field after each step (elastic-like).
-    /// Default 1.
+    /// Default 1; 0: none.
     #[arg(long)]
     pub field_sigma: Option<f64>,
+    /// Dense stage: a level stops after this many iterations without a better loss and returns its
+    /// best field. Default 0: every level runs to its cap (or the slope test) and returns its last
+    /// field, which measured more accurate with MI (see `DenseOptions::defaults`).
+    #[arg(long)]
+    pub patience: Option<usize>,
     /// Dense stage regularizer: `diffusion:W`, `bending:W` or `none` (default: none for syn / svf,
     /// bending:0.01 for bspline).
     #[arg(long)]
@@ -118,6 +123,7 @@ impl RegisterArgs {
                 lr: self.dense_lr.map(|lr| vec![lr]),
                 grad_sigma: self.grad_sigma,
                 field_sigma: self.field_sigma,
+                patience: self.patience,
                 regularizer: self.regularizer.as_deref().map(Regularizer::parse).transpose()?,
                 control_spacing: self.control_spacing,
                 steps: None,

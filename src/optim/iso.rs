@@ -189,7 +189,8 @@ pub struct LevelReport {
     pub factor: f64,
     /// Iterations (first-order optimizers) or evaluations (L-BFGS, Powell).
     pub iterations: usize,
-    /// The last iteration's loss (first-order optimizers), or the loss at the returned point.
+    /// The last iteration's loss (first-order optimizers), or the loss at the returned point (L-BFGS,
+    /// Powell, dense levels).
     pub final_loss: f64,
     pub best_loss: f64,
     pub seconds: f64,

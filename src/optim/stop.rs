@@ -17,6 +17,8 @@ pub enum Criterion {
     XChange,
     /// An accepted step moved no scaled coordinate by more than the step tolerance (L-BFGS).
     Step,
+    /// A number of iterations in a row found no loss below the best (dense levels' patience).
+    NoImprovement,
 }
 
 /// Why an optimization ended.
@@ -62,6 +64,7 @@ impl std::fmt::Display for Stop {
             Stop::Converged(Criterion::FChange) => "converged (f change)",
             Stop::Converged(Criterion::XChange) => "converged (x change)",
             Stop::Converged(Criterion::Step) => "converged (step)",
+            Stop::Converged(Criterion::NoImprovement) => "converged (no improvement)",
             Stop::Cancelled => "cancelled",
             Stop::NonFinite => "non-finite loss",
             Stop::NoOverlap => "no overlap",
@@ -72,7 +75,7 @@ impl std::fmt::Display for Stop {
 }
 
 /// Every stop reason, for reading its words back.
-const ALL: [Stop; 12] = [
+const ALL: [Stop; 13] = [
     Stop::Iterations,
     Stop::Evaluations,
     Stop::Converged(Criterion::Slope),
@@ -80,6 +83,7 @@ const ALL: [Stop; 12] = [
     Stop::Converged(Criterion::FChange),
     Stop::Converged(Criterion::XChange),
     Stop::Converged(Criterion::Step),
+    Stop::Converged(Criterion::NoImprovement),
     Stop::Cancelled,
     Stop::NonFinite,
     Stop::NoOverlap,

@@ -238,6 +238,9 @@ pub struct DenseSettings {
     pub control_spacing: Option<f64>,
     /// SVF scaling-and-squaring steps.
     pub steps: Option<usize>,
+    /// Iterations without a better loss after which a level stops (0: none; every level still returns
+    /// its best field).
+    pub patience: Option<usize>,
 }
 
 impl DenseSettings {
@@ -271,6 +274,7 @@ impl DenseSettings {
         }
         opts.sigma_grad = self.grad_sigma.unwrap_or(opts.sigma_grad);
         opts.sigma_field = self.field_sigma.unwrap_or(opts.sigma_field);
+        opts.patience = self.patience.unwrap_or(opts.patience);
         if let Some(r) = self.regularizer {
             opts.regularizer = r;
         }

@@ -93,6 +93,7 @@ fn dense_settings(o: &Opts, iterations_key: &str) -> RhaiResult<DenseSettings> {
         regularizer: o.string("regularizer")?.map(|r| Regularizer::parse(&r)).transpose().host_key("regularizer")?,
         control_spacing: o.f64("control_spacing")?,
         steps: o.usize("steps")?,
+        patience: o.usize("patience")?,
     })
 }
 
@@ -207,7 +208,7 @@ pub fn register(engine: &mut Engine, host: &Arc<Host>) {
     });
 }
 
-const ISO_OPTS: [Opt; 19] = [
+const ISO_OPTS: [Opt; 20] = [
     o("metric", "mi", "similarity measure (a metric value or name)"),
     o("scales", "3", "pyramid levels, factors 2^(scales-1) .. 1"),
     o("iterations", "100,..,60,40", "iterations per level, coarse to fine (one number for all)"),
@@ -229,10 +230,11 @@ const ISO_OPTS: [Opt; 19] = [
     o("polish", "0", "points of a final L-BFGS refinement at full resolution (global measures); 0: none"),
     o("polish_iterations", "20", "most L-BFGS iterations of the final refinement"),
     o("grad_sigma", "3", "dense: Gaussian sigma (voxels) applied to each gradient"),
-    o("field_sigma", "1", "dense: Gaussian sigma (voxels) applied to the field after each step"),
+    o("field_sigma", "1", "dense: Gaussian sigma (voxels) applied to the field after each step (0: none)"),
     o("regularizer", "none (bspline: bending:0.01)", "dense: diffusion:W, bending:W or none"),
     o("control_spacing", "10", "bspline: control point spacing, mm"),
     o("steps", "7", "svf: scaling-and-squaring steps"),
+    o("patience", "0", "dense: a level stops after this many iterations without a better loss and returns its best field (0: runs to its cap, returns its last field)"),
 ];
 
 /// The help of the pipeline builtins (see [`crate::dsl::help`]).
@@ -275,10 +277,10 @@ pub static HELP: &[Help] = &[
             o("mask", "-", "fixed-grid mask: only non-zero voxels count"),
             o("dense_iterations", "100,100,50", "iterations per level of the dense stage (factors 2^(n-1) .. 1)"),
             o("grad_sigma", "3", "dense: Gaussian sigma (voxels) applied to each gradient"),
-            o("field_sigma", "1", "dense: Gaussian sigma (voxels) applied to the field after each step"),
+            o("field_sigma", "1", "dense: Gaussian sigma (voxels) applied to the field after each step (0: none)"),
             o("regularizer", "none (bspline: bending:0.01)", "dense: diffusion:W, bending:W or none"),
             o("control_spacing", "10", "bspline: control point spacing, mm"),
-            o("seed", "0", "seed of the random sample points"),
+            o("patience", "0", "dense: a level stops after this many iterations without a better loss and returns its best field (0: runs to its cap, returns its last field)"),
         ],
         example: "let t1 = load(\"data/avg152/avg152T1.nii\");\nlet t2 = load(\"data/avg152/avg152T2.nii\");\nlet r = register(t2, t1, transform=\"rigid\", metric=mi, scales=2, iterations=[20, 10]);\nassert(r.stages.len() == 1 && r.transform.kind == \"rigid\", \"one rigid stage\");\nassert(displacement_error(r.transform, affine(), t1) < 1.0, \"T2 and T1 are aligned already\");",
     },
