@@ -151,8 +151,9 @@ impl Session {
     }
 
     /// Runs a compiled source in this session: its functions join the session's (replacing those of
-    /// the same name and arity), its top-level variables stay in the scope. Returns the value of the
-    /// last statement.
+    /// the same name and arity), its top-level variables stay in the scope. A name defined again (a
+    /// `let` line run twice, as REPL users do all day) replaces its old value, which is released, as in
+    /// Python's REPL. Returns the value of the last statement.
     ///
     /// Errors: runtime errors as reports on the original text (innermost position in the user's code).
     pub fn run(&mut self, c: Compiled) -> Result<Dynamic, Box<ScriptError>> {
@@ -160,6 +161,7 @@ impl Session {
         let merged = self.functions.merge(&c.ast);
         self.functions = merged.clone_functions_only();
         let result = self.engine.eval_ast_with_scope::<Dynamic>(&mut self.scope, &merged);
+        self.drop_shadowed();
         let name = c.source.name.clone();
         self.sources.insert(name.clone(), c.source);
         result.map_err(|e| {
@@ -167,6 +169,32 @@ impl Session {
             let others: Vec<&SourceText> = self.stdlib.iter().chain(self.sources.values()).collect();
             Box::new(diagnostics::from_eval(&e, current, &others, &self.names()))
         })
+    }
+
+    /// Rebuilds the scope with only the newest entry of each name when a name was defined more than
+    /// once: Rhai keeps a shadowed variable alive until its scope ends, and the session's scope never
+    /// ends (re-running `let a = load(..)` 150 times kept 150 images).
+    fn drop_shadowed(&mut self) {
+        let mut seen = std::collections::HashSet::new();
+        // `iter_raw` runs from the newest entry.
+        let keep: Vec<(String, bool, Dynamic)> = self
+            .scope
+            .iter_raw()
+            .filter(|(n, _, _)| seen.insert(n.to_string()))
+            .map(|(n, c, v)| (n.to_string(), c, v.clone()))
+            .collect();
+        if keep.len() == self.scope.len() {
+            return;
+        }
+        let mut scope = Scope::new();
+        for (name, constant, value) in keep.into_iter().rev() {
+            if constant {
+                scope.push_constant_dynamic(name, value);
+            } else {
+                scope.push_dynamic(name, value);
+            }
+        }
+        self.scope = scope;
     }
 
     /// Compiles and runs `text` (see [`Session::compile`], [`Session::run`]).

@@ -311,6 +311,28 @@ fn the_session_keeps_variables_functions_and_images() {
 }
 
 #[test]
+fn a_name_defined_again_releases_its_old_value() {
+    let mut s = session();
+    // A value whose holders can be counted stands for an image held by a variable.
+    let held = std::sync::Arc::new(7u8);
+    s.set_var("a", held.clone());
+    assert_eq!(std::sync::Arc::strong_count(&held), 2);
+    let before = s.variables().len();
+    // Re-running `let` lines, as REPL users do, one line shadowing within itself too.
+    for _ in 0..3 {
+        let v = s.eval("line", "let a = 1; let a = a + 1; let b = load(\"data/avg152/avg152T1.nii\"); a").unwrap();
+        assert_eq!(v.as_int().unwrap(), 2);
+    }
+    assert_eq!(std::sync::Arc::strong_count(&held), 1, "the shadowed value is released");
+    assert_eq!(s.variables().len(), before + 1, "one entry per name: a and b");
+    assert_eq!(s.get_var::<i64>("a"), Some(2));
+    // A failing line keeps what it defined before the failure, once.
+    assert!(s.eval("bad", "let a = 5; let c = a + \"x\" * 2;").is_err());
+    assert_eq!(s.get_var::<i64>("a"), Some(5));
+    assert_eq!(s.variables().len(), before + 1);
+}
+
+#[test]
 fn bare_names_are_values() {
     let mut s = session();
     let v =
