@@ -92,8 +92,73 @@ fn voxels3(d: &Dynamic, func: &str, what: &str) -> RhaiResult<[usize; 3]> {
     }
 }
 
+/// The finite voxel values of `img` (every channel) inside `mask` (non-zero voxels of a one-channel
+/// image on the same grid; `None`: all voxels), for the reductions `max`, `mean`, `percentile`, ...
+fn reduced(img: &Image, mask: Option<&Image>, func: &str) -> RhaiResult<Vec<f64>> {
+    let v = img.to_vec_f64().host()?;
+    let Some(m) = mask else {
+        return Ok(v.into_iter().filter(|x| x.is_finite()).collect());
+    };
+    if m.channels() != 1 || !m.grid().same_as(img.grid(), GRID_TOL) {
+        return Err(arg_error(
+            func,
+            format!(
+                "the mask must be one channel on the image's grid ({}), got {} channel(s) on {}",
+                img.grid(),
+                m.channels(),
+                m.grid()
+            ),
+        ));
+    }
+    let mv = m.to_vec_f64().host()?;
+    let n = mv.len();
+    Ok(v.into_iter().enumerate().filter(|(i, x)| x.is_finite() && mv[i % n] != 0.0).map(|(_, x)| x).collect())
+}
+
+/// A reduction of finite voxel values; NaN when there is none (as numpy's nan-functions warn and give).
+fn reduce(v: &[f64], how: &str) -> f64 {
+    if v.is_empty() {
+        return if how == "sum" { 0.0 } else { f64::NAN };
+    }
+    let n = v.len() as f64;
+    match how {
+        "max" => v.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+        "min" => v.iter().copied().fold(f64::INFINITY, f64::min),
+        "sum" => v.iter().sum(),
+        "mean" => v.iter().sum::<f64>() / n,
+        // Population standard deviation (numpy's default, ddof = 0), two passes.
+        _ => {
+            let mean = v.iter().sum::<f64>() / n;
+            (v.iter().map(|x| (x - mean) * (x - mean)).sum::<f64>() / n).sqrt()
+        }
+    }
+}
+
+/// Registers `name(img)` and `name(img, mask)` for a reduction.
+fn register_reduction(engine: &mut Engine, name: &'static str) {
+    engine.register_fn(name, move |img: Image| -> RhaiResult<f64> { Ok(reduce(&reduced(&img, None, name)?, name)) });
+    engine.register_fn(name, move |img: Image, mask: Image| -> RhaiResult<f64> {
+        Ok(reduce(&reduced(&img, Some(&mask), name)?, name))
+    });
+}
+
+/// `percentile(img, q[, mask])`: numpy's default (linear) interpolation; NaN with no finite voxel.
+fn percentile_of(img: &Image, q: f64, mask: Option<&Image>) -> RhaiResult<f64> {
+    if !(0.0..=100.0).contains(&q) {
+        return Err(arg_error("percentile", format!("q must be in [0, 100], got {q}")));
+    }
+    Ok(crate::image::ops::percentile(&reduced(img, mask, "percentile")?, q).unwrap_or(f64::NAN))
+}
+
 /// Registers the image and grid types and builtins.
 pub fn register(engine: &mut Engine, host: &Arc<Host>) {
+    for name in ["max", "min", "mean", "sum", "std"] {
+        register_reduction(engine, name);
+    }
+    engine.register_fn("percentile", |img: Image, q: f64| percentile_of(&img, q, None));
+    engine.register_fn("percentile", |img: Image, q: i64| percentile_of(&img, q as f64, None));
+    engine.register_fn("percentile", |img: Image, q: f64, mask: Image| percentile_of(&img, q, Some(&mask)));
+    engine.register_fn("percentile", |img: Image, q: i64, mask: Image| percentile_of(&img, q as f64, Some(&mask)));
     engine
         .register_type_with_name::<Image>("Image")
         .register_get("shape", |i: &mut Image| ints(i.grid().shape()))
@@ -208,6 +273,54 @@ pub fn register(engine: &mut Engine, host: &Arc<Host>) {
 
 /// The help of the image builtins (see [`crate::dsl::help`]).
 pub static HELP: &[Help] = &[
+    Help {
+        name: "max",
+        domain: "image",
+        signature: "max(image) -> float; max(image, mask) -> float   (also image.max())",
+        summary: "The largest finite voxel value (every channel), inside `mask` if given; NaN when there is none",
+        options: &[],
+        example: "let t1 = load(\"data/avg152/avg152T1.nii\");\nassert(t1.max() == 1.0 && max(t1) == t1.max, \"a method, a function, and the property of the same value\");\nlet brain = t1 > 0.5;\nassert(t1.max(brain) == 1.0 && t1.min(brain) > 0.5, \"inside a mask\");",
+    },
+    Help {
+        name: "min",
+        domain: "image",
+        signature: "min(image) -> float; min(image, mask) -> float   (also image.min())",
+        summary: "The smallest finite voxel value (every channel), inside `mask` if given; NaN when there is none",
+        options: &[],
+        example: "let t1 = load(\"data/avg152/avg152T1.nii\");\nassert(t1.min() == 0.0, \"the background\");\nassert(t1.min(t1 > 0.5) > 0.5, \"inside a mask: only voxels above the threshold\");",
+    },
+    Help {
+        name: "mean",
+        domain: "image",
+        signature: "mean(image) -> float; mean(image, mask) -> float   (also image.mean())",
+        summary: "The mean of the finite voxel values (every channel), inside `mask` if given; NaN when there is none",
+        options: &[],
+        example: "let t1 = load(\"data/avg152/avg152T1.nii\");\nassert(abs(t1.mean() - t1.sum() / (91 * 109 * 91)) < 1e-9, \"sum over the voxel count\");\nlet brain = t1 > 0.5;\nassert(t1.mean(brain) > t1.mean(), \"the brain is brighter than the whole image\");",
+    },
+    Help {
+        name: "sum",
+        domain: "image",
+        signature: "sum(image) -> float; sum(image, mask) -> float   (also image.sum())",
+        summary: "The sum of the finite voxel values (every channel), inside `mask` if given; 0 when there is none",
+        options: &[],
+        example: "let t1 = load(\"data/avg152/avg152T1.nii\");\nlet brain = t1 > 0.5;\nassert(abs(brain.sum() - brain.mean() * 91 * 109 * 91) < 1e-6, \"a mask's sum counts its voxels\");\nassert(abs(t1.sum(brain) + t1.sum(1.0 - brain) - t1.sum()) < 1e-6 * t1.sum(), \"a mask and its complement split the sum\");",
+    },
+    Help {
+        name: "std",
+        domain: "image",
+        signature: "std(image) -> float; std(image, mask) -> float   (also image.std())",
+        summary: "The standard deviation (population, numpy's default ddof 0) of the finite voxel values, inside `mask` if given; NaN when there is none",
+        options: &[],
+        example: "let t1 = load(\"data/avg152/avg152T1.nii\");\nlet m = t1.mean();\nassert(abs(t1.std() - sqrt(((t1 - m) * (t1 - m)).mean())) < 1e-6, \"the root mean squared deviation\");\nassert((t1 * 2.0).std() > 1.99 * t1.std(), \"scales with the image\");",
+    },
+    Help {
+        name: "percentile",
+        domain: "image",
+        signature: "percentile(image, q) -> float; percentile(image, q, mask) -> float   (q in 0-100; also image.percentile(q))",
+        summary: "The q-th percentile of the finite voxel values (every channel), inside `mask` if given, with numpy's default linear interpolation between ranks; NaN when there is none",
+        options: &[],
+        example: "let t1 = load(\"data/avg152/avg152T1.nii\");\nassert(t1.percentile(0) == t1.min() && t1.percentile(100.0) == t1.max(), \"the ends are the extremes\");\nlet brain = t1 > 0.5;\nlet p = t1.percentile(50, brain);\nassert(p > 0.5 && p < 1.0, \"the median inside the brain\");",
+    },
     Help {
         name: "load",
         domain: "image",
