@@ -56,6 +56,9 @@ fi
 
 export CUDA_ROOT="$CUDA" CUDA_PATH="$CUDA" CUDA_HOME="$CUDA" CUDA_TOOLKIT_ROOT_DIR="$CUDA"
 export CUDA_COMPUTE_CAP="$CAP" PATH="$CUDA/bin:$PATH"
+# cudarc (candle's CUDA bindings) reads the toolkit version from nvcc and knows CUDA up to 13.4; the
+# 13.x driver API is stable within the major version, so its 13.4 bindings serve the 13.5 toolkit.
+export CUDARC_CUDA_VERSION="${CUDARC_CUDA_VERSION:-13040}"
 export LIBRARY_PATH="$CUDA/lib:$TK/stubs${LIBRARY_PATH:+:$LIBRARY_PATH}"
 export RUSTFLAGS="${RUSTFLAGS:-} -L native=$CUDA/lib -L native=$TK/stubs"
 # nvcc's host compiler must accept the CUDA headers: keep the system's.
