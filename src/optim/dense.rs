@@ -127,9 +127,9 @@ impl DenseOptions {
     /// `BSpline`; no patience (every level runs to its cap or the slope test and returns its last field).
     /// Tuned on Colin27 at 2 mm with a known smooth deformation (see `tests/register.rs`).
     ///
-    /// The field sigma and the patience, measured: on the main job's pair (avg152 T2 onto ICBM 2009a T1 at 2 mm, MI)
-    /// smoothing the field by 1 voxel after every step pulls it back each iteration while the step
-    /// decays, so every level's loss climbs away from its best from about a fifth of the way in;
+    /// The field sigma and the patience, measured: on the main job's pair (avg152 T2 onto ICBM 2009a T1
+    /// at 2 mm, MI) smoothing the field by 1 voxel after every step pulls it back each iteration while
+    /// the step decays, so every level's loss climbs away from its best from about a fifth of the way in;
     /// without the smoothing the losses fall to the last iteration, but the field then fits MI past the
     /// truth: on avg152 moved by known deformations (T2-like contrast, `tests/learn_unet.rs`) MI ends
     /// above the true transform's, Dice 0.901 instead of 0.949 and the error above the identity's. With
@@ -137,7 +137,7 @@ impl DenseOptions {
     /// 0.955, error 0.51 mm, no folding, against 0.930, 0.90 mm and folded voxels without it; 0.948 at
     /// 0.5 voxel). So the smoothing stays. Returning each MI level's best field instead of its last
     /// (patience 10) makes the main job 3x faster but is less accurate: grey / white matter Dice 0.820 /
-    /// 0.781 against 0.819 / 0.789, and on the known deformations Dice 0.946 against 0.949 and 1.26 mm
+    /// 0.781 against 0.819 / 0.788, and on the known deformations Dice 0.946 against 0.949 and 1.26 mm
     /// against 1.08 mm from the truth (MI again above the truth's): the rise of the loss late in a level
     /// is the smoothing regularizing a field that fits MI too closely, so the default keeps it.
     pub fn defaults(model: DenseModel, metric: Metric, fixed: &Grid) -> Result<Self> {
