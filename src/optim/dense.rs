@@ -135,7 +135,7 @@ impl DenseOptions {
     /// above the true transform's, Dice 0.901 instead of 0.949 and the error above the identity's. With
     /// LNCC on Colin27 moved by a known smooth field the smoothing keeps the field regular too (AAL Dice
     /// 0.955, error 0.51 mm, no folding, against 0.930, 0.90 mm and folded voxels without it; 0.948 at
-    /// 0.5 voxel). So the smoothing stays. Returning each MI level's best field instead of its last
+    /// 0.5 voxel; each level returning its best field). So the smoothing stays. Returning each MI level's best field instead of its last
     /// (patience 10) makes the main job 3x faster but is less accurate: grey / white matter Dice 0.820 /
     /// 0.781 against 0.819 / 0.788, and on the known deformations Dice 0.946 against 0.949 and 1.26 mm
     /// against 1.08 mm from the truth (MI again above the truth's): the rise of the loss late in a level
