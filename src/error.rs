@@ -101,6 +101,13 @@ pub enum Error {
     #[error("tensor backend: {0}")]
     #[diagnostic(code(regsh::tensor))]
     Tensor(#[from] candle_core::Error),
+
+    /// An error raised by a function the user supplied (a measure, objective or loss written in the
+    /// DSL), passed through the library unchanged so that the script boundary can report it against
+    /// the function's own text.
+    #[error("{0}")]
+    #[diagnostic(code(regsh::callback))]
+    Callback(Box<dyn std::error::Error + Send + Sync>),
 }
 
 impl Error {

@@ -73,6 +73,7 @@ pub fn all() -> impl Iterator<Item = &'static Help> {
         api::pipeline::HELP,
         api::nn::HELP,
         api::script::HELP,
+        api::tensor::HELP,
         super::stdlib::HELP,
     ]
     .into_iter()

@@ -180,11 +180,12 @@ pub fn base_engine(host: Arc<Host>) -> Engine {
     e.register_fn("|>", pipe);
     api::image::register(&mut e, &host);
     api::spatial::register(&mut e);
-    api::metrics::register(&mut e);
+    api::metrics::register(&mut e, &host);
     api::optim::register(&mut e, &host);
     api::pipeline::register(&mut e, &host);
     api::nn::register(&mut e, &host);
     api::script::register(&mut e);
+    api::tensor::register(&mut e, &host);
     #[allow(deprecated)] // `on_var` is marked volatile, not deprecated
     e.on_var(resolve_bare);
     let cancel = host.cancel.clone();

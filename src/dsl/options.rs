@@ -81,7 +81,15 @@ pub trait OrHost<T> {
 
 impl<T> OrHost<T> for crate::Result<T> {
     fn host(self) -> RhaiResult<T> {
-        self.map_err(|e| HostError::from(e).into_rhai())
+        self.map_err(|e| match e {
+            // A script function's own error goes back to the script as it was raised (its position
+            // points into the function's text).
+            crate::Error::Callback(b) => match b.downcast::<EvalAltResult>() {
+                Ok(e) => e,
+                Err(b) => HostError::from(crate::Error::Callback(b)).into_rhai(),
+            },
+            e => HostError::from(e).into_rhai(),
+        })
     }
     fn host_key(self, key: &str) -> RhaiResult<T> {
         self.map_err(|e| HostError::from(e).at_key(key).into_rhai())

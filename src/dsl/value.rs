@@ -55,21 +55,38 @@ impl std::fmt::Display for TransformValue {
     }
 }
 
-/// An optimizer choice for `iso` (`adam(lr=0.5)`): the learning rate replaces the schedule's.
-#[derive(Clone, Debug, PartialEq)]
+/// An optimizer value: a choice for `iso` (`adam(lr=0.5)`: the learning rate replaces the schedule's,
+/// in mm per step) and the optimizer of `opt.minimize(f, x0)` (a raw step on the parameters).
+#[derive(Clone, Debug, PartialEq, Default)]
 pub struct OptimizerValue {
-    /// The optimizer's name (`adam`).
+    /// The optimizer's name (`adam`, `sgd`, `lbfgs`, `powell`).
     pub name: String,
-    /// Learning rate (mm per step for translations), if set.
+    /// Learning rate, if set.
     pub lr: Option<f64>,
+    /// SGD's momentum (0: none).
+    pub momentum: f64,
+    /// SGD's Nesterov momentum.
+    pub nesterov: bool,
+    /// L2 penalty added to the gradient (`weight_decay * x`, as PyTorch's Adam and SGD do); 0: none.
+    pub weight_decay: f64,
 }
 
 impl std::fmt::Display for OptimizerValue {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.lr {
-            Some(lr) => write!(f, "{}(lr={lr})", self.name),
-            None => write!(f, "{}()", self.name),
+        let mut args = Vec::new();
+        if let Some(lr) = self.lr {
+            args.push(format!("lr={lr}"));
         }
+        if self.momentum != 0.0 {
+            args.push(format!("momentum={}", self.momentum));
+        }
+        if self.nesterov {
+            args.push("nesterov=true".to_string());
+        }
+        if self.weight_decay != 0.0 {
+            args.push(format!("weight_decay={}", self.weight_decay));
+        }
+        write!(f, "{}({})", self.name, args.join(", "))
     }
 }
 

@@ -17,6 +17,8 @@
 //! LNCC; `range_fixed` / `range_moving` (intensity ranges mapped onto the bins; default: each image's
 //! min and max).
 
+use std::sync::Arc;
+
 use candle_core::Tensor;
 
 use super::functional::{self as f, ParzenOptions, Window};
@@ -34,6 +36,47 @@ pub enum MetricKind {
     Nmi,
     Cr,
     CrPatch,
+    /// A measure supplied from outside the library ([`CustomMeasure`]: one written in the DSL).
+    Custom,
+    /// A weighted sum of the losses of other measures ([`Metric::weighted_sum`]).
+    Sum,
+}
+
+/// A similarity measure supplied from outside the library, e.g. a function written in the DSL
+/// (`metric(|fixed, warped| ...)`). It is evaluated on the full grid (tensor path; there is no fused
+/// point form), and its gradient comes from autograd through whatever it computes.
+pub trait CustomMeasure: Send + Sync {
+    /// The measure of `fixed` and `moving`, two `(1, Z, Y, X)` f32 tensors on one grid (x fastest),
+    /// with an optional mask of the same shape (non-zero inside): a tensor with one element,
+    /// differentiable in both images.
+    ///
+    /// Errors: the function's own (a script error is passed on as [`Error::Callback`]); a result that
+    /// is not one element.
+    fn measure(&self, fixed: &Tensor, moving: &Tensor, mask: Option<&Tensor>) -> Result<Tensor>;
+}
+
+/// A [`CustomMeasure`] with what the registry needs to know of it.
+#[derive(Clone)]
+pub struct Custom {
+    /// The measure.
+    pub measure: Arc<dyn CustomMeasure>,
+    /// Whether larger values mean better alignment (the loss is then the negated measure).
+    pub higher_is_better: bool,
+    /// Where it was defined (e.g. `recipe.rhai line 3`), for help and reports.
+    pub source: String,
+}
+
+impl PartialEq for Custom {
+    fn eq(&self, other: &Self) -> bool {
+        std::ptr::addr_eq(Arc::as_ptr(&self.measure), Arc::as_ptr(&other.measure))
+            && self.higher_is_better == other.higher_is_better
+    }
+}
+
+impl std::fmt::Debug for Custom {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Custom({}, higher_is_better: {})", self.source, self.higher_is_better)
+    }
 }
 
 /// Every name and alias the registry knows.
@@ -69,9 +112,85 @@ pub struct Metric {
     patch: usize,
     shifted: bool,
     window: Window,
+    custom: Option<Custom>,
+    /// The weighted terms of a [`MetricKind::Sum`].
+    terms: Vec<(f64, Metric)>,
 }
 
 impl Metric {
+    /// A measure supplied from outside the library, named `name` (any name; it is not entered in the
+    /// registry). Its loss is the negated measure when `higher_is_better`, else the measure.
+    pub fn custom(name: &str, custom: Custom) -> Self {
+        Metric {
+            kind: MetricKind::Custom,
+            name: name.to_string(),
+            parzen: ParzenOptions::default(),
+            patch: 0,
+            shifted: false,
+            window: Window::Box(9),
+            custom: Some(custom),
+            terms: Vec::new(),
+        }
+    }
+
+    /// The measure whose loss is `sum_i w_i * loss_i` for the terms `(w_i, m_i)` (nested sums are
+    /// flattened; equal measures' weights are added), so `0.5 * ncc + 0.5 * mi` in the DSL and `-m`
+    /// (a weight of -1: the loss of `-ncc` is `ncc`). Its value, as `measure` reports it, is that loss
+    /// (lower is better). Local when any term is (then evaluated on the grid, else at points).
+    ///
+    /// Errors: no terms; a weight that is not finite.
+    pub fn weighted_sum(terms: Vec<(f64, Metric)>) -> Result<Self> {
+        let mut flat: Vec<(f64, Metric)> = Vec::new();
+        for (w, m) in terms {
+            if !w.is_finite() {
+                return Err(Error::arg("measure sum", format!("weight {w} of {m} is not finite")));
+            }
+            let inner = if m.kind == MetricKind::Sum { m.terms.clone() } else { vec![(1.0, m)] };
+            for (wi, mi) in inner {
+                match flat.iter_mut().find(|(_, f)| *f == mi) {
+                    Some((fw, _)) => *fw += w * wi,
+                    None => flat.push((w * wi, mi)),
+                }
+            }
+        }
+        if flat.is_empty() {
+            return Err(Error::arg("measure sum", "no terms"));
+        }
+        let mut m = Metric {
+            kind: MetricKind::Sum,
+            name: String::new(),
+            parzen: ParzenOptions::default(),
+            patch: 0,
+            shifted: false,
+            window: Window::Box(9),
+            custom: None,
+            terms: flat,
+        };
+        m.name = m.to_string();
+        Ok(m)
+    }
+
+    /// The weighted terms of a sum ([`Metric::weighted_sum`]); empty for any other measure.
+    pub fn terms(&self) -> &[(f64, Metric)] {
+        &self.terms
+    }
+
+    /// The same measure with `f` applied to each term of a sum, or to itself when it is not one.
+    ///
+    /// Errors: `f`'s.
+    pub fn map_terms(&self, f: &mut dyn FnMut(&Metric) -> Result<Metric>) -> Result<Metric> {
+        if self.kind != MetricKind::Sum {
+            return f(self);
+        }
+        let terms = self.terms.iter().map(|(w, m)| Ok((*w, m.map_terms(f)?))).collect::<Result<Vec<_>>>()?;
+        Metric::weighted_sum(terms)
+    }
+
+    /// The outside measure, for [`MetricKind::Custom`].
+    pub fn as_custom(&self) -> Option<&Custom> {
+        self.custom.as_ref()
+    }
+
     /// The measure called `name` (or an alias) with default options.
     ///
     /// Errors: [`Error::UnknownName`] with the nearest name.
@@ -85,6 +204,8 @@ impl Metric {
             patch: if matches!(kind, MetricKind::CrPatch | MetricKind::MiPatch) { 16 } else { 0 },
             shifted: true,
             window: Window::Box(9),
+            custom: None,
+            terms: Vec::new(),
         })
     }
 
@@ -135,7 +256,7 @@ impl Metric {
     /// The option names this measure accepts.
     pub fn option_names(&self) -> &'static [&'static str] {
         match self.kind {
-            MetricKind::Mse | MetricKind::Ncc => &[],
+            MetricKind::Mse | MetricKind::Ncc | MetricKind::Custom | MetricKind::Sum => &[],
             MetricKind::Lncc => &["window", "gaussian"],
             MetricKind::Mi | MetricKind::Nmi | MetricKind::Cr => &["bins", "sigma", "range_fixed", "range_moving"],
             MetricKind::MiPatch => &["bins", "sigma", "range_fixed", "range_moving", "patch"],
@@ -226,7 +347,10 @@ impl Metric {
 
     /// Whether larger values of the measure mean better alignment.
     pub fn higher_is_better(&self) -> bool {
-        self.kind != MetricKind::Mse
+        match &self.custom {
+            Some(c) => c.higher_is_better,
+            None => !matches!(self.kind, MetricKind::Mse | MetricKind::Sum),
+        }
     }
 
     /// The measure itself (0-d tensor), differentiable in both images. Inputs: `(Z, Y, X)` or
@@ -261,6 +385,32 @@ impl Metric {
             MetricKind::Cr | MetricKind::CrPatch => {
                 f::correlation_ratio(fixed, moving, &self.parzen, self.patch, self.shifted, mask)
             }
+            MetricKind::Sum => {
+                let mut total: Option<Tensor> = None;
+                for (w, m) in &self.terms {
+                    let l = (m.loss(fixed, moving, mask)? * *w)?;
+                    total = Some(match total {
+                        None => l,
+                        Some(t) => (t + l)?,
+                    });
+                }
+                total.ok_or_else(|| Error::arg(self.name.clone(), "a sum without terms"))
+            }
+            MetricKind::Custom => {
+                let c = self.custom.as_ref().ok_or_else(|| Error::arg(self.name.clone(), "no measure attached"))?;
+                let four =
+                    |t: &Tensor| -> Result<Tensor> { Ok(if t.rank() == 3 { t.unsqueeze(0)? } else { t.clone() }) };
+                let (fx, mv, mk) = (four(fixed)?, four(moving)?, mask.map(four).transpose()?);
+                let v = c.measure.measure(&fx, &mv, mk.as_ref())?;
+                if v.elem_count() != 1 {
+                    return Err(Error::Shape {
+                        op: self.name.clone(),
+                        expected: "a measure with one element".into(),
+                        actual: format!("a tensor of shape {:?}", v.dims()),
+                    });
+                }
+                Ok(v.reshape(())?)
+            }
         }
     }
 
@@ -269,10 +419,12 @@ impl Metric {
         (self.kind == MetricKind::Lncc).then_some(self.window)
     }
 
-    /// True for measures that need the image grid (LNCC windows, per-patch MI / CR); false for global
-    /// measures, which can be evaluated on any set of sample points.
+    /// True for measures that need the image grid (LNCC windows, per-patch MI / CR, measures supplied from
+    /// outside); false for global measures, which can be evaluated on any set of sample points.
     pub fn is_local(&self) -> bool {
-        matches!(self.kind, MetricKind::Lncc) || self.patch > 0
+        matches!(self.kind, MetricKind::Lncc | MetricKind::Custom)
+            || self.patch > 0
+            || self.terms.iter().any(|(_, m)| m.is_local())
     }
 
     /// Whether the measure has a fused point-list form ([`Metric::point_measure`], once the Parzen
@@ -319,9 +471,26 @@ impl Metric {
 
 impl std::fmt::Display for Metric {
     fn fmt(&self, fm: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(fm, "{}", self.name)?;
+        if self.kind != MetricKind::Sum {
+            write!(fm, "{}", self.name)?;
+        }
         match self.kind {
             MetricKind::Mse | MetricKind::Ncc => Ok(()),
+            MetricKind::Custom => write!(fm, " (defined at {})", self.custom.as_ref().map_or("?", |c| &c.source)),
+            MetricKind::Sum => {
+                for (i, (w, m)) in self.terms.iter().enumerate() {
+                    let sign = match (i, *w < 0.0) {
+                        (0, false) => "",
+                        (0, true) => "-",
+                        (_, false) => " + ",
+                        (_, true) => " - ",
+                    };
+                    let coef = if w.abs() == 1.0 { String::new() } else { format!("{} * ", w.abs()) };
+                    let name = if m.kind == MetricKind::Custom { m.name.clone() } else { m.to_string() };
+                    write!(fm, "{sign}{coef}{name}")?;
+                }
+                Ok(())
+            }
             MetricKind::Lncc => write!(fm, "({:?})", self.window),
             _ => {
                 write!(fm, "(bins={}, sigma={}", self.parzen.bins, self.parzen.sigma)?;

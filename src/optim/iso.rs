@@ -21,7 +21,7 @@ use super::stop::Stop;
 use crate::error::{Error, Result};
 use crate::image::smooth::{pyramid, PyramidLevel};
 use crate::image::Image;
-use crate::metrics::{Metric, OptionValue};
+use crate::metrics::{Metric, MetricKind, OptionValue};
 use crate::spatial::{Linear, LinearKind};
 
 /// A pyramid schedule: per level, the downsampling factor, iterations, Gaussian sigma (voxels of the
@@ -99,7 +99,8 @@ pub struct IsoOptions {
 /// points of the finest level (every voxel where the level has fewer), for at most `iterations`
 /// iterations. Adam on fresh random points each iteration converges only to within its noise (the
 /// steps keep a size of about the learning rate); minimizing one fixed, larger sample exactly removes
-/// that floor. Global measures only ([`Metric::point_measure`]); for others it is skipped.
+/// that floor. Global measures ([`Metric::point_measure`]), and measures written in the DSL (on the
+/// finest level's whole grid, by autograd); for other local measures it is skipped.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize)]
 pub struct Polish {
     /// Sample points of the refinement.
@@ -271,6 +272,10 @@ fn param_scales(kind: LinearKind, radius: f64) -> Vec<f64> {
 /// Fills the Parzen measures' intensity ranges from the full-resolution images (unless set), so the
 /// bins do not move as the warped image changes.
 pub(crate) fn fix_ranges(metric: &Metric, fixed: &Image, moving: &Image) -> Result<Metric> {
+    metric.map_terms(&mut |m| fix_term_ranges(m, fixed, moving))
+}
+
+fn fix_term_ranges(metric: &Metric, fixed: &Image, moving: &Image) -> Result<Metric> {
     let mut m = metric.clone();
     if m.option_names().contains(&"range_fixed") {
         let (f, mv) = (fixed.stats()?, moving.stats()?);
@@ -450,6 +455,24 @@ pub fn iso_linear_pyramids(
     }
     let cancelled = levels.last().is_some_and(|r| r.stop.is_cancelled());
     let mut polish = None;
+    let custom = metric.kind() == MetricKind::Custom;
+    if let (Some(p), true, false, Some(fl), Some(ml)) = (opts.polish, custom, cancelled, fpyr.last(), mpyr.last()) {
+        // A measure supplied from outside (written in the DSL) has no point form: L-BFGS on the finest
+        // level's whole grid, by autograd.
+        let t0 = Instant::now();
+        let mask = opts.fixed_mask.as_ref().map(|m| level_mask(m, fl.image.grid())).transpose()?;
+        let mut obj =
+            TensorLevel::new(&metric, &fl.image, &ml.image, init, Points::Grid, mask, opts.fixed_mask.as_ref())?;
+        let run = lbfgs_run(&mut obj, &x, &registration_lbfgs(&scales, p.iterations, opts.cancel.clone()))?;
+        tracing::info!(
+            "iso polish (whole grid): {} evaluations, best loss {:.8}, {}",
+            run.losses.len(),
+            run.best,
+            run.stop
+        );
+        x.clone_from(&run.x);
+        polish = Some(LevelReport::of_run(fl.factor, run, t0.elapsed().as_secs_f64(), false));
+    }
     if let (Some(p), Some(_), false, Some(fl), Some(ml)) =
         (opts.polish, metric.point_measure(), cancelled, fpyr.last(), mpyr.last())
     {

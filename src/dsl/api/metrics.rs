@@ -1,15 +1,20 @@
 //! Similarity measures as values and as functions, and the evaluation measures.
 
-use candle_core::Tensor;
-use rhai::{Dynamic, Engine, Map};
+use std::sync::{Arc, Mutex};
 
+use candle_core::Tensor;
+use rhai::{Dynamic, Engine, EvalAltResult, FnPtr, Map, NativeCallContext, Position};
+
+use super::tensor::TensorValue;
 use super::with_opts;
 use crate::dsl::help::{o, Help, Opt};
-use crate::dsl::options::{arg_error, num, numbers, Opts, OrHost, RhaiResult};
+use crate::dsl::options::{arg_error, num, numbers, type_of, Opts, OrHost, RhaiResult};
 use crate::dsl::value::TransformValue;
+use crate::dsl::Host;
 use crate::error::Error;
 use crate::image::Image;
 use crate::metrics::evaluation::{dice, dice_threshold, hd95, jacobian_stats, mean_displacement_error, psnr, ssim};
+use crate::metrics::similarity::{Custom, CustomMeasure};
 use crate::metrics::{Metric, OptionValue};
 
 /// The metric names scripts can use bare (as values) and call (as functions).
@@ -58,15 +63,158 @@ fn labels(o: &Opts) -> RhaiResult<Option<Vec<i64>>> {
     Ok(o.numbers("labels")?.map(|v| v.into_iter().map(|x| x as i64).collect()))
 }
 
+/// A measure written in the DSL: a script function of the fixed and warped data tensors (and a mask),
+/// called wherever the library evaluates the measure (`iso`, `register`, `measure`), also outside the
+/// builtin call that made it. It runs on an engine of its own with the session's host (made on first
+/// use) and the script functions that were visible where it was made, so the closure's captured
+/// variables and the script's functions are there.
+struct ScriptMeasure {
+    f: FnPtr,
+    /// The script functions in scope where `metric(...)` was called.
+    namespaces: Vec<Arc<rhai::Module>>,
+    /// The closure's parameter count without curried (captured) values: 2 or 3.
+    arity: usize,
+    host: Arc<Host>,
+    engine: Mutex<Option<Arc<Engine>>>,
+    name: String,
+}
+
+impl ScriptMeasure {
+    fn engine(&self) -> crate::Result<Arc<Engine>> {
+        let mut slot = self.engine.lock().map_err(|_| crate::Error::arg(self.name.clone(), "engine lock poisoned"))?;
+        if let Some(e) = slot.as_ref() {
+            return Ok(e.clone());
+        }
+        let (e, _) = crate::dsl::engine_with(self.host.clone())
+            .map_err(|e| crate::Error::arg(self.name.clone(), format!("cannot make an engine: {e:?}")))?;
+        let e = Arc::new(e);
+        *slot = Some(e.clone());
+        Ok(e)
+    }
+}
+
+impl CustomMeasure for ScriptMeasure {
+    fn measure(&self, fixed: &Tensor, moving: &Tensor, mask: Option<&Tensor>) -> crate::Result<Tensor> {
+        let engine = self.engine()?;
+        let mut global = engine.new_global_runtime_state();
+        global.lib = self.namespaces.iter().cloned().collect();
+        let ctx = NativeCallContext::new_with_all_fields(&engine, &self.name, None, &global, Position::NONE);
+        let (a, b) = (TensorValue(fixed.clone()), TensorValue(moving.clone()));
+        let out: Result<Dynamic, Box<EvalAltResult>> = match (mask, self.arity) {
+            (None, 2) => self.f.call_within_context(&ctx, (a, b)),
+            (Some(m), 3) => self.f.call_within_context(&ctx, (a, b, TensorValue(m.clone()))),
+            (None, _) => self.f.call_within_context(&ctx, (a, b, Dynamic::UNIT)),
+            (Some(_), _) => {
+                return Err(crate::Error::arg(
+                    self.name.clone(),
+                    "a mask was given, but the measure takes none: write it as |fixed, warped, mask| to use masks",
+                ))
+            }
+        };
+        let out = out.map_err(|e| crate::Error::Callback(e))?;
+        match out.clone().try_cast::<TensorValue>() {
+            Some(t) => Ok(t.0),
+            None => Err(crate::Error::arg(
+                self.name.clone(),
+                format!(
+                    "the measure returned {}, not a Tensor: compute it with tensor operations on its arguments (not .item()) so that it can be differentiated",
+                    type_of(&out)
+                ),
+            )),
+        }
+    }
+}
+
+/// `metric(|fixed, warped| ...)`: a measure written in the DSL (see [`ScriptMeasure`]).
+fn script_metric(ctx: &NativeCallContext, host: &Arc<Host>, f: FnPtr, o: &Opts) -> RhaiResult<Metric> {
+    let curried = f.curry().len();
+    let params =
+        ctx.iter_namespaces().flat_map(|m| m.iter_script_fn_info()).find(|fi| fi.2 == f.fn_name()).map(|fi| fi.3);
+    let arity = match params.map(|n| n.saturating_sub(curried)) {
+        Some(n @ (2 | 3)) => n,
+        Some(n) => {
+            return Err(arg_error(
+                "metric",
+                format!(
+                    "a measure takes (fixed, warped) or (fixed, warped, mask); `{}` takes {n} arguments",
+                    f.fn_name()
+                ),
+            ))
+        }
+        None => return Err(arg_error("metric", format!("no script function `{}`", f.fn_name()))),
+    };
+    let anonymous = f.fn_name().starts_with("anon$");
+    let name = match o.string("name")? {
+        Some(n) => n,
+        None if anonymous => "script measure".to_string(),
+        None => f.fn_name().to_string(),
+    };
+    let pos = ctx.call_position();
+    let source = match (ctx.call_source(), pos.line()) {
+        (Some(s), Some(l)) => format!("{s} line {l}"),
+        (None, Some(l)) => format!("line {l}"),
+        _ => "a script".to_string(),
+    };
+    let measure = ScriptMeasure {
+        f,
+        namespaces: ctx.namespaces().to_vec(),
+        arity,
+        host: host.clone(),
+        engine: Mutex::new(None),
+        name: name.clone(),
+    };
+    Ok(Metric::custom(
+        &name,
+        Custom { measure: Arc::new(measure), higher_is_better: o.bool("higher_is_better")?.unwrap_or(true), source },
+    ))
+}
+
 /// Registers the metric type, the measure functions and the evaluation measures.
-pub fn register(engine: &mut Engine) {
+pub fn register(engine: &mut Engine, host: &Arc<Host>) {
     engine
         .register_type_with_name::<Metric>("Metric")
         .register_get("name", |m: &mut Metric| m.name().to_string())
         .register_fn("to_string", |m: &mut Metric| m.to_string())
         .register_fn("to_debug", |m: &mut Metric| m.to_string());
     with_opts!(engine, "measure", |m: Metric, a: Image, b: Image| o => value(&m, &a, &b, &o));
-    with_opts!(engine, "metric", |name: &str| o => configure(Metric::new(name).host()?, &o));
+    with_opts!(engine, "metric", |name: &str| o => {
+        for key in ["name", "higher_is_better"] {
+            if o.get(key).is_some() {
+                return Err(arg_error("metric", format!("{key}= is for measures written in the DSL (metric(|fixed, warped| ...))")));
+            }
+        }
+        configure(Metric::new(name).host()?, &o)
+    });
+    // Measure algebra, on losses: `0.5 * ncc + 0.5 * mi`, `-m`.
+    let sum = |terms: Vec<(f64, Metric)>| Metric::weighted_sum(terms).host();
+    engine.register_fn("+", move |a: Metric, b: Metric| sum(vec![(1.0, a), (1.0, b)]));
+    engine.register_fn("-", move |a: Metric, b: Metric| sum(vec![(1.0, a), (-1.0, b)]));
+    engine.register_fn("-", move |a: Metric| sum(vec![(-1.0, a)]));
+    engine.register_fn("*", move |a: Metric, w: f64| sum(vec![(w, a)]));
+    engine.register_fn("*", move |w: f64, a: Metric| sum(vec![(w, a)]));
+    engine.register_fn("*", move |a: Metric, w: i64| sum(vec![(w as f64, a)]));
+    engine.register_fn("*", move |w: i64, a: Metric| sum(vec![(w as f64, a)]));
+    engine.register_fn("/", move |a: Metric, w: f64| sum(vec![(1.0 / w, a)]));
+    engine.register_fn("/", move |a: Metric, w: i64| sum(vec![(1.0 / w as f64, a)]));
+    engine.register_get("terms", |m: &mut Metric| -> rhai::Array {
+        m.terms()
+            .iter()
+            .map(|(w, t)| {
+                let mut e = Map::new();
+                e.insert("weight".into(), Dynamic::from_float(*w));
+                e.insert("metric".into(), Dynamic::from(t.clone()));
+                Dynamic::from_map(e)
+            })
+            .collect()
+    });
+    let h = host.clone();
+    engine.register_fn("metric", move |ctx: NativeCallContext, f: FnPtr| {
+        script_metric(&ctx, &h, f, &Opts::none("metric"))
+    });
+    let h = host.clone();
+    engine.register_fn("metric", move |ctx: NativeCallContext, f: FnPtr, map: Map| -> RhaiResult<Metric> {
+        script_metric(&ctx, &h, f, &Opts::new("metric", map)?)
+    });
 
     macro_rules! metric_fns {
         ($($name:literal),*) => {$(
@@ -134,7 +282,7 @@ const LNCC: [Opt; 3] = [
     PARZEN[4],
 ];
 const MASK_ONLY: [Opt; 1] = [PARZEN[4]];
-const METRIC_OPTS: [Opt; 8] = [
+const METRIC_OPTS: [Opt; 10] = [
     PARZEN[0],
     PARZEN[1],
     PARZEN[2],
@@ -143,6 +291,8 @@ const METRIC_OPTS: [Opt; 8] = [
     o("shifted", "true", "second pass moved by half a patch (cr_patch)"),
     o("window", "9", "box window side, voxels (lncc)"),
     o("gaussian", "-", "Gaussian window sigma, voxels (lncc)"),
+    o("name", "the function's", "name of a measure written in the DSL (reports, :help)"),
+    o("higher_is_better", "true", "for a measure written in the DSL: its loss is -value (true) or value (false)"),
 ];
 
 macro_rules! metric_help {
@@ -218,10 +368,10 @@ pub static HELP: &[Help] = &[
     Help {
         name: "metric",
         domain: "metrics",
-        signature: "metric(name) -> Metric",
-        summary: "A similarity measure by name (aliases, \"did you mean\") with options, to pass to iso / register",
+        signature: "metric(name) -> Metric;  metric(|fixed, warped| ...) or metric(|fixed, warped, mask| ...) -> Metric",
+        summary: "A similarity measure by name (aliases, \"did you mean\") with options, or one written in the DSL: a function of the fixed and warped data tensors (1, Z, Y, X) returning a one-element tensor; usable in iso, register and measure like the built-ins (gradient by autograd through the warp, on the full grid). Measures combine on their losses: 0.5 * ncc + 0.5 * mi has the loss 0.5 * (-ncc) + 0.5 * (-mi), and measure() reports that loss; -m flips a measure",
         options: &METRIC_OPTS,
-        example: "let m = metric(\"mi\", bins=48);\nassert(m.name == \"mi\" && m.to_string() == \"mi(bins=48, sigma=0.5)\", \"configured\");\nassert(metric(\"mse\").name == \"ssd\", \"an alias\");",
+        example: "let m = metric(\"mi\", bins=48);\nassert(m.name == \"mi\" && m.to_string() == \"mi(bins=48, sigma=0.5)\", \"configured\");\nassert(metric(\"mse\").name == \"ssd\", \"an alias\");\nlet my_ncc = metric(|f, w| {\n    let a = f - f.mean();\n    let b = w - w.mean();\n    (a * b).mean() / sqrt((a * a).mean() * (b * b).mean())\n}, name=\"my_ncc\");\nlet t1 = load(\"data/avg152/avg152T1.nii\");\nlet t2 = load(\"data/avg152/avg152T2.nii\");\nassert(abs(measure(my_ncc, t1, t2) - ncc(t1, t2)) < 1e-4, \"the script NCC is the built-in's\");\nlet both = 0.5 * ncc + 0.5 * mi;\nassert(both.to_string() == \"0.5 * ncc + 0.5 * mi(bins=32, sigma=0.5)\" && both.terms.len() == 2, \"a sum of two measures\");\nassert(abs(measure(both, t1, t2) + 0.5 * ncc(t1, t2) + 0.5 * mi(t1, t2)) < 1e-4, \"its value is the combined loss\");",
     },
     Help {
         name: "measure",

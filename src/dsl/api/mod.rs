@@ -9,6 +9,7 @@ pub mod optim;
 pub mod pipeline;
 pub mod script;
 pub mod spatial;
+pub mod tensor;
 
 use rhai::{Array, Dynamic};
 

@@ -41,6 +41,14 @@ fn iso_impl(host: &Host, state: &RegState, metric: Option<Metric>, o: &Opts) -> 
     };
     let mut schedule = schedule_from(o, 3)?;
     let optimizer = o.typed::<OptimizerValue>("optimizer", "an optimizer, e.g. adam(lr=0.5), lbfgs(), powell()")?;
+    if let Some(opt) = &optimizer {
+        if opt.weight_decay != 0.0 || opt.momentum != 0.0 || opt.nesterov {
+            return Err(arg_error(
+                "iso",
+                format!("{opt}: weight_decay, momentum and nesterov are for minimize, not iso"),
+            ));
+        }
+    }
     if let Some(lr) = optimizer.as_ref().and_then(|opt| opt.lr) {
         schedule.lr = vec![lr; schedule.factors.len()];
     }

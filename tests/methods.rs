@@ -1,0 +1,235 @@
+//! Methods written in the DSL: a script measure equals the built-in it re-implements (value and
+//! gradient through the warp) and registers as well; script objectives reach known minima; errors inside
+//! a script function are reported against its own text.
+
+mod common;
+
+use candle_core::Var;
+use regsh::diagnostics::render;
+use regsh::image::io::load;
+use regsh::image::resample::Padding;
+use regsh::metrics::Metric;
+use regsh::ops::SampleMode;
+use regsh::session::Session;
+use regsh::spatial::{warp_tensor, Linear, LinearKind};
+
+fn session() -> Session {
+    assert!(common::data("avg152/avg152T1.nii").is_file());
+    Session::new().unwrap_or_else(|e| panic!("{}", render(&e, false, 100)))
+}
+
+fn eval(s: &mut Session, text: &str) -> rhai::Dynamic {
+    s.eval("test", text).unwrap_or_else(|e| panic!("{}", render(&e, false, 100)))
+}
+
+/// Global NCC from tensor reductions, as a researcher would write it.
+const SCRIPT_NCC: &str = "metric(|f, w| {
+    let a = f - f.mean();
+    let b = w - w.mean();
+    (a * b).mean() / sqrt((a * a).mean() * (b * b).mean())
+}, name=\"script_ncc\")";
+
+/// The loss of `metric` at 12 affine parameters `p` (about the fixed grid's centre) warping `moving`
+/// onto `fixed`, and its gradient with respect to the parameters, by autograd through the warp.
+fn loss_and_grad(
+    metric: &Metric,
+    fixed: &regsh::image::Image,
+    moving: &regsh::image::Image,
+    p: &[f64],
+) -> (f64, Vec<f64>) {
+    let centre = fixed.grid().centre();
+    let init = Linear::from_params(LinearKind::Affine, p, centre).unwrap();
+    let var = Var::from_tensor(init.params()).unwrap();
+    let t = Linear::new(LinearKind::Affine, var.as_tensor().clone(), centre).unwrap();
+    let warped =
+        warp_tensor(moving.data(), moving.grid(), &t, fixed.grid(), SampleMode::Linear, Padding::Zero).unwrap();
+    let loss = metric.loss(fixed.data(), &warped, None).unwrap();
+    let value = loss.to_dtype(candle_core::DType::F64).unwrap().to_scalar::<f64>().unwrap();
+    let g = loss.backward().unwrap();
+    let grad = g.get(var.as_tensor()).unwrap().to_dtype(candle_core::DType::F64).unwrap().to_vec1::<f64>().unwrap();
+    (value, grad)
+}
+
+#[test]
+fn a_script_ncc_equals_the_built_in_in_value_and_gradient() {
+    let mut s = session();
+    let script = eval(&mut s, SCRIPT_NCC).try_cast::<Metric>().expect("a Metric");
+    let builtin = Metric::new("ncc").unwrap();
+    let t1 = load(common::data("avg152/avg152T1.nii")).unwrap();
+    let t2 = load(common::data("avg152/avg152T2.nii")).unwrap();
+    // A T1 / T2 pair under a non-trivial affine (mm, radians, scales, shears).
+    let p = [3.0, -2.0, 1.5, 0.04, -0.03, 0.05, 1.03, 0.97, 1.01, 0.02, -0.01, 0.015];
+    for (fixed, moving) in [(&t1, &t2), (&t2, &t1), (&t1, &t1)] {
+        let (vs, gs) = loss_and_grad(&script, fixed, moving, &p);
+        let (vb, gb) = loss_and_grad(&builtin, fixed, moving, &p);
+        assert!((vs - vb).abs() < 1e-4, "loss {vs} vs built-in {vb}");
+        let scale = gb.iter().fold(0.0f64, |m, g| m.max(g.abs()));
+        assert!(scale > 1e-4, "a gradient to compare: {gb:?}");
+        for (i, (a, b)) in gs.iter().zip(&gb).enumerate() {
+            assert!((a - b).abs() <= 1e-3 * b.abs().max(1e-2 * scale), "d loss / d p{i}: {a} vs built-in {b}");
+        }
+    }
+    // And `measure` gives the NCC itself (not the loss).
+    let v = eval(&mut s, &format!(
+        "let m = {SCRIPT_NCC}; let t1 = load(\"data/avg152/avg152T1.nii\"); let t2 = load(\"data/avg152/avg152T2.nii\"); measure(m, t1, t2) - ncc(t1, t2)"
+    ))
+    .as_float()
+    .unwrap();
+    assert!(v.abs() < 1e-4, "measure differs from ncc by {v}");
+}
+
+#[test]
+fn iso_with_a_script_ncc_recovers_a_known_affine_as_the_built_in_does() {
+    let mut s = session();
+    // The masked form: only brain voxels count (what iso passes as the third argument).
+    let errors = eval(
+        &mut s,
+        "let my_ncc = metric(|f, w, m| {
+            let n = m.sum();
+            let a = (f - (f * m).sum() / n) * m;
+            let b = (w - (w * m).sum() / n) * m;
+            (a * b).sum() / sqrt((a * a).sum() * (b * b).sum())
+        });
+        let t1 = load(\"data/avg152/avg152T1.nii\");
+        let brain = load(\"data/avg152/brainmask.nii\") > 0.5;
+        assert(abs(measure(my_ncc, t1, load(\"data/avg152/avg152T2.nii\"), mask=brain)
+            - ncc(t1, load(\"data/avg152/avg152T2.nii\"), mask=brain)) < 1e-4, \"masked values agree\");
+        let truth = affine([4.0, -3.0, 2.0, 0.05, -0.04, 0.03, 1.04, 0.97, 1.02, 0.0, 0.0, 0.0], about=t1);
+        let moved = warp(t1, inverse(truth), t1);
+        let start = displacement_error(affine(), truth, t1, mask=brain);
+        let r = init(moved, t1, method=\"identity\") |> iso(my_ncc, scales=3, mask=brain);
+        let b = init(moved, t1, method=\"identity\") |> iso(ncc, scales=3, mask=brain);
+        [start, displacement_error(r.transform, truth, t1, mask=brain), displacement_error(b.transform, truth, t1, mask=brain)]",
+    )
+    .into_typed_array::<f64>()
+    .unwrap();
+    let (start, script, builtin) = (errors[0], errors[1], errors[2]);
+    eprintln!("start {start:.3} mm, script NCC {script:.3} mm, built-in NCC {builtin:.3} mm");
+    assert!(start > 5.0, "a real misalignment to recover: {start} mm");
+    assert!(script < 0.3, "the script NCC ends {script} mm from the truth");
+    assert!(builtin < 0.3, "the built-in ends {builtin} mm from the truth");
+}
+
+#[test]
+fn a_combined_measure_registers_t2_onto_t1_and_a_script_measure_is_polished_by_lbfgs() {
+    let mut s = session();
+    let errors = eval(
+        &mut s,
+        "let t1 = load(\"data/avg152/avg152T1.nii\");
+        let t2 = load(\"data/avg152/avg152T2.nii\");
+        let brain = load(\"data/avg152/brainmask.nii\") > 0.5;
+        let both = 0.5 * ncc + 0.5 * mi;
+        assert(abs(measure(both, t1, t2) + 0.5 * ncc(t1, t2) + 0.5 * mi(t1, t2)) < 1e-4, \"the combined loss\");
+        let truth = affine([4.0, -3.0, 2.0, 0.05, -0.04, 0.03, 1.04, 0.97, 1.02, 0.0, 0.0, 0.0], about=t1);
+        let moved = warp(t2, inverse(truth), t1);
+        let r = init(moved, t1, method=\"identity\") |> iso(both, scales=3);
+        [displacement_error(affine(), truth, t1, mask=brain), displacement_error(r.transform, truth, t1, mask=brain)]",
+    )
+    .into_typed_array::<f64>()
+    .unwrap();
+    eprintln!("0.5 ncc + 0.5 mi: {:.3} mm -> {:.3} mm", errors[0], errors[1]);
+    assert!(errors[0] > 5.0 && errors[1] < 1.0, "T2 onto T1 with 0.5 ncc + 0.5 mi: {errors:?}");
+
+    // A script measure's polish: L-BFGS by autograd on the finest level's whole grid lowers the loss
+    // Adam left (one level of 5 Adam iterations from a 3 mm shift).
+    use regsh::optim::{iso_linear, IsoOptimizer, IsoOptions, Polish, Sampling, Schedule};
+    let metric = eval(&mut s, SCRIPT_NCC).try_cast::<Metric>().unwrap();
+    let t1 = load(common::data("avg152/avg152T1.nii")).unwrap();
+    let fixed = regsh::image::smooth::smooth(&t1, [1.0; 3], regsh::image::smooth::SigmaUnit::Voxels).unwrap();
+    let g = fixed.grid().clone();
+    let init = Linear::from_params(LinearKind::Translation, &[3.0, -2.0, 0.0], g.centre()).unwrap();
+    let mut opts = IsoOptions {
+        schedule: Schedule::new(1, &[5], 0.5).unwrap(),
+        metric,
+        fixed_mask: None,
+        convergence: (10, 1e-6),
+        cancel: None,
+        sampling: Sampling::Full,
+        seed: 0,
+        optimizer: IsoOptimizer::Adam,
+        polish: None,
+    };
+    let plain = iso_linear(&fixed, &fixed, &init, &opts).unwrap();
+    opts.polish = Some(Polish { points: 1, iterations: 20 });
+    let polished = iso_linear(&fixed, &fixed, &init, &opts).unwrap();
+    let p = polished.polish.clone().expect("a polish report");
+    let shift = |r: &regsh::optim::IsoResult| {
+        let v = r.transform.param_values().unwrap();
+        (v[0] * v[0] + v[1] * v[1] + v[2] * v[2]).sqrt()
+    };
+    eprintln!(
+        "adam alone {:.3} mm, with the polish {:.3} mm ({} evaluations)",
+        shift(&plain),
+        shift(&polished),
+        p.losses.len()
+    );
+    assert!(shift(&polished) < 0.05 && shift(&polished) < shift(&plain), "{} vs {}", shift(&polished), shift(&plain));
+}
+
+#[test]
+fn script_objectives_reach_known_minima() {
+    let mut s = session();
+    let r = eval(
+        &mut s,
+        "let rosenbrock = |p| { let x = p[0]; let y = p[1]; (1.0 - x) ** 2 + 100.0 * (y - x * x) ** 2 };
+        let a = adam(lr=0.01).minimize(rosenbrock, [-1.0, 1.0], iterations=5000);
+        let p = powell().minimize(rosenbrock, [-1.0, 1.0]);
+        let l = lbfgs().minimize(rosenbrock, [-1.0, 1.0]);
+        let g = sgd(lr=1e-3, momentum=0.9).minimize(rosenbrock, [-1.0, 1.0], iterations=20000);
+        [a.x[0], a.x[1], p.x[0], p.x[1], l.x[0], l.x[1], g.x[0], g.x[1], a.loss.len(), a.iterations]",
+    )
+    .into_array()
+    .unwrap();
+    let f: Vec<f64> = r.iter().map(|d| d.as_float().or_else(|_| d.as_int().map(|i| i as f64)).unwrap()).collect();
+    for (name, x, y) in [("adam", f[0], f[1]), ("powell", f[2], f[3]), ("lbfgs", f[4], f[5]), ("sgd", f[6], f[7])] {
+        assert!((x - 1.0).abs() < 0.01 && (y - 1.0).abs() < 0.01, "{name} ends at ({x}, {y}), not (1, 1)");
+    }
+    assert_eq!((f[8], f[9]), (5000.0, 5000.0), "one loss per Adam iteration");
+    // Weight decay pulls the minimum of (x - 2)^2 to 2 / (1 + wd / 2): the L2 penalty wd / 2 |x|^2.
+    let x = eval(
+        &mut s,
+        "adam(lr=0.05, weight_decay=1.0).minimize(|x| ((x - 2.0) ** 2).sum(), [0.0], iterations=3000).x[0]",
+    )
+    .as_float()
+    .unwrap();
+    assert!((x - 2.0 / 1.5).abs() < 1e-3, "weight decay: {x}");
+    // A tensor x0 gives a tensor x of its shape.
+    let shape = eval(&mut s, "lbfgs().minimize(|x| ((x - 1.0) ** 2).sum(), zeros([2, 3])).x.shape")
+        .into_typed_array::<i64>()
+        .unwrap();
+    assert_eq!(shape, vec![2, 3]);
+}
+
+#[test]
+fn errors_in_script_functions_point_at_their_text_and_bad_results_are_named() {
+    let mut s = session();
+    let cases = [
+        // An error inside the objective: the report points into the closure.
+        ("adam().minimize(|x| {\n    x.no_such_method()\n}, [0.0])", "no_such_method"),
+        // A number where a tensor is needed for a gradient.
+        ("adam().minimize(|x| 1.0, [0.0])", "not a Tensor"),
+        // A loss with several values.
+        ("lbfgs().minimize(|x| x * 2.0, [0.0, 1.0])", "one value"),
+        // A measure that returns a number (.item() cuts the gradient).
+        ("let m = metric(|f, w| (f - w).mean().item()); let t1 = load(\"data/avg152/avg152T1.nii\"); measure(m, t1, t1)", "not a Tensor"),
+        // The wrong number of parameters.
+        ("metric(|f| f.mean())", "takes 1 arguments"),
+        // A mask for a measure without a mask parameter.
+        ("let m = metric(|f, w| (f - w).mean()); let t1 = load(\"data/avg152/avg152T1.nii\"); measure(m, t1, t1, mask=t1 > 0.5)", "takes none"),
+        // Shapes that do not broadcast.
+        ("tensor([1.0, 2.0]) + tensor([1.0, 2.0, 3.0])", "shape"),
+        ("grad(tensor([1.0, 2.0]).sum(), tensor([1.0]))", "gets no gradient"),
+        ("tensor([[1.0], [2.0, 3.0]])", "ragged"),
+        ("zeros([2, 3]).reshape([4, -1])", "cannot reshape"),
+        ("arange(3)[5]", "out of range"),
+    ];
+    for (text, want) in cases {
+        let e = s.eval("bad", text).err().unwrap_or_else(|| panic!("`{text}` should fail"));
+        let shown = render(&e, false, 200);
+        assert!(shown.contains(want), "`{text}`: expected `{want}` in\n{shown}");
+    }
+    // The closure's error is reported on the closure's line (line 2 of the first case).
+    let e = s.eval("bad", cases[0].0).err().unwrap();
+    let shown = render(&e, false, 200);
+    assert!(shown.contains("[bad:2:7]"), "not reported on the closure's line:\n{shown}");
+}
