@@ -203,3 +203,50 @@ fn watch_reruns_on_saves_in_place_and_by_rename_and_keeps_images_cached() {
     let status = child.wait().unwrap();
     assert!(status.success(), "{status:?}");
 }
+
+#[test]
+fn watch_through_a_pty_reruns_a_changed_script_measure_and_keeps_the_last_good_run_of_a_broken_one() {
+    let t1 = common::data("avg152/avg152T1.nii");
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("measure.rhai");
+    // A measure written in the DSL, and a registration with it of a known 3 mm shift along x.
+    let recipe = |measure: &str| {
+        format!(
+            "let t1 = load({:?});\nlet moved = warp(t1, translation([3.0, 0.0, 0.0]), t1);\n{measure}\nlet r = init(moved, t1, transform=\"translation\", method=\"identity\") |> iso(m, scales=2, iterations=[30, 20]);\nprint(`measure ${{m.name}} shift ${{round(r.params[0] * 10.0) / 10.0}}`);\n",
+            t1.to_str().unwrap()
+        )
+    };
+    let ncc = "let m = metric(|f, w| {\n    let a = f - f.mean();\n    let b = w - w.mean();\n    (a * b).mean() / sqrt((a * a).mean() * (b * b).mean())\n}, name=\"my_ncc\");";
+    let ssd = "let m = metric(|f, w| ((f - w) ** 2).mean(), name=\"my_ssd\", higher_is_better=false);";
+    let broken = "let m = metric(|f, w| {\n    (f - w).no_such_method()\n}, name=\"broken\");";
+    std::fs::write(&script, recipe(ncc)).unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_regsh"));
+    cmd.args(["watch", "--debounce-ms", "100"]).arg(&script).env("NO_COLOR", "1");
+    let mut p = rexpect::session::spawn_command(cmd, Some(120_000)).unwrap();
+
+    // (rexpect reads bytes as Latin-1: the needles are ASCII.)
+    // Run 1: the script NCC recovers the shift (moved(x) = t1(x + 3): the transform is x - 3 mm).
+    p.exp_string("measure my_ncc shift -3").unwrap();
+    p.exp_string(" run 1 ok in ").unwrap();
+
+    // The measure changed and saved: run 2 registers with the new one.
+    std::thread::sleep(Duration::from_millis(300));
+    std::fs::write(&script, recipe(ssd)).unwrap();
+    p.exp_string("measure my_ssd shift -3").unwrap();
+    p.exp_string(" run 2 ok in ").unwrap();
+
+    // A broken closure: its report, at the closure's line inside iso, and the last good run is kept.
+    std::thread::sleep(Duration::from_millis(300));
+    std::fs::write(&script, recipe(broken)).unwrap();
+    p.exp_string("unknown function `no_such_method`").unwrap();
+    p.exp_string("measure.rhai:4:").unwrap();
+    let before = p.exp_string("keeping the state of run 2").unwrap();
+    assert!(!before.contains("measure broken shift"), "{before}");
+
+    // Fixed again: run 4.
+    std::thread::sleep(Duration::from_millis(300));
+    std::fs::write(&script, recipe(ncc)).unwrap();
+    p.exp_string(" run 4 ok in ").unwrap();
+    p.send_control('c').unwrap();
+    p.exp_string("stopped watching after 4 run(s)").unwrap();
+}
