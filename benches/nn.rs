@@ -77,12 +77,12 @@ fn net_rows(
     let vars = net.vars();
     let mut adam = Adam::new(1e-4, vec![]);
     let step = util::median_seconds(reps, || {
-        let (l, _) = net.loss(&pair, metric, reg).expect("loss");
+        let (l, _) = net.loss(&pair, metric, reg.as_ref()).expect("loss");
         let g = l.backward().expect("backward");
         adam.step(&vars, &g).expect("adam");
     });
     let fwd = util::median_seconds(reps, || {
-        net.loss(&pair, metric, reg).expect("loss");
+        net.loss(&pair, metric, reg.as_ref()).expect("loss");
     });
     let infer = util::median_seconds(reps, || {
         net.predict(&pair.moving, &pair.fixed).expect("predict");

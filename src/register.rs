@@ -82,7 +82,7 @@ pub struct RegisterArgs {
     /// field, which measured more accurate with MI (see `DenseOptions::defaults`).
     #[arg(long)]
     pub patience: Option<usize>,
-    /// Dense stage regularizer: `diffusion:W`, `bending:W` or `none` (default: none for syn / svf,
+    /// Dense stage regularizer: `diffusion:W`, `bending:W`, `folding:W` or `none` (default: none for syn / svf,
     /// bending:0.01 for bspline).
     #[arg(long)]
     pub regularizer: Option<String>,

@@ -188,7 +188,7 @@ fn trained(task: &Task, integration_steps: usize, steps: usize) -> Network {
     let net = Network::Dense { unet, steps: integration_steps };
     net.reseed(1).unwrap();
     let mut opts = TrainOptions::new(task.metric.clone(), 4, steps / 4, 2e-3);
-    opts.regularizer = Some(task.regularizer);
+    opts.regularizer = Some(task.regularizer.clone());
     let t0 = Instant::now();
     let r = train(&net, &pairs(task, 1), &opts).unwrap();
     let secs = t0.elapsed().as_secs_f64();

@@ -233,3 +233,42 @@ fn errors_in_script_functions_point_at_their_text_and_bad_results_are_named() {
     let shown = render(&e, false, 200);
     assert!(shown.contains("[bad:2:7]"), "not reported on the closure's line:\n{shown}");
 }
+
+#[test]
+fn a_measure_plus_a_regularizer_is_one_dense_objective_and_a_script_regularizer_equals_the_built_in() {
+    let mut s = session();
+    // Colin27 onto avg152 T1 at 2 mm (two brains: a real deformation), greedy SyN-like with LNCC.
+    let v = eval(
+        &mut s,
+        "let t1 = load(\"data/avg152/avg152T1.nii\");
+        let colin = resample(load(\"data/colin27/ch2.nii.gz\"), t1);
+        let sp = 2.0;
+        let my_diffusion = regularizer(|u| {
+            let dx = (u.narrow(3, 1, u.shape[3] - 1) - u.narrow(3, 0, u.shape[3] - 1)) / sp;
+            let dy = (u.narrow(2, 1, u.shape[2] - 1) - u.narrow(2, 0, u.shape[2] - 1)) / sp;
+            let dz = (u.narrow(1, 1, u.shape[1] - 1) - u.narrow(1, 0, u.shape[1] - 1)) / sp;
+            ((dx * dx).sum(dim=0).mean() + (dy * dy).sum(dim=0).mean() + (dz * dz).sum(dim=0).mean()) / 3.0
+        }, name=\"my_diffusion\");
+        let f = gaussian_filter(randn([3, 91, 109, 91], seed=2), 3.0) * 20.0;
+        let same = penalty(my_diffusion, f, t1).item() - penalty(diffusion, f, t1).item();
+        let run = |m| register(colin, t1, metric=m, transform=\"syn\", scales=2, iterations=[15, 8]);
+        let rough = |r| jacobian_stats(jacobian(r.transform, t1)).std_log_det;
+        let plain = run.call(lncc);
+        let bent = run.call(lncc + 100.0 * bending);
+        let a = run.call(lncc + 10.0 * diffusion);
+        let b = run.call(lncc + 10.0 * my_diffusion);
+        [same, rough.call(plain), rough.call(bent), rough.call(a), rough.call(b), displacement_error(a.transform, b.transform, t1)]",
+    )
+    .into_typed_array::<f64>()
+    .unwrap();
+    eprintln!("script - built-in diffusion {:.2e}; std log det: none {:.4}, 100 bending {:.4}, 10 diffusion {:.4}, 10 script diffusion {:.4}; built-in vs script fields {:.4} mm", v[0], v[1], v[2], v[3], v[4], v[5]);
+    assert!(v[0].abs() < 1e-6, "the script diffusion differs from the built-in by {}", v[0]);
+    assert!(v[2] < 0.7 * v[1], "bending did not smooth the field: {} vs {}", v[2], v[1]);
+    assert!(v[3] < 0.7 * v[1] && v[4] < 0.7 * v[1], "diffusion did not smooth the field: {v:?}");
+    assert!(v[5] < 0.1, "the script and built-in diffusion end {} mm apart", v[5]);
+    // A regularizer belongs to dense stages: a linear registration with one is refused.
+    let e = s
+        .eval("bad", "let t1 = load(\"data/avg152/avg152T1.nii\"); init(t1, t1) |> iso(mi + diffusion, scales=1)")
+        .expect_err("refused");
+    assert!(render(&e, false, 200).contains("dense transforms"), "{}", render(&e, false, 200));
+}

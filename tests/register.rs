@@ -368,14 +368,15 @@ fn fused_greedy_levels_match_the_tensor_path() {
     let moving = warp(&fixed, &truth, &g, WarpInterpolation::Linear, Padding::Zero).unwrap();
     let id = Linear::identity(LinearKind::Affine, g.centre());
     let diffusion = Some(Regularizer::Diffusion(0.5));
-    let cases = [("lncc", None, true), ("lncc", diffusion, false), ("mi", None, false), ("mi", diffusion, false)];
+    let cases =
+        [("lncc", None, true), ("lncc", diffusion.clone(), false), ("mi", None, false), ("mi", diffusion, false)];
     for (name, reg, masked) in cases {
         let mut opts = DenseOptions::defaults(DenseModel::Greedy, Metric::new(name).unwrap(), &g).unwrap();
         opts.schedule = Schedule::new(2, &[8, 6], 1.0).unwrap();
         opts.schedule.lr = vec![2.0, 1.0];
         // A short convergence window, so that the two paths must also agree on where a level stops.
         opts.convergence = (4, 1e-3);
-        opts.regularizer = reg;
+        opts.regularizer = reg.clone();
         opts.fixed_mask = masked.then(|| brain.clone());
         let fast = iso_dense(&fixed, &moving, &id, DenseModel::Greedy, &opts).unwrap();
         opts.fused = false;

@@ -139,8 +139,8 @@ fn pipe(ctx: NativeCallContext, x: Dynamic, f: FnPtr) -> RhaiResult<Dynamic> {
     f.call_within_context(&ctx, (x,))
 }
 
-/// Names that are values when written bare: each metric (a `Metric`), and every builtin (a function
-/// value, so `x |> warp` applies it).
+/// Names that are values when written bare: each metric (a `Metric`), the regularizers `diffusion` and
+/// `bending` (a `Regularizer`), and every builtin (a function value, so `x |> warp` applies it).
 fn bare_names() -> &'static HashMap<&'static str, Dynamic> {
     static NAMES: OnceLock<HashMap<&'static str, Dynamic>> = OnceLock::new();
     NAMES.get_or_init(|| {
@@ -155,6 +155,9 @@ fn bare_names() -> &'static HashMap<&'static str, Dynamic> {
                 m.insert(name, Dynamic::from(metric));
             }
         }
+        use crate::metrics::regularizers::Regularizer;
+        m.insert("diffusion", Dynamic::from(Regularizer::Diffusion(1.0)));
+        m.insert("bending", Dynamic::from(Regularizer::Bending(1.0)));
         m
     })
 }

@@ -2,10 +2,185 @@
 //! voxel axes and divided by the grid spacing (mm), so values are in physical units. Each returns a 0-d
 //! tensor, differentiable in the field.
 
+use std::sync::Arc;
+
 use candle_core::Tensor;
+use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::image::Grid;
+
+/// A regularizer of displacement fields supplied from outside the library (one written in the DSL:
+/// `regularizer(|field| ...)`).
+pub trait CustomRegularizer: Send + Sync {
+    /// The penalty of a displacement field `(3, Z, Y, X)` (mm; x, y, z components, x fastest) on `grid`,
+    /// a one-element tensor differentiable in the field.
+    ///
+    /// Errors: the function's own (a script error is passed on as [`Error::Callback`]).
+    fn value(&self, field: &Tensor, grid: &Grid) -> Result<Tensor>;
+}
+
+/// A [`CustomRegularizer`] with its name (it serializes and prints as its name).
+#[derive(Clone)]
+pub struct CustomTerm {
+    /// The penalty.
+    pub regularizer: Arc<dyn CustomRegularizer>,
+    /// Its name in reports.
+    pub name: String,
+}
+
+impl PartialEq for CustomTerm {
+    fn eq(&self, other: &Self) -> bool {
+        std::ptr::addr_eq(Arc::as_ptr(&self.regularizer), Arc::as_ptr(&other.regularizer))
+    }
+}
+
+impl std::fmt::Debug for CustomTerm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "CustomTerm({})", self.name)
+    }
+}
+
+impl Serialize for CustomTerm {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(&self.name)
+    }
+}
+
+/// The regularizer added to the similarity loss of a dense stage (or a network's training loss), each
+/// term times its weight.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub enum Regularizer {
+    /// Mean squared first derivatives of the field (Wang et al., eq. 8; [`diffusion`]), times the weight.
+    Diffusion(f64),
+    /// Bending energy (1/mm^2; [`bending_energy`]), times the weight.
+    Bending(f64),
+    /// Folding penalty (mean `relu(-det J)`; [`folding`]), times the weight.
+    Folding(f64),
+    /// A regularizer supplied from outside, times the weight.
+    Custom(CustomTerm, f64),
+    /// The sum of several.
+    Sum(Vec<Regularizer>),
+}
+
+impl Regularizer {
+    /// Parses `diffusion:W` / `bending:W` / `folding:W` (`W` a non-negative weight, default 1; `none` for
+    /// no regularizer).
+    ///
+    /// Errors: an unknown name (with "did you mean") or a bad weight.
+    pub fn parse(spec: &str) -> Result<Option<Regularizer>> {
+        let (name, w) = spec.split_once(':').unwrap_or((spec, "1"));
+        let w: f64 = w
+            .trim()
+            .parse()
+            .ok()
+            .filter(|w: &f64| w.is_finite() && *w >= 0.0)
+            .ok_or_else(|| Error::arg("regularizer", format!("weight must be a number >= 0, got '{w}'")))?;
+        crate::names::lookup(
+            "regularizer",
+            name.trim(),
+            &[
+                ("diffusion", Some(Regularizer::Diffusion(w))),
+                ("bending", Some(Regularizer::Bending(w))),
+                ("folding", Some(Regularizer::Folding(w))),
+                ("none", None),
+            ],
+        )
+    }
+
+    /// The same regularizer with every weight times `w`.
+    pub fn scaled(&self, w: f64) -> Regularizer {
+        match self {
+            Regularizer::Diffusion(a) => Regularizer::Diffusion(a * w),
+            Regularizer::Bending(a) => Regularizer::Bending(a * w),
+            Regularizer::Folding(a) => Regularizer::Folding(a * w),
+            Regularizer::Custom(c, a) => Regularizer::Custom(c.clone(), a * w),
+            Regularizer::Sum(v) => Regularizer::Sum(v.iter().map(|r| r.scaled(w)).collect()),
+        }
+    }
+
+    /// `self + other`, flattening sums.
+    pub fn plus(&self, other: &Regularizer) -> Regularizer {
+        let mut v = Vec::new();
+        for r in [self, other] {
+            match r {
+                Regularizer::Sum(terms) => v.extend(terms.iter().cloned()),
+                r => v.push(r.clone()),
+            }
+        }
+        Regularizer::Sum(v)
+    }
+
+    /// Whether any term has a non-zero weight.
+    pub fn is_active(&self) -> bool {
+        match self {
+            Regularizer::Diffusion(w)
+            | Regularizer::Bending(w)
+            | Regularizer::Folding(w)
+            | Regularizer::Custom(_, w) => *w != 0.0,
+            Regularizer::Sum(v) => v.iter().any(Regularizer::is_active),
+        }
+    }
+
+    /// The weighted penalty of the displacement field `u` `(3, Z, Y, X)` (mm) on `grid` (a one-element
+    /// tensor, differentiable in `u`), or `None` when every weight is 0.
+    ///
+    /// Errors: a field of the wrong shape; tensor errors; a custom term's errors.
+    pub fn term(&self, u: &Tensor, grid: &Grid) -> Result<Option<Tensor>> {
+        let (value, w) = match self {
+            _ if !self.is_active() => return Ok(None),
+            Regularizer::Diffusion(w) => (diffusion(u, grid.spacing())?, *w),
+            Regularizer::Bending(w) => (bending_energy(u, grid.spacing())?, *w),
+            Regularizer::Folding(w) => (folding(u, grid)?, *w),
+            Regularizer::Custom(c, w) => {
+                let v = c.regularizer.value(u, grid)?;
+                if v.elem_count() != 1 {
+                    return Err(Error::Shape {
+                        op: c.name.clone(),
+                        expected: "a penalty with one element".into(),
+                        actual: format!("a tensor of shape {:?}", v.dims()),
+                    });
+                }
+                (v.reshape(())?.to_dtype(u.dtype())?, *w)
+            }
+            Regularizer::Sum(v) => {
+                let mut total: Option<Tensor> = None;
+                for r in v {
+                    if let Some(t) = r.term(u, grid)? {
+                        total = Some(match total {
+                            None => t,
+                            Some(s) => (s + t)?,
+                        });
+                    }
+                }
+                return Ok(total);
+            }
+        };
+        Ok(Some((value * w)?))
+    }
+}
+
+impl std::fmt::Display for Regularizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let weighted = |f: &mut std::fmt::Formatter<'_>, w: f64, name: &str| {
+            if w == 1.0 {
+                write!(f, "{name}")
+            } else {
+                write!(f, "{w} * {name}")
+            }
+        };
+        match self {
+            Regularizer::Diffusion(w) => weighted(f, *w, "diffusion"),
+            Regularizer::Bending(w) => weighted(f, *w, "bending"),
+            Regularizer::Folding(w) => weighted(f, *w, "folding"),
+            Regularizer::Custom(c, w) => weighted(f, *w, &c.name),
+            Regularizer::Sum(v) => {
+                let parts: Vec<String> = v.iter().map(|r| r.to_string()).collect();
+                write!(f, "{}", parts.join(" + "))
+            }
+        }
+    }
+}
 
 /// Forward difference along tensor dim `d` (1 = z, 2 = y, 3 = x) divided by `h` mm.
 fn diff(u: &Tensor, d: usize, h: f64) -> Result<Tensor> {

@@ -22,6 +22,7 @@ use std::sync::Arc;
 use candle_core::Tensor;
 
 use super::functional::{self as f, ParzenOptions, Window};
+use super::regularizers::Regularizer;
 use crate::error::{Error, Result};
 use crate::names;
 
@@ -115,6 +116,8 @@ pub struct Metric {
     custom: Option<Custom>,
     /// The weighted terms of a [`MetricKind::Sum`].
     terms: Vec<(f64, Metric)>,
+    /// A regularizer of the displacement field that dense stages add to the loss (`lncc + 0.1 * bending`).
+    regularizer: Option<Regularizer>,
 }
 
 impl Metric {
@@ -130,6 +133,7 @@ impl Metric {
             window: Window::Box(9),
             custom: Some(custom),
             terms: Vec::new(),
+            regularizer: None,
         }
     }
 
@@ -141,9 +145,17 @@ impl Metric {
     /// Errors: no terms; a weight that is not finite.
     pub fn weighted_sum(terms: Vec<(f64, Metric)>) -> Result<Self> {
         let mut flat: Vec<(f64, Metric)> = Vec::new();
-        for (w, m) in terms {
+        let mut regularizer: Option<Regularizer> = None;
+        for (w, mut m) in terms {
             if !w.is_finite() {
                 return Err(Error::arg("measure sum", format!("weight {w} of {m} is not finite")));
+            }
+            if let Some(r) = m.regularizer.take() {
+                let r = r.scaled(w);
+                regularizer = Some(match regularizer {
+                    None => r,
+                    Some(acc) => acc.plus(&r),
+                });
             }
             let inner = if m.kind == MetricKind::Sum { m.terms.clone() } else { vec![(1.0, m)] };
             for (wi, mi) in inner {
@@ -165,9 +177,34 @@ impl Metric {
             window: Window::Box(9),
             custom: None,
             terms: flat,
+            regularizer: None,
         };
         m.name = m.to_string();
+        m.regularizer = regularizer;
         Ok(m)
+    }
+
+    /// The same measure with `r` added to its regularizer (dense stages add the regularizer's penalty of
+    /// the displacement field to the loss; linear stages refuse a measure that has one).
+    pub fn with_regularizer(&self, r: &Regularizer) -> Metric {
+        let mut m = self.clone();
+        m.regularizer = Some(match &self.regularizer {
+            None => r.clone(),
+            Some(a) => a.plus(r),
+        });
+        m
+    }
+
+    /// The regularizer attached by [`Metric::with_regularizer`], if any.
+    pub fn regularizer(&self) -> Option<&Regularizer> {
+        self.regularizer.as_ref()
+    }
+
+    /// The same measure without a regularizer.
+    pub fn without_regularizer(&self) -> Metric {
+        let mut m = self.clone();
+        m.regularizer = None;
+        m
     }
 
     /// The weighted terms of a sum ([`Metric::weighted_sum`]); empty for any other measure.
@@ -206,6 +243,7 @@ impl Metric {
             window: Window::Box(9),
             custom: None,
             terms: Vec::new(),
+            regularizer: None,
         })
     }
 
@@ -474,6 +512,17 @@ impl std::fmt::Display for Metric {
         if self.kind != MetricKind::Sum {
             write!(fm, "{}", self.name)?;
         }
+        self.fmt_kind(fm)?;
+        match &self.regularizer {
+            Some(r) => write!(fm, " + {r}"),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Metric {
+    /// The options (or the terms, for a sum) after the name, as [`Metric`]'s `Display` writes them.
+    fn fmt_kind(&self, fm: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self.kind {
             MetricKind::Mse | MetricKind::Ncc => Ok(()),
             MetricKind::Custom => write!(fm, " (defined at {})", self.custom.as_ref().map_or("?", |c| &c.source)),

@@ -29,7 +29,6 @@ use crate::error::{Error, Result};
 use crate::image::resample::{resample, Interpolation, Padding};
 use crate::image::smooth::pyramid;
 use crate::image::{DataType, Grid, Image};
-use crate::metrics::regularizers::{bending_energy, diffusion};
 use crate::metrics::Metric;
 use crate::ops::local_filter::{gaussian_smooth, gaussian_smooth_volumes};
 use crate::ops::warp_field;
@@ -57,39 +56,7 @@ impl DenseModel {
     }
 }
 
-/// The regularizer added to the similarity loss.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
-pub enum Regularizer {
-    /// Mean squared first derivatives of the field (Wang et al., eq. 8), times the weight.
-    Diffusion(f64),
-    /// Bending energy (1/mm^2), times the weight.
-    Bending(f64),
-}
-
-impl Regularizer {
-    /// Parses `diffusion:W` / `bending:W` (`W` a non-negative weight, default 1; `none` for no
-    /// regularizer).
-    ///
-    /// Errors: an unknown name (with "did you mean") or a bad weight.
-    pub fn parse(spec: &str) -> Result<Option<Regularizer>> {
-        let (name, w) = spec.split_once(':').unwrap_or((spec, "1"));
-        let w: f64 = w
-            .trim()
-            .parse()
-            .ok()
-            .filter(|w: &f64| w.is_finite() && *w >= 0.0)
-            .ok_or_else(|| Error::arg("regularizer", format!("weight must be a number >= 0, got '{w}'")))?;
-        crate::names::lookup(
-            "regularizer",
-            name.trim(),
-            &[
-                ("diffusion", Some(Regularizer::Diffusion(w))),
-                ("bending", Some(Regularizer::Bending(w))),
-                ("none", None),
-            ],
-        )
-    }
-}
+pub use crate::metrics::regularizers::Regularizer;
 
 /// Options of [`iso_dense`].
 #[derive(Clone)]
@@ -124,7 +91,8 @@ impl DenseOptions {
     /// Defaults for `model` with `metric`: 3 levels (factors 4, 2, 1) of 100, 100, 50 iterations, a largest
     /// step of half a fixed voxel (mm) decaying linearly to a tenth over each level, gradient sigma 3 and
     /// field sigma 1 voxel (no extra regularizer) for `Greedy` / `Svf`; bending energy 1e-2 for
-    /// `BSpline`; no patience (every level runs to its cap or the slope test and returns its last field).
+    /// `BSpline` (a regularizer attached to `metric`, [`Metric::with_regularizer`], replaces these); no
+    /// patience (every level runs to its cap or the slope test and returns its last field).
     /// Tuned on Colin27 at 2 mm with a known smooth deformation (see `tests/register.rs`).
     ///
     /// The field sigma and the patience, measured: on the main job's pair (avg152 T2 onto ICBM 2009a T1
@@ -144,10 +112,13 @@ impl DenseOptions {
         let mut schedule = Schedule::new(3, &[100, 100, 50], 1.0)?;
         let vox = fixed.spacing().iter().sum::<f64>() / 3.0;
         schedule.lr = schedule.factors.iter().map(|_| 0.5 * vox).collect();
-        let regularizer = match model {
-            DenseModel::BSpline { .. } => Some(Regularizer::Bending(1e-2)),
-            _ => None,
+        // A regularizer that comes with the measure (`lncc + 0.1 * bending`) replaces the model's default.
+        let regularizer = match (metric.regularizer(), model) {
+            (Some(r), _) => Some(r.clone()),
+            (None, DenseModel::BSpline { .. }) => Some(Regularizer::Bending(1e-2)),
+            (None, _) => None,
         };
+        let metric = metric.without_regularizer();
         Ok(DenseOptions {
             schedule,
             metric,
@@ -306,15 +277,13 @@ impl<P> Best<P> {
     }
 }
 
-/// The regularizer's term (weight included) of the field `u` `(3, Z, Y, X)` mm on a grid of `spacing`
-/// mm, or `None` when there is none (or its weight is 0).
-fn regularizer_term(reg: Option<Regularizer>, u: &Tensor, spacing: [f64; 3]) -> Result<Option<Tensor>> {
-    let (term, w) = match reg {
-        Some(Regularizer::Diffusion(w)) if w != 0.0 => (diffusion(u, spacing)?, w),
-        Some(Regularizer::Bending(w)) if w != 0.0 => (bending_energy(u, spacing)?, w),
-        _ => return Ok(None),
-    };
-    Ok(Some((term * w)?))
+/// The regularizer's term (weight included) of the field `u` `(3, Z, Y, X)` mm on `grid`, or `None`
+/// when there is none (or its weights are 0).
+fn regularizer_term(reg: Option<&Regularizer>, u: &Tensor, grid: &Grid) -> Result<Option<Tensor>> {
+    match reg {
+        Some(r) => r.term(u, grid),
+        None => Ok(None),
+    }
 }
 
 /// One `Greedy` level on plain volumes: per iteration the fused field warp with its derivative
@@ -339,7 +308,7 @@ fn greedy_level_fused(lv: &Level, init: &[f32], metric: &Metric, opts: &DenseOpt
         None => None,
     };
     let [z, y, x] = g.zyx();
-    let regularized = matches!(opts.regularizer, Some(Regularizer::Diffusion(w) | Regularizer::Bending(w)) if w != 0.0);
+    let regularized = opts.regularizer.as_ref().is_some_and(Regularizer::is_active);
     let mut u = init.to_vec();
     let mut best = Best::new(opts.patience);
     let mut step = FieldStep::new(3 * nv);
@@ -376,7 +345,7 @@ fn greedy_level_fused(lv: &Level, init: &[f32], metric: &Metric, opts: &DenseOpt
         let mut loss = sim;
         if regularized {
             let uv = Var::from_tensor(&Tensor::from_slice(&u, (3, z, y, x), dev)?)?;
-            if let Some(term) = regularizer_term(opts.regularizer, uv.as_tensor(), g.spacing())? {
+            if let Some(term) = regularizer_term(opts.regularizer.as_ref(), uv.as_tensor(), &g)? {
                 let term = term.to_dtype(DType::F32)?;
                 loss += term.to_dtype(DType::F64)?.to_scalar::<f64>()?;
                 if let Some(t) = term.backward()?.get(uv.as_tensor()) {
@@ -421,7 +390,6 @@ fn dense_level_tensor(
     metric: &Metric,
     opts: &DenseOptions,
 ) -> Result<DenseRun<Tensor>> {
-    let spacing = lv.fixed.grid().spacing();
     let var = Var::from_tensor(init)?;
     let mut opt = Adam::new(lv.lr0, vec![None]);
     let mut conv = WindowedSlope::new(opts.convergence.0, opts.convergence.1);
@@ -444,7 +412,7 @@ fn dense_level_tensor(
             _ => metric.loss(lv.fixed.data(), &warped, lv.mask.as_ref())?,
         };
         let sim = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
-        if let Some(term) = regularizer_term(opts.regularizer, &u, spacing)? {
+        if let Some(term) = regularizer_term(opts.regularizer.as_ref(), &u, lv.fixed.grid())? {
             loss = (&loss + term.to_dtype(loss.dtype())?)?;
         }
         let value = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;

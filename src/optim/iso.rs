@@ -394,6 +394,12 @@ pub fn iso_linear_pyramids(
             ),
         ));
     }
+    if let Some(r) = opts.metric.regularizer() {
+        return Err(Error::arg(
+            "iso",
+            format!("the measure carries a regularizer ({r}), which applies to dense transforms (syn, svf, bspline), not to a linear one"),
+        ));
+    }
     let start = Instant::now();
     let metric = fix_ranges(&opts.metric, fixed, moving)?;
     let radius = {

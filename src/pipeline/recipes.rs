@@ -210,14 +210,21 @@ pub fn register_linear_with(
 
 /// The measure of the linear stages of a recipe whose (dense or only) measure is `metric`: `metric`
 /// itself, except that a dense recipe (`with_dense`) with a local measure (LNCC, patch MI / CR) aligns
-/// globally with Parzen MI first (ANTs' habit: MI for the affine stages, CC for SyN).
+/// globally with Parzen MI first (ANTs' habit: MI for the affine stages, CC for SyN). A regularizer the
+/// measure carries is for the dense stage only.
 ///
-/// Errors: none in practice (the name `mi` is known).
+/// Errors: a regularizer on the measure of a recipe without a dense stage.
 pub fn linear_metric_for(metric: &Metric, with_dense: bool) -> Result<Metric> {
+    if let (false, Some(r)) = (with_dense, metric.regularizer()) {
+        return Err(crate::error::Error::arg(
+            "register",
+            format!("the measure carries a regularizer ({r}), which needs a dense transform (syn, svf, bspline)"),
+        ));
+    }
     if with_dense && metric.is_local() {
         Metric::new(DEFAULT_METRIC)
     } else {
-        Ok(metric.clone())
+        Ok(metric.without_regularizer())
     }
 }
 
@@ -275,8 +282,8 @@ impl DenseSettings {
         opts.sigma_grad = self.grad_sigma.unwrap_or(opts.sigma_grad);
         opts.sigma_field = self.field_sigma.unwrap_or(opts.sigma_field);
         opts.patience = self.patience.unwrap_or(opts.patience);
-        if let Some(r) = self.regularizer {
-            opts.regularizer = r;
+        if let Some(r) = &self.regularizer {
+            opts.regularizer = r.clone();
         }
         Ok((model, opts))
     }

@@ -30,7 +30,6 @@ use crate::image::ops::{normalize, Normalization};
 use crate::image::resample::Padding;
 use crate::image::{Grid, Image};
 use crate::metrics::evaluation::{dice, mean_displacement_error};
-use crate::metrics::regularizers::{bending_energy, diffusion};
 use crate::metrics::{Metric, OptionValue};
 use crate::nn::{flow_to_world, pair_input, AffineNet, Dim3, UNet};
 use crate::ops::warp_field;
@@ -196,15 +195,18 @@ impl Network {
     /// (with its graph) and the similarity part's value.
     ///
     /// Errors: images with several channels; tensor errors.
-    pub fn loss(&self, pair: &Pair, metric: &Metric, regularizer: Option<Regularizer>) -> Result<(Tensor, f64)> {
+    pub fn loss(&self, pair: &Pair, metric: &Metric, regularizer: Option<&Regularizer>) -> Result<(Tensor, f64)> {
         let f = self.forward(&pair.moving, &pair.fixed)?;
         let metric = unit_ranges(metric)?;
         let sim = metric.loss(&f.fixed, &f.warped, None)?;
         let sim_value = sim.to_dtype(DType::F64)?.to_scalar::<f64>()?;
-        let total = match (regularizer, &f.field) {
-            (Some(Regularizer::Diffusion(w)), Some(u)) => (sim + (diffusion(u, f.grid.spacing())? * w)?)?,
-            (Some(Regularizer::Bending(w)), Some(u)) => (sim + (bending_energy(u, f.grid.spacing())? * w)?)?,
-            _ => sim,
+        let term = match (regularizer, &f.field) {
+            (Some(r), Some(u)) => r.term(u, &f.grid)?,
+            _ => None,
+        };
+        let total = match term {
+            Some(t) => (sim + t)?,
+            None => sim,
         };
         Ok((total, sim_value))
     }
@@ -535,7 +537,7 @@ pub fn train(net: &Network, pairs: &PairSource, opts: &TrainOptions) -> Result<T
             let mut loss: Option<Tensor> = None;
             for b in 0..opts.batch {
                 let k = (report.steps * opts.batch + b) as u64;
-                let (l, _) = net.loss(&pairs.training_pair(k)?, &opts.loss, opts.regularizer)?;
+                let (l, _) = net.loss(&pairs.training_pair(k)?, &opts.loss, opts.regularizer.as_ref())?;
                 loss = Some(match loss {
                     Some(acc) => (acc + l)?,
                     None => l,

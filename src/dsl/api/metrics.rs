@@ -14,6 +14,7 @@ use crate::dsl::Host;
 use crate::error::Error;
 use crate::image::Image;
 use crate::metrics::evaluation::{dice, dice_threshold, hd95, jacobian_stats, mean_displacement_error, psnr, ssim};
+use crate::metrics::regularizers::{CustomRegularizer, CustomTerm, Regularizer};
 use crate::metrics::similarity::{Custom, CustomMeasure};
 use crate::metrics::{Metric, OptionValue};
 
@@ -63,23 +64,58 @@ fn labels(o: &Opts) -> RhaiResult<Option<Vec<i64>>> {
     Ok(o.numbers("labels")?.map(|v| v.into_iter().map(|x| x as i64).collect()))
 }
 
-/// A measure written in the DSL: a script function of the fixed and warped data tensors (and a mask),
-/// called wherever the library evaluates the measure (`iso`, `register`, `measure`), also outside the
-/// builtin call that made it. It runs on an engine of its own with the session's host (made on first
-/// use) and the script functions that were visible where it was made, so the closure's captured
-/// variables and the script's functions are there.
-struct ScriptMeasure {
+/// A script function (a closure or `Fn("name")`) callable wherever the library evaluates it (inside
+/// `iso`, `register`, `train`), also outside the builtin call that made it: it runs on an engine of its
+/// own with the session's host (made on first use) and the script functions that were visible where it
+/// was made, so the closure's captured variables and the script's functions are there.
+pub(crate) struct ScriptFn {
     f: FnPtr,
-    /// The script functions in scope where `metric(...)` was called.
+    /// The script functions in scope where the value was made.
     namespaces: Vec<Arc<rhai::Module>>,
-    /// The closure's parameter count without curried (captured) values: 2 or 3.
+    /// The function's parameter count without curried (captured) values.
     arity: usize,
     host: Arc<Host>,
     engine: Mutex<Option<Arc<Engine>>>,
     name: String,
 }
 
-impl ScriptMeasure {
+impl ScriptFn {
+    /// `f` as a callable of the library, named `name` in errors; its arity must be one of `arities`.
+    ///
+    /// Errors: a function that does not exist or takes another number of arguments (`what` names
+    /// what it is for).
+    fn new(
+        ctx: &NativeCallContext,
+        host: &Arc<Host>,
+        f: FnPtr,
+        name: String,
+        arities: &[usize],
+        what: &str,
+    ) -> RhaiResult<Self> {
+        let curried = f.curry().len();
+        let params = ctx
+            .iter_namespaces()
+            .flat_map(|m| m.iter_script_fn_info())
+            .find(|fi| fi.2 == f.fn_name())
+            .map(|fi| fi.3.saturating_sub(curried));
+        let func = ctx.fn_name().to_string();
+        let arity = match params {
+            Some(n) if arities.contains(&n) => n,
+            Some(n) => {
+                return Err(arg_error(&func, format!("{what}; `{}` takes {n} arguments", f.fn_name())));
+            }
+            None => return Err(arg_error(&func, format!("no script function `{}`", f.fn_name()))),
+        };
+        Ok(ScriptFn {
+            f,
+            namespaces: ctx.namespaces().to_vec(),
+            arity,
+            host: host.clone(),
+            engine: Mutex::new(None),
+            name,
+        })
+    }
+
     fn engine(&self) -> crate::Result<Arc<Engine>> {
         let mut slot = self.engine.lock().map_err(|_| crate::Error::arg(self.name.clone(), "engine lock poisoned"))?;
         if let Some(e) = slot.as_ref() {
@@ -91,33 +127,25 @@ impl ScriptMeasure {
         *slot = Some(e.clone());
         Ok(e)
     }
-}
 
-impl CustomMeasure for ScriptMeasure {
-    fn measure(&self, fixed: &Tensor, moving: &Tensor, mask: Option<&Tensor>) -> crate::Result<Tensor> {
+    /// Calls the function with `args`; a script error is passed on as [`crate::Error::Callback`].
+    fn call(&self, args: Vec<Dynamic>) -> crate::Result<Dynamic> {
         let engine = self.engine()?;
         let mut global = engine.new_global_runtime_state();
         global.lib = self.namespaces.iter().cloned().collect();
         let ctx = NativeCallContext::new_with_all_fields(&engine, &self.name, None, &global, Position::NONE);
-        let (a, b) = (TensorValue(fixed.clone()), TensorValue(moving.clone()));
-        let out: Result<Dynamic, Box<EvalAltResult>> = match (mask, self.arity) {
-            (None, 2) => self.f.call_within_context(&ctx, (a, b)),
-            (Some(m), 3) => self.f.call_within_context(&ctx, (a, b, TensorValue(m.clone()))),
-            (None, _) => self.f.call_within_context(&ctx, (a, b, Dynamic::UNIT)),
-            (Some(_), _) => {
-                return Err(crate::Error::arg(
-                    self.name.clone(),
-                    "a mask was given, but the measure takes none: write it as |fixed, warped, mask| to use masks",
-                ))
-            }
-        };
-        let out = out.map_err(|e| crate::Error::Callback(e))?;
+        let out: Result<Dynamic, Box<EvalAltResult>> = self.f.call_within_context(&ctx, args);
+        out.map_err(|e| crate::Error::Callback(e))
+    }
+
+    /// The tensor a call returned, or a named error.
+    fn tensor(&self, out: Dynamic, what: &str) -> crate::Result<Tensor> {
         match out.clone().try_cast::<TensorValue>() {
             Some(t) => Ok(t.0),
             None => Err(crate::Error::arg(
                 self.name.clone(),
                 format!(
-                    "the measure returned {}, not a Tensor: compute it with tensor operations on its arguments (not .item()) so that it can be differentiated",
+                    "the {what} returned {}, not a Tensor: compute it with tensor operations on its arguments (not .item()) so that it can be differentiated",
                     type_of(&out)
                 ),
             )),
@@ -125,48 +153,89 @@ impl CustomMeasure for ScriptMeasure {
     }
 }
 
-/// `metric(|fixed, warped| ...)`: a measure written in the DSL (see [`ScriptMeasure`]).
-fn script_metric(ctx: &NativeCallContext, host: &Arc<Host>, f: FnPtr, o: &Opts) -> RhaiResult<Metric> {
-    let curried = f.curry().len();
-    let params =
-        ctx.iter_namespaces().flat_map(|m| m.iter_script_fn_info()).find(|fi| fi.2 == f.fn_name()).map(|fi| fi.3);
-    let arity = match params.map(|n| n.saturating_sub(curried)) {
-        Some(n @ (2 | 3)) => n,
-        Some(n) => {
-            return Err(arg_error(
-                "metric",
-                format!(
-                    "a measure takes (fixed, warped) or (fixed, warped, mask); `{}` takes {n} arguments",
-                    f.fn_name()
-                ),
-            ))
-        }
-        None => return Err(arg_error("metric", format!("no script function `{}`", f.fn_name()))),
-    };
-    let anonymous = f.fn_name().starts_with("anon$");
-    let name = match o.string("name")? {
-        Some(n) => n,
-        None if anonymous => "script measure".to_string(),
-        None => f.fn_name().to_string(),
-    };
-    let pos = ctx.call_position();
-    let source = match (ctx.call_source(), pos.line()) {
+/// A measure written in the DSL: `|fixed, warped|` or `|fixed, warped, mask|` on `(1, Z, Y, X)` tensors.
+struct ScriptMeasure(ScriptFn);
+
+impl CustomMeasure for ScriptMeasure {
+    fn measure(&self, fixed: &Tensor, moving: &Tensor, mask: Option<&Tensor>) -> crate::Result<Tensor> {
+        let f = &self.0;
+        let (a, b) = (Dynamic::from(TensorValue(fixed.clone())), Dynamic::from(TensorValue(moving.clone())));
+        let args = match (mask, f.arity) {
+            (None, 2) => vec![a, b],
+            (Some(m), 3) => vec![a, b, Dynamic::from(TensorValue(m.clone()))],
+            (None, _) => vec![a, b, Dynamic::UNIT],
+            (Some(_), _) => {
+                return Err(crate::Error::arg(
+                    f.name.clone(),
+                    "a mask was given, but the measure takes none: write it as |fixed, warped, mask| to use masks",
+                ))
+            }
+        };
+        let out = f.call(args)?;
+        f.tensor(out, "measure")
+    }
+}
+
+/// A regularizer written in the DSL: `|field|` on the `(3, Z, Y, X)` displacement field in mm.
+struct ScriptRegularizer(ScriptFn);
+
+impl CustomRegularizer for ScriptRegularizer {
+    fn value(&self, field: &Tensor, _grid: &crate::image::Grid) -> crate::Result<Tensor> {
+        let out = self.0.call(vec![Dynamic::from(TensorValue(field.clone()))])?;
+        self.0.tensor(out, "regularizer")
+    }
+}
+
+/// Where a builtin was called, for help and reports (`recipe.rhai line 3`).
+fn call_site(ctx: &NativeCallContext) -> String {
+    match (ctx.call_source(), ctx.call_position().line()) {
         (Some(s), Some(l)) => format!("{s} line {l}"),
         (None, Some(l)) => format!("line {l}"),
         _ => "a script".to_string(),
+    }
+}
+
+/// The name of a value made from a script function: `name=`, else the function's name (`fallback` for
+/// a closure).
+fn fn_value_name(f: &FnPtr, o: &Opts, fallback: &str) -> RhaiResult<String> {
+    Ok(match o.string("name")? {
+        Some(n) => n,
+        None if f.fn_name().starts_with("anon$") => fallback.to_string(),
+        None => f.fn_name().to_string(),
+    })
+}
+
+/// `metric(|fixed, warped| ...)`: a measure written in the DSL (see [`ScriptMeasure`]).
+fn script_metric(ctx: &NativeCallContext, host: &Arc<Host>, f: FnPtr, o: &Opts) -> RhaiResult<Metric> {
+    let name = fn_value_name(&f, o, "script measure")?;
+    let sf =
+        ScriptFn::new(ctx, host, f, name.clone(), &[2, 3], "a measure takes (fixed, warped) or (fixed, warped, mask)")?;
+    let custom = Custom {
+        measure: Arc::new(ScriptMeasure(sf)),
+        higher_is_better: o.bool("higher_is_better")?.unwrap_or(true),
+        source: call_site(ctx),
     };
-    let measure = ScriptMeasure {
-        f,
-        namespaces: ctx.namespaces().to_vec(),
-        arity,
-        host: host.clone(),
-        engine: Mutex::new(None),
-        name: name.clone(),
-    };
-    Ok(Metric::custom(
-        &name,
-        Custom { measure: Arc::new(measure), higher_is_better: o.bool("higher_is_better")?.unwrap_or(true), source },
-    ))
+    Ok(Metric::custom(&name, custom))
+}
+
+/// `regularizer(|field| ...)`: a regularizer written in the DSL (see [`ScriptRegularizer`]).
+fn script_regularizer(ctx: &NativeCallContext, host: &Arc<Host>, f: FnPtr, o: &Opts) -> RhaiResult<Regularizer> {
+    let name = fn_value_name(&f, o, "script regularizer")?;
+    let sf = ScriptFn::new(ctx, host, f, name.clone(), &[1], "a regularizer takes the displacement field")?;
+    let weight = o.f64("weight")?.unwrap_or(1.0);
+    Ok(Regularizer::Custom(CustomTerm { regularizer: Arc::new(ScriptRegularizer(sf)), name }, weight))
+}
+
+/// A regularizer by name (`diffusion`, `bending`, `folding`), with a weight.
+fn named_regularizer(name: &str, o: &Opts) -> RhaiResult<Regularizer> {
+    let w = o.f64("weight")?.unwrap_or(1.0);
+    if !(w.is_finite() && w >= 0.0) {
+        return Err(arg_error("regularizer", format!("weight must be >= 0, got {w}")));
+    }
+    match Regularizer::parse(name).host()? {
+        Some(r) => Ok(r.scaled(w)),
+        None => Err(arg_error("regularizer", "`none` is not a regularizer value")),
+    }
 }
 
 /// Registers the metric type, the measure functions and the evaluation measures.
@@ -206,6 +275,52 @@ pub fn register(engine: &mut Engine, host: &Arc<Host>) {
                 Dynamic::from_map(e)
             })
             .collect()
+    });
+    // Regularizers as values: `lncc + 0.1 * bending` is one objective for the dense stages.
+    engine
+        .register_type_with_name::<Regularizer>("Regularizer")
+        .register_fn("to_string", |r: &mut Regularizer| r.to_string())
+        .register_fn("to_debug", |r: &mut Regularizer| r.to_string());
+    let scaled = |r: Regularizer, w: f64| -> RhaiResult<Regularizer> {
+        if !(w.is_finite() && w >= 0.0) {
+            return Err(arg_error("regularizer", format!("a regularizer's weight must be >= 0, got {w}")));
+        }
+        Ok(r.scaled(w))
+    };
+    engine.register_fn("*", move |w: f64, r: Regularizer| scaled(r, w));
+    engine.register_fn("*", move |r: Regularizer, w: f64| scaled(r, w));
+    engine.register_fn("*", move |w: i64, r: Regularizer| scaled(r, w as f64));
+    engine.register_fn("*", move |r: Regularizer, w: i64| scaled(r, w as f64));
+    engine.register_fn("+", |a: Regularizer, b: Regularizer| a.plus(&b));
+    engine.register_fn("+", |m: Metric, r: Regularizer| m.with_regularizer(&r));
+    engine.register_fn("+", |r: Regularizer, m: Metric| m.with_regularizer(&r));
+    with_opts!(engine, "regularizer", |name: &str| o => {
+        if o.get("name").is_some() {
+            return Err(arg_error("regularizer", "name= is for regularizers written in the DSL"));
+        }
+        named_regularizer(name, &o)
+    });
+    let h = host.clone();
+    engine.register_fn("regularizer", move |ctx: NativeCallContext, f: FnPtr| {
+        script_regularizer(&ctx, &h, f, &Opts::none("regularizer"))
+    });
+    let h = host.clone();
+    engine.register_fn("regularizer", move |ctx: NativeCallContext, f: FnPtr, map: Map| -> RhaiResult<Regularizer> {
+        script_regularizer(&ctx, &h, f, &Opts::new("regularizer", map)?)
+    });
+    engine.register_fn("penalty", |r: Regularizer, field: TensorValue, on: Dynamic| -> RhaiResult<TensorValue> {
+        let g = crate::dsl::options::grid_of(&on).ok_or_else(|| {
+            arg_error("penalty", format!("the third argument is an image or a grid, not {}", type_of(&on)))
+        })?;
+        let d = field.0.dims();
+        let [z, y, x] = g.zyx();
+        if d != [3, z, y, x] {
+            return Err(arg_error("penalty", format!("the field must be (3, {z}, {y}, {x}) on that grid, got {d:?}")));
+        }
+        match r.term(&field.0, &g).host()? {
+            Some(t) => Ok(TensorValue(t)),
+            None => crate::dsl::api::tensor::zero_like(&field.0),
+        }
     });
     let h = host.clone();
     engine.register_fn("metric", move |ctx: NativeCallContext, f: FnPtr| {
@@ -372,6 +487,25 @@ pub static HELP: &[Help] = &[
         summary: "A similarity measure by name (aliases, \"did you mean\") with options, or one written in the DSL: a function of the fixed and warped data tensors (1, Z, Y, X) returning a one-element tensor; usable in iso, register and measure like the built-ins (gradient by autograd through the warp, on the full grid). Measures combine on their losses: 0.5 * ncc + 0.5 * mi has the loss 0.5 * (-ncc) + 0.5 * (-mi), and measure() reports that loss; -m flips a measure",
         options: &METRIC_OPTS,
         example: "let m = metric(\"mi\", bins=48);\nassert(m.name == \"mi\" && m.to_string() == \"mi(bins=48, sigma=0.5)\", \"configured\");\nassert(metric(\"mse\").name == \"ssd\", \"an alias\");\nlet my_ncc = metric(|f, w| {\n    let a = f - f.mean();\n    let b = w - w.mean();\n    (a * b).mean() / sqrt((a * a).mean() * (b * b).mean())\n}, name=\"my_ncc\");\nlet t1 = load(\"data/avg152/avg152T1.nii\");\nlet t2 = load(\"data/avg152/avg152T2.nii\");\nassert(abs(measure(my_ncc, t1, t2) - ncc(t1, t2)) < 1e-4, \"the script NCC is the built-in's\");\nlet both = 0.5 * ncc + 0.5 * mi;\nassert(both.to_string() == \"0.5 * ncc + 0.5 * mi(bins=32, sigma=0.5)\" && both.terms.len() == 2, \"a sum of two measures\");\nassert(abs(measure(both, t1, t2) + 0.5 * ncc(t1, t2) + 0.5 * mi(t1, t2)) < 1e-4, \"its value is the combined loss\");",
+    },
+    Help {
+        name: "regularizer",
+        domain: "metrics",
+        signature: "regularizer(name) -> Regularizer;  regularizer(|field| ...) -> Regularizer   (bare `diffusion` and `bending` are values too)",
+        summary: "A regularizer of the displacement field for dense stages and training: diffusion (Wang et al. eq. 8), bending (Rueckert et al. 1999, 1/mm^2), folding (mean relu(-det J)), or one written in the DSL on the (3, Z, Y, X) field in mm; weights multiply (0.1 * bending), terms add, and measure + regularizer is one objective (register(m, f, metric=lncc + 0.1 * bending, transform=\"syn\"))",
+        options: &[
+            o("weight", "1", "the penalty's weight"),
+            o("name", "the function's", "name of a regularizer written in the DSL"),
+        ],
+        example: "let r = lncc + 0.1 * bending;\nassert(r.to_string() == \"lncc(Box(9)) + 0.1 * bending\", \"a measure with a regularizer\");\nlet t1 = load(\"data/avg152/avg152T1.nii\");\nlet u = zeros([3, 91, 109, 91]);\nassert(penalty(diffusion + regularizer(\"folding\"), u, t1).item() == 0.0, \"the identity has no penalty\");\nlet l2 = regularizer(|u| (u * u).mean(), name=\"l2\");\nassert(penalty(2 * l2, ones([3, 91, 109, 91]), t1).item() == 2.0, \"a script regularizer, weighted\");",
+    },
+    Help {
+        name: "penalty",
+        domain: "metrics",
+        signature: "penalty(regularizer, field, onto) -> Tensor   (field (3, Z, Y, X) mm on the grid of `onto`, an image or a grid)",
+        summary: "The weighted penalty of a displacement field, differentiable in the field",
+        options: &[],
+        example: "let t1 = load(\"data/avg152/avg152T1.nii\");\nlet u = zeros([3, 91, 109, 91]).requires_grad();\nlet p = penalty(bending, u, t1);\nassert(p.item() == 0.0 && grad(p + (u * u).sum(), u).shape == [3, 91, 109, 91], \"zero for no displacement; differentiable\");",
     },
     Help {
         name: "measure",

@@ -212,9 +212,11 @@ fn train_impl(host: &Host, net: &NetValue, pairs: &PairsValue, o: &Opts) -> Rhai
         o.usize("steps")?.unwrap_or(100),
         o.f64("lr")?.unwrap_or(1e-3),
     );
-    if let Some(r) = o.string("regularizer")? {
-        t.regularizer = crate::optim::Regularizer::parse(&r).host_key("regularizer")?;
-    }
+    // A regularizer given with the loss (`loss=mi + 0.1 * diffusion`) unless regularizer= is given.
+    t.regularizer = match super::pipeline::regularizer_option(o)? {
+        Some(r) => r,
+        None => t.loss.regularizer().cloned(),
+    };
     t.batch = o.usize("batch")?.unwrap_or(1);
     t.schedule = match o.string("schedule")?.as_deref().unwrap_or("cosine") {
         "cosine" => LrSchedule::Cosine { final_fraction: 0.05 },
@@ -386,7 +388,7 @@ pub static HELP: &[Help] = &[
         summary: "Unsupervised training: Adam on the weights, loss = a similarity measure of the warped pair on the network grid (plus a regularizer of dense fields); validation, checkpoints (safetensors + JSON) and resume; Ctrl-C stops after the step and writes the checkpoint",
         options: &[
             o("loss", "cr (affine_net) / mi (unet)", "the similarity measure"),
-            o("regularizer", "none", "dense: diffusion:W or bending:W"),
+            o("regularizer", "none (the loss's, if it carries one)", "dense: a Regularizer (0.1 * diffusion), or diffusion:W, bending:W, folding:W"),
             o("epochs", "10", "epochs to reach (a resumed run does the rest)"),
             o("steps", "100", "optimizer steps per epoch"),
             o("batch", "1", "pairs per step"),

@@ -90,6 +90,17 @@ fn polish_of(o: &Opts, default_points: usize) -> RhaiResult<Option<crate::optim:
     Ok((points > 0 && iterations > 0).then_some(Polish { points, iterations }))
 }
 
+/// The `regularizer=` option: a Regularizer value (`0.1 * bending`), or a spec string (`bending:0.1`,
+/// `none`); `None` when not given.
+pub(crate) fn regularizer_option(o: &Opts) -> RhaiResult<Option<Option<Regularizer>>> {
+    let Some(d) = o.get("regularizer") else { return Ok(None) };
+    if let Some(r) = d.clone().try_cast::<Regularizer>() {
+        return Ok(Some(Some(r)));
+    }
+    let spec = o.string("regularizer")?.unwrap_or_default();
+    Regularizer::parse(&spec).host_key("regularizer").map(Some)
+}
+
 /// Dense-stage settings from keyword arguments: per-level iterations under `iterations_key`, smoothing
 /// sigmas, regularizer, B-spline control spacing, SVF steps.
 fn dense_settings(o: &Opts, iterations_key: &str) -> RhaiResult<DenseSettings> {
@@ -98,7 +109,7 @@ fn dense_settings(o: &Opts, iterations_key: &str) -> RhaiResult<DenseSettings> {
         lr: None,
         grad_sigma: o.f64("grad_sigma")?,
         field_sigma: o.f64("field_sigma")?,
-        regularizer: o.string("regularizer")?.map(|r| Regularizer::parse(&r)).transpose().host_key("regularizer")?,
+        regularizer: regularizer_option(o)?,
         control_spacing: o.f64("control_spacing")?,
         steps: o.usize("steps")?,
         patience: o.usize("patience")?,
@@ -239,7 +250,7 @@ const ISO_OPTS: [Opt; 20] = [
     o("polish_iterations", "20", "most L-BFGS iterations of the final refinement"),
     o("grad_sigma", "3", "dense: Gaussian sigma (voxels) applied to each gradient"),
     o("field_sigma", "1", "dense: Gaussian sigma (voxels) applied to the field after each step (0: none)"),
-    o("regularizer", "none (bspline: bending:0.01)", "dense: diffusion:W, bending:W or none"),
+    o("regularizer", "none (bspline: bending:0.01)", "dense: a Regularizer (0.1 * bending), or diffusion:W, bending:W, folding:W, none"),
     o("control_spacing", "10", "bspline: control point spacing, mm"),
     o("steps", "7", "svf: scaling-and-squaring steps"),
     o("patience", "0", "dense: a level stops after this many iterations without a better loss and returns its best field (0: runs to its cap, returns its last field)"),
@@ -286,7 +297,7 @@ pub static HELP: &[Help] = &[
             o("dense_iterations", "100,100,50", "iterations per level of the dense stage (factors 2^(n-1) .. 1)"),
             o("grad_sigma", "3", "dense: Gaussian sigma (voxels) applied to each gradient"),
             o("field_sigma", "1", "dense: Gaussian sigma (voxels) applied to the field after each step (0: none)"),
-            o("regularizer", "none (bspline: bending:0.01)", "dense: diffusion:W, bending:W or none"),
+            o("regularizer", "none (bspline: bending:0.01)", "dense: a Regularizer (0.1 * bending), or diffusion:W, bending:W, folding:W, none"),
             o("control_spacing", "10", "bspline: control point spacing, mm"),
             o("patience", "0", "dense: a level stops after this many iterations without a better loss and returns its best field (0: runs to its cap, returns its last field)"),
         ],

@@ -314,6 +314,11 @@ fn conv(x: &Tensor, w: &Tensor, b: Option<&Tensor>, o: &Opts) -> RhaiResult<Tens
     crate::nn::conv3d(x, w, b, stride, padding).host().map(TensorValue)
 }
 
+/// A 0-d zero of `like`'s dtype and device.
+pub(crate) fn zero_like(like: &Tensor) -> RhaiResult<TensorValue> {
+    tv(Tensor::zeros((), like.dtype(), like.device()))
+}
+
 /// A tensor marked for gradients (a copy of `t`'s values).
 fn requires_grad(t: &Tensor) -> RhaiResult<TensorValue> {
     if !t.dtype().is_float() {
