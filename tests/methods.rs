@@ -272,3 +272,24 @@ fn a_measure_plus_a_regularizer_is_one_dense_objective_and_a_script_regularizer_
         .expect_err("refused");
     assert!(render(&e, false, 200).contains("dense transforms"), "{}", render(&e, false, 200));
 }
+
+#[test]
+fn train_takes_a_measure_written_in_the_dsl_as_its_loss() {
+    let mut s = session();
+    let losses = eval(
+        &mut s,
+        &format!(
+            "let t1 = load(\"data/avg152/avg152T1.nii\");
+            let m = {SCRIPT_NCC};
+            let n = affine_net(input_size=16, channels=[4, 8], hidden=8, seed=1);
+            let p = synthetic_pairs(t1, t1, translation=5.0, rotation=0.0, scale=0.0, shear=0.0);
+            train(n, p, loss=m, epochs=2, steps=5).train_loss"
+        ),
+    )
+    .into_typed_array::<f64>()
+    .unwrap();
+    // The loss is minus the NCC of the warped crop with the fixed one: in [-1, 0) for the same image
+    // moved by up to 5 mm.
+    assert_eq!(losses.len(), 2);
+    assert!(losses.iter().all(|l| (-1.0..-0.5).contains(l)), "{losses:?}");
+}

@@ -66,6 +66,12 @@ fn repl_through_a_pty_keeps_variables_across_an_error() {
     p.exp_string("iso(state").unwrap();
     p.exp_string("example").unwrap();
     p.exp_string(PROMPT).unwrap();
+    // :help of a measure written in the session: its name and where it was defined.
+    p.send_line("let my_ncc = metric(|f, w| (f * w).mean(), name=\"my_ncc\")").unwrap();
+    p.exp_string(PROMPT).unwrap();
+    p.send_line(":help my_ncc").unwrap();
+    p.exp_string("a measure written in the DSL, named \"my_ncc\", defined at <repl:").unwrap();
+    p.exp_string(PROMPT).unwrap();
     p.send_line(":vars").unwrap();
     p.exp_string("ch2: Image =").unwrap();
     p.exp_string(PROMPT).unwrap();

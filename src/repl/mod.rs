@@ -62,6 +62,42 @@ struct Repl {
 }
 
 impl Repl {
+    /// `:help NAME` for a variable holding a measure or regularizer made in the session (one written in
+    /// the DSL, a combination): what it is and where it was defined; `None` for other names.
+    fn value_help(&self, name: &str) -> Option<String> {
+        use crate::metrics::regularizers::Regularizer;
+        use crate::metrics::{Metric, MetricKind};
+        if let Some(m) = self.session.get_var::<Metric>(name) {
+            let what = match (m.kind(), m.as_custom()) {
+                (MetricKind::Custom, Some(c)) => format!(
+                    "a measure written in the DSL, named \"{}\", defined at {}; its loss is {}",
+                    m.name(),
+                    c.source,
+                    if c.higher_is_better {
+                        "minus its value (higher is better)"
+                    } else {
+                        "its value (lower is better)"
+                    }
+                ),
+                (MetricKind::Sum, _) => {
+                    "a combination of measures; its value and loss are the weighted sum of the terms' losses".into()
+                }
+                _ => format!("the measure `{}` (`:help {}` for its options)", m.name(), m.name()),
+            };
+            return Some(format!(
+                "{name} = {m}\n    {what}\n    use it as iso({name}), register(m, f, metric={name}), measure({name}, fixed, moving)"
+            ));
+        }
+        if matches!(name, "diffusion" | "bending") && self.session.get_var::<Regularizer>(name).is_none() {
+            // The bare regularizer values are documented with `regularizer`.
+            return crate::dsl::help::help("regularizer")
+                .map(|h| format!("{name}: a Regularizer value, see regularizer\n{h}"));
+        }
+        self.session.get_var::<Regularizer>(name).map(|r| {
+            format!("{name} = {r}\n    a regularizer of the displacement field: add it to a measure for the dense stages (metric=lncc + {name}), or penalty({name}, field, grid)")
+        })
+    }
+
     fn report(&self, e: &ScriptError) {
         eprint!("{}", render_terminal(e, self.colour));
         let _ = std::io::stderr().flush();
@@ -93,6 +129,9 @@ impl Repl {
                 }
                 println!("builtins (`:help NAME` for one):");
                 print_builtins();
+            }
+            ":help" | ":h" if self.value_help(rest).is_some() => {
+                println!("{}", self.value_help(rest).unwrap_or_default());
             }
             ":help" | ":h" => match crate::dsl::help::help(rest) {
                 Some(h) => println!("{h}"),
