@@ -94,6 +94,8 @@ fn iso_with_a_script_ncc_recovers_a_known_affine_as_the_built_in_does() {
         let brain = load(\"data/avg152/brainmask.nii\") > 0.5;
         assert(abs(measure(my_ncc, t1, load(\"data/avg152/avg152T2.nii\"), mask=brain)
             - ncc(t1, load(\"data/avg152/avg152T2.nii\"), mask=brain)) < 1e-4, \"masked values agree\");
+        assert(abs(measure(my_ncc, t1, load(\"data/avg152/avg152T2.nii\"))
+            - ncc(t1, load(\"data/avg152/avg152T2.nii\"))) < 1e-4, \"without a mask: every voxel\");
         let truth = affine([4.0, -3.0, 2.0, 0.05, -0.04, 0.03, 1.04, 0.97, 1.02, 0.0, 0.0, 0.0], about=t1);
         let moved = warp(t1, inverse(truth), t1);
         let start = displacement_error(affine(), truth, t1, mask=brain);

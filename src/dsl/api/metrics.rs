@@ -153,7 +153,8 @@ impl ScriptFn {
     }
 }
 
-/// A measure written in the DSL: `|fixed, warped|` or `|fixed, warped, mask|` on `(1, Z, Y, X)` tensors.
+/// A measure written in the DSL: `|fixed, warped|` or `|fixed, warped, mask|` on `(1, Z, Y, X)` tensors
+/// (the mask is all ones when none is given).
 struct ScriptMeasure(ScriptFn);
 
 impl CustomMeasure for ScriptMeasure {
@@ -163,7 +164,8 @@ impl CustomMeasure for ScriptMeasure {
         let args = match (mask, f.arity) {
             (None, 2) => vec![a, b],
             (Some(m), 3) => vec![a, b, Dynamic::from(TensorValue(m.clone()))],
-            (None, _) => vec![a, b, Dynamic::UNIT],
+            // A measure written for masks sees every voxel when none is given.
+            (None, _) => vec![a, b, Dynamic::from(TensorValue(fixed.ones_like()?))],
             (Some(_), _) => {
                 return Err(crate::Error::arg(
                     f.name.clone(),
