@@ -224,12 +224,23 @@ fn errors_in_script_functions_point_at_their_text_and_bad_results_are_named() {
         ("tensor([[1.0], [2.0, 3.0]])", "ragged"),
         ("zeros([2, 3]).reshape([4, -1])", "cannot reshape"),
         ("arange(3)[5]", "out of range"),
+        // Sizes a small script must not allocate (a hang or an abort before).
+        ("zeros([1000000, 1000000, 1000000])", "more than"),
+        ("arange(0, 1, 1e-9)", "more than"),
+        ("adam().minimize(|x| (x * x).sum(), [1.0], iterations=999999999999999)", "at most"),
+        // A regularizer cannot be rewarded; a measure divided by zero.
+        ("-(lncc + 0.1 * bending)", "negative weight"),
+        ("regularizer(|u| u.mean(), weight=-1)", ">= 0"),
+        ("ncc / 0", "division by zero"),
+        ("register(load(\"data/avg152/avg152T1.nii\"), load(\"data/avg152/avg152T1.nii\"), metric=lncc + bending, regularizer=\"diffusion:1\", transform=\"syn\")", "give one"),
     ];
     for (text, want) in cases {
         let e = s.eval("bad", text).err().unwrap_or_else(|| panic!("`{text}` should fail"));
         let shown = render(&e, false, 200);
         assert!(shown.contains(want), "`{text}`: expected `{want}` in\n{shown}");
     }
+    // Powers of negative bases by a constant exponent, as torch.
+    assert_eq!(eval(&mut s, "(tensor([-2.0]) ** tensor(2.0)).item()").as_float().unwrap(), 4.0);
     // The closure's error is reported on the closure's line (line 2 of the first case).
     let e = s.eval("bad", cases[0].0).err().unwrap();
     let shown = render(&e, false, 200);

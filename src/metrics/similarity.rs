@@ -151,6 +151,12 @@ impl Metric {
                 return Err(Error::arg("measure sum", format!("weight {w} of {m} is not finite")));
             }
             if let Some(r) = m.regularizer.take() {
+                if w < 0.0 {
+                    return Err(Error::arg(
+                        "measure sum",
+                        format!("{m} + {r} carries a regularizer, which cannot take a negative weight ({w}): negate the measure alone"),
+                    ));
+                }
                 let r = r.scaled(w);
                 regularizer = Some(match regularizer {
                     None => r,
@@ -220,7 +226,9 @@ impl Metric {
             return f(self);
         }
         let terms = self.terms.iter().map(|(w, m)| Ok((*w, m.map_terms(f)?))).collect::<Result<Vec<_>>>()?;
-        Metric::weighted_sum(terms)
+        let mut m = Metric::weighted_sum(terms)?;
+        m.regularizer = self.regularizer.clone();
+        Ok(m)
     }
 
     /// The outside measure, for [`MetricKind::Custom`].
@@ -447,7 +455,7 @@ impl Metric {
                         actual: format!("a tensor of shape {:?}", v.dims()),
                     });
                 }
-                Ok(v.reshape(())?)
+                Ok(v.reshape(())?.to_dtype(fixed.dtype())?)
             }
         }
     }

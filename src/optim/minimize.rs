@@ -121,7 +121,7 @@ pub fn first_order(
     let noisy = obj.noisy();
     let mut x = x0.to_vec();
     let (mut best, mut best_x) = (f64::INFINITY, x.clone());
-    let (mut losses, mut stop) = (Vec::with_capacity(o.iterations), Stop::Iterations);
+    let (mut losses, mut stop) = (Vec::with_capacity(o.iterations.min(1 << 16)), Stop::Iterations);
     for it in 0..o.iterations {
         let lr = if o.decay { o.lr * (1.0 - 0.9 * it as f64 / o.iterations.max(1) as f64) } else { o.lr };
         opt.set_lr(lr);

@@ -255,7 +255,7 @@ impl DenseSettings {
     /// `metric` on `fixed`'s grid: [`DenseOptions::defaults`] with these settings on top.
     ///
     /// Errors: a control spacing that is not a positive number of mm; an iteration or learning-rate list
-    /// that does not fit the levels.
+    /// that does not fit the levels; a regularizer given both here and with the measure.
     pub fn apply(&self, mut model: DenseModel, metric: Metric, fixed: &Grid) -> Result<(DenseModel, DenseOptions)> {
         match &mut model {
             DenseModel::BSpline { spacing } => {
@@ -268,6 +268,12 @@ impl DenseSettings {
             }
             DenseModel::Svf { steps } => *steps = self.steps.unwrap_or(*steps),
             DenseModel::Greedy => {}
+        }
+        if let (Some(_), Some(r)) = (&self.regularizer, metric.regularizer()) {
+            return Err(Error::arg(
+                "register",
+                format!("the measure carries a regularizer ({r}) and a regularizer is given too: give one (add them: metric + regularizer)"),
+            ));
         }
         let mut opts = DenseOptions::defaults(model, metric, fixed)?;
         if let Some(it) = &self.iterations {

@@ -267,6 +267,10 @@ impl Network {
 /// `metric` with the Parzen intensity ranges set to [0, 1] (the normalized images'), so the bins stay
 /// put while the warped image changes.
 fn unit_ranges(metric: &Metric) -> Result<Metric> {
+    metric.map_terms(&mut unit_term_ranges)
+}
+
+fn unit_term_ranges(metric: &Metric) -> Result<Metric> {
     let mut m = metric.clone();
     if m.option_names().contains(&"range_fixed") {
         if !m.has_range(true) {

@@ -93,11 +93,14 @@ impl ScriptFn {
         what: &str,
     ) -> RhaiResult<Self> {
         let curried = f.curry().len();
-        let params = ctx
+        // Among overloads of the name, one with an arity that fits, else any (for the error).
+        let counts: Vec<usize> = ctx
             .iter_namespaces()
             .flat_map(|m| m.iter_script_fn_info())
-            .find(|fi| fi.2 == f.fn_name())
-            .map(|fi| fi.3.saturating_sub(curried));
+            .filter(|fi| fi.2 == f.fn_name())
+            .map(|fi| fi.3.saturating_sub(curried))
+            .collect();
+        let params = counts.iter().copied().find(|n| arities.contains(n)).or(counts.first().copied());
         let func = ctx.fn_name().to_string();
         let arity = match params {
             Some(n) if arities.contains(&n) => n,
@@ -225,6 +228,9 @@ fn script_regularizer(ctx: &NativeCallContext, host: &Arc<Host>, f: FnPtr, o: &O
     let name = fn_value_name(&f, o, "script regularizer")?;
     let sf = ScriptFn::new(ctx, host, f, name.clone(), &[1], "a regularizer takes the displacement field")?;
     let weight = o.f64("weight")?.unwrap_or(1.0);
+    if !(weight.is_finite() && weight >= 0.0) {
+        return Err(arg_error("regularizer", format!("weight must be >= 0, got {weight}")));
+    }
     Ok(Regularizer::Custom(CustomTerm { regularizer: Arc::new(ScriptRegularizer(sf)), name }, weight))
 }
 
@@ -265,8 +271,14 @@ pub fn register(engine: &mut Engine, host: &Arc<Host>) {
     engine.register_fn("*", move |w: f64, a: Metric| sum(vec![(w, a)]));
     engine.register_fn("*", move |a: Metric, w: i64| sum(vec![(w as f64, a)]));
     engine.register_fn("*", move |w: i64, a: Metric| sum(vec![(w as f64, a)]));
-    engine.register_fn("/", move |a: Metric, w: f64| sum(vec![(1.0 / w, a)]));
-    engine.register_fn("/", move |a: Metric, w: i64| sum(vec![(1.0 / w as f64, a)]));
+    let divide = move |a: Metric, w: f64| {
+        if w == 0.0 {
+            return Err(arg_error("measure sum", format!("{a} / 0: division by zero")));
+        }
+        sum(vec![(1.0 / w, a)])
+    };
+    engine.register_fn("/", move |a: Metric, w: f64| divide(a, w));
+    engine.register_fn("/", move |a: Metric, w: i64| divide(a, w as f64));
     engine.register_get("terms", |m: &mut Metric| -> rhai::Array {
         m.terms()
             .iter()

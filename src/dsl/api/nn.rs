@@ -213,9 +213,15 @@ fn train_impl(host: &Host, net: &NetValue, pairs: &PairsValue, o: &Opts) -> Rhai
         o.f64("lr")?.unwrap_or(1e-3),
     );
     // A regularizer given with the loss (`loss=mi + 0.1 * diffusion`) unless regularizer= is given.
-    t.regularizer = match super::pipeline::regularizer_option(o)? {
-        Some(r) => r,
-        None => t.loss.regularizer().cloned(),
+    t.regularizer = match (super::pipeline::regularizer_option(o)?, t.loss.regularizer()) {
+        (Some(_), Some(r)) => {
+            return Err(arg_error(
+                "train",
+                format!("the loss carries a regularizer ({r}) and regularizer= is given too: give one"),
+            ))
+        }
+        (Some(r), None) => r,
+        (None, r) => r.cloned(),
     };
     t.batch = o.usize("batch")?.unwrap_or(1);
     t.schedule = match o.string("schedule")?.as_deref().unwrap_or("cosine") {

@@ -176,6 +176,9 @@ fn minimize(
     } else {
         100
     });
+    if iterations > 100_000_000 {
+        return Err(arg_error("minimize", format!("iterations must be at most 1e8, got {iterations}")));
+    }
     let cancel = Some(host.cancel.clone());
     let mut obj = ScriptObjective { ctx, f, template: template.clone(), weight_decay: opt.weight_decay };
     let fo = |lr: f64| FirstOrderOptions { iterations, lr, decay: false, convergence: None, cancel: cancel.clone() };
@@ -205,7 +208,11 @@ fn minimize(
     m.insert("x".into(), if as_tensor { Dynamic::from(TensorValue(x)) } else { super::tensor::to_array(&x)? });
     m.insert("loss".into(), Dynamic::from_array(floats(run.losses.iter().copied())));
     m.insert("best".into(), Dynamic::from_float(run.best));
-    m.insert("iterations".into(), Dynamic::from_int(run.losses.len() as i64));
+    // Adam and SGD evaluate once per iteration; L-BFGS and Powell several times (line searches).
+    m.insert("evaluations".into(), Dynamic::from_int(run.losses.len() as i64));
+    if matches!(opt.name.as_str(), "adam" | "sgd") {
+        m.insert("iterations".into(), Dynamic::from_int(run.losses.len() as i64));
+    }
     m.insert("stop".into(), Dynamic::from(run.stop.to_string()));
     Ok(m)
 }
@@ -309,8 +316,8 @@ pub static HELP: &[Help] = &[
     Help {
         name: "minimize",
         domain: "optim",
-        signature: "optimizer.minimize(f, x0) -> map {x, loss, best, iterations, stop}   (f: a function of a parameter tensor returning a one-element tensor; Powell also takes a number)",
-        summary: "Minimizes a script objective from x0 (an array, nested for a shape, or a tensor) with the loops iso uses: Adam / SGD (per-iteration losses), L-BFGS (strong-Wolfe line search), Powell (derivative-free); x is the best point, in x0's form",
+        signature: "optimizer.minimize(f, x0) -> map {x, loss, best, evaluations, iterations (adam, sgd), stop}   (f: a function of a parameter tensor returning a one-element tensor; Powell also takes a number)",
+        summary: "Minimizes a script objective from x0 (an array, nested for a shape, or a tensor) with the loops iso uses: Adam / SGD (one loss per iteration), L-BFGS (strong-Wolfe line search), Powell (derivative-free), whose loss lists every evaluation; x is the best point, in x0's form",
         options: &[o("iterations", "1000 (adam, sgd) / 100 (lbfgs, powell)", "iterations; for Powell, sweeps over the directions")],
         example: "let rosenbrock = |p| { let x = p[0]; let y = p[1]; (1.0 - x) ** 2 + 100.0 * (y - x * x) ** 2 };\nlet r = lbfgs().minimize(rosenbrock, [-1.0, 1.0]);\nassert(abs(r.x[0] - 1.0) < 1e-3 && abs(r.x[1] - 1.0) < 1e-3, \"L-BFGS reaches (1, 1)\");\nlet p = powell().minimize(|v| { let x = v[0].item(); let y = v[1].item(); (1.0 - x) ** 2 + 100.0 * (y - x * x) ** 2 }, [-1.0, 1.0]);\nassert(abs(p.x[0] - 1.0) < 1e-3, \"Powell from plain numbers\");",
     },

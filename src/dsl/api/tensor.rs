@@ -32,8 +32,13 @@ impl std::fmt::Display for TensorValue {
         let t = &self.0;
         let dims = t.dims().iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ");
         let grad = if t.is_variable() { ", requires_grad" } else { "" };
-        match t.flatten_all().and_then(|v| v.to_dtype(DType::F64)).and_then(|v| v.to_vec1::<f64>()) {
-            Ok(v) if v.len() <= 12 => {
+        let values = if t.elem_count() <= 12 {
+            t.flatten_all().and_then(|v| v.to_dtype(DType::F64)).and_then(|v| v.to_vec1::<f64>()).ok()
+        } else {
+            None
+        };
+        match values {
+            Some(v) => {
                 let vals: Vec<String> = v.iter().map(|x| format!("{x:?}")).collect();
                 write!(f, "tensor([{}], shape [{dims}]{grad})", vals.join(", "))
             }
@@ -101,11 +106,39 @@ fn shape_of(d: &Dynamic, func: &str) -> RhaiResult<Vec<i64>> {
         .collect()
 }
 
+/// The most elements a tensor made by a script may have (2^28: 1 GiB of f32, sixteen 256^3 volumes).
+pub(crate) const MAX_ELEMENTS: usize = 1 << 28;
+
+/// `n` elements, or an error when above [`MAX_ELEMENTS`] (or not representable).
+fn element_count(dims: &[usize], func: &str) -> RhaiResult<usize> {
+    dims.iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+        .filter(|&n| n <= MAX_ELEMENTS)
+        .ok_or_else(|| arg_error(func, format!("shape {dims:?} has more than {MAX_ELEMENTS} elements")))
+}
+
 fn positive_shape(d: &Dynamic, func: &str) -> RhaiResult<Vec<usize>> {
-    shape_of(d, func)?
+    let dims = shape_of(d, func)?
         .into_iter()
         .map(|n| usize::try_from(n).map_err(|_| arg_error(func, format!("a size must be >= 0, got {n}"))))
-        .collect()
+        .collect::<RhaiResult<Vec<usize>>>()?;
+    element_count(&dims, func)?;
+    Ok(dims)
+}
+
+/// `start, start + step, ...` below `end` (above, for a negative step), counted in f64 (candle's
+/// `arange_step` accumulates in f32 and stalls on long ranges).
+fn arange(start: f64, end: f64, step: f64, dev: &candle_core::Device) -> RhaiResult<TensorValue> {
+    if step == 0.0 || !step.is_finite() || !start.is_finite() || !end.is_finite() {
+        return Err(arg_error("arange", "start, end and a non-zero step must be finite numbers"));
+    }
+    let n = ((end - start) / step).ceil().max(0.0);
+    if n > MAX_ELEMENTS as f64 {
+        return Err(arg_error("arange", format!("{n} values is more than {MAX_ELEMENTS}")));
+    }
+    let v: Vec<f32> = (0..n as usize).map(|i| (start + i as f64 * step) as f32).collect();
+    let len = v.len();
+    tv(Tensor::from_vec(v, len, dev))
 }
 
 /// A dimension index, negative counting from the end (as in PyTorch).
@@ -141,6 +174,13 @@ fn binary(a: &Tensor, b: &Tensor, op: &str) -> RhaiResult<TensorValue> {
         "-" => a.broadcast_sub(&b),
         "*" => a.broadcast_mul(&b),
         "/" => a.broadcast_div(&b),
+        // A constant one-element exponent is an element-wise power (negative bases too, as torch);
+        // otherwise exp(b ln a), for positive bases.
+        "**" if b.elem_count() == 1 && !b.track_op() => b
+            .flatten_all()
+            .and_then(|v| v.to_dtype(DType::F64))
+            .and_then(|v| v.to_vec1::<f64>())
+            .and_then(|v| a.powf(v[0])),
         "**" => a.broadcast_pow(&b),
         ">" => a.broadcast_gt(&b).and_then(|m| m.to_dtype(a.dtype())),
         ">=" => a.broadcast_ge(&b).and_then(|m| m.to_dtype(a.dtype())),
@@ -341,7 +381,9 @@ pub fn register(engine: &mut Engine, host: &Arc<Host>) {
         .register_fn("requires_grad", |t: TensorValue| requires_grad(&t.0))
         .register_indexer_get(|t: &mut TensorValue, i: i64| index(&t.0, i))
         .register_indexer_get(|t: &mut TensorValue, r: ExclusiveRange| slice(&t.0, r.start, r.end))
-        .register_indexer_get(|t: &mut TensorValue, r: InclusiveRange| slice(&t.0, *r.start(), *r.end() + 1));
+        .register_indexer_get(|t: &mut TensorValue, r: InclusiveRange| {
+            slice(&t.0, *r.start(), r.end().saturating_add(1))
+        });
 
     // Creation, on the session's device.
     let h = host.clone();
@@ -380,23 +422,20 @@ pub fn register(engine: &mut Engine, host: &Arc<Host>) {
     let h = host.clone();
     engine.register_fn("arange", move |end: Dynamic| -> RhaiResult<TensorValue> {
         let e = num(&end).ok_or_else(|| arg_error("arange", "end must be a number"))?;
-        tv(Tensor::arange_step(0f32, e as f32, 1f32, &h.device))
+        arange(0.0, e, 1.0, &h.device)
     });
     let h = host.clone();
     engine.register_fn("arange", move |start: Dynamic, end: Dynamic| -> RhaiResult<TensorValue> {
         let (s, e) = (num(&start), num(&end));
         let (Some(s), Some(e)) = (s, e) else { return Err(arg_error("arange", "start and end must be numbers")) };
-        tv(Tensor::arange_step(s as f32, e as f32, 1f32, &h.device))
+        arange(s, e, 1.0, &h.device)
     });
     let h = host.clone();
     engine.register_fn("arange", move |start: Dynamic, end: Dynamic, step: Dynamic| -> RhaiResult<TensorValue> {
         let (Some(s), Some(e), Some(st)) = (num(&start), num(&end), num(&step)) else {
             return Err(arg_error("arange", "start, end and step must be numbers"));
         };
-        if st == 0.0 || !st.is_finite() {
-            return Err(arg_error("arange", "step must be a non-zero number"));
-        }
-        tv(Tensor::arange_step(s as f32, e as f32, st as f32, &h.device))
+        arange(s, e, st, &h.device)
     });
 
     // Arithmetic and comparisons, with broadcasting and with numbers.
@@ -448,14 +487,14 @@ pub fn register(engine: &mut Engine, host: &Arc<Host>) {
     // Shapes.
     engine.register_fn("reshape", |t: TensorValue, shape: Dynamic| -> RhaiResult<TensorValue> {
         let s = shape_of(&shape, "reshape")?;
-        let known: i64 = s.iter().filter(|&&x| x != -1).product();
+        let known = s.iter().filter(|&&x| x != -1).try_fold(1i64, |a, &x| a.checked_mul(x)).unwrap_or(-1);
         let n = t.0.elem_count() as i64;
         let free = s.iter().filter(|&&x| x == -1).count();
-        if free > 1 || s.iter().any(|&x| x < -1) || (free == 1 && (known == 0 || n % known != 0)) {
+        if free > 1 || known < 0 || s.iter().any(|&x| x < -1) || (free == 1 && (known == 0 || n % known != 0)) {
             return Err(arg_error("reshape", format!("cannot reshape {:?} to {s:?}", t.0.dims())));
         }
         let dims: Vec<usize> = s.iter().map(|&x| if x == -1 { (n / known) as usize } else { x as usize }).collect();
-        if dims.iter().product::<usize>() != t.0.elem_count() {
+        if dims.iter().try_fold(1usize, |a, &d| a.checked_mul(d)) != Some(t.0.elem_count()) {
             return Err(arg_error("reshape", format!("cannot reshape {:?} ({n} elements) to {dims:?}", t.0.dims())));
         }
         tv(t.0.reshape(dims))
@@ -490,8 +529,11 @@ pub fn register(engine: &mut Engine, host: &Arc<Host>) {
     engine.register_fn("narrow", |t: TensorValue, d: i64, start: i64, len: i64| -> RhaiResult<TensorValue> {
         let k = dim_of(&t.0, d, "narrow")?;
         let n = t.0.dims()[k] as i64;
-        if start < 0 || len < 0 || start + len > n {
-            return Err(arg_error("narrow", format!("[{start}, {}) is outside dim {d} of size {n}", start + len)));
+        if start < 0 || len < 0 || start.saturating_add(len) > n {
+            return Err(arg_error(
+                "narrow",
+                format!("[{start}, {}) is outside dim {d} of size {n}", start.saturating_add(len)),
+            ));
         }
         tv(t.0.narrow(k, start as usize, len as usize))
     });
@@ -542,6 +584,9 @@ pub fn register(engine: &mut Engine, host: &Arc<Host>) {
     });
     with_opts!(engine, "upsample", |x: TensorValue, factor: i64| o => {
         let f = kernel(factor, "upsample")?;
+        let d = x.0.dims();
+        let grown: Vec<usize> = d.iter().enumerate().map(|(i, &n)| if i >= 2 { n.saturating_mul(f) } else { n }).collect();
+        element_count(&grown, "upsample")?;
         match o.string("mode")?.as_deref().unwrap_or("nearest") {
             "nearest" => crate::nn::upsample::upsample_nearest3d(&x.0, f).host().map(TensorValue),
             "trilinear" => {
@@ -549,7 +594,9 @@ pub fn register(engine: &mut Engine, host: &Arc<Host>) {
                 if d.len() != 5 {
                     return Err(arg_error("upsample", format!("expects (N, C, D, H, W), got {d:?}")));
                 }
-                crate::nn::upsample::upsample_trilinear3d(&x.0, [d[2] * f, d[3] * f, d[4] * f], false).host().map(TensorValue)
+                let size = [d[2] * f, d[3] * f, d[4] * f];
+                element_count(&[d[0], d[1], size[0], size[1], size[2]], "upsample")?;
+                crate::nn::upsample::upsample_trilinear3d(&x.0, size, false).host().map(TensorValue)
             }
             m => Err(arg_error("upsample", format!("mode is \"nearest\" or \"trilinear\", got \"{m}\""))),
         }
@@ -594,8 +641,11 @@ pub(crate) const REDUCE: [crate::dsl::help::Opt; 2] = [
     o("keepdim", "false", "keep the reduced dim with size 1"),
 ];
 /// The keyword arguments of `std` and `var`.
-pub(crate) const REDUCE_VAR: [crate::dsl::help::Opt; 3] =
-    [REDUCE[0], REDUCE[1], o("unbiased", "true", "divide by n - 1 (PyTorch's default); false divides by n")];
+pub(crate) const REDUCE_VAR: [crate::dsl::help::Opt; 3] = [
+    REDUCE[0],
+    REDUCE[1],
+    o("unbiased", "true", "tensors: divide by n - 1 (PyTorch's default); false divides by n (images: always n)"),
+];
 
 /// The help of the tensor builtins (see [`crate::dsl::help`]). The reductions `sum`, `mean`, `max`,
 /// `min`, `std` share their entries with the image reductions (`super::image::HELP`).
