@@ -264,7 +264,7 @@ fn a_measure_plus_a_regularizer_is_one_dense_objective_and_a_script_regularizer_
         }, name=\"my_diffusion\");
         let f = gaussian_filter(randn([3, 91, 109, 91], seed=2), 3.0) * 20.0;
         let same = penalty(my_diffusion, f, t1).item() - penalty(diffusion, f, t1).item();
-        let run = |m| register(colin, t1, metric=m, transform=\"syn\", scales=2, iterations=[15, 8]);
+        let run = |m| register(colin, t1, metric=m, transform=\"syn\", scales=2, iterations=[10, 5]);
         let rough = |r| jacobian_stats(jacobian(r.transform, t1)).std_log_det;
         let plain = run.call(lncc);
         let bent = run.call(lncc + 100.0 * bending);
