@@ -96,6 +96,12 @@ impl<T> OrHost<T> for crate::Result<T> {
     }
 }
 
+/// A script function's error, to pass through the library unchanged ([`crate::Error::Callback`]);
+/// [`OrHost::host`] gives it back to the script as it was raised.
+pub(crate) fn callback(e: Box<EvalAltResult>) -> crate::Error {
+    crate::Error::Callback(e)
+}
+
 /// An argument error of builtin `func`.
 pub fn arg_error(func: &str, message: impl std::fmt::Display) -> Box<EvalAltResult> {
     HostError::new("regsh::dsl::argument", format!("{func}: {message}")).into_rhai()

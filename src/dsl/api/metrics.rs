@@ -138,7 +138,7 @@ impl ScriptFn {
         global.lib = self.namespaces.iter().cloned().collect();
         let ctx = NativeCallContext::new_with_all_fields(&engine, &self.name, None, &global, Position::NONE);
         let out: Result<Dynamic, Box<EvalAltResult>> = self.f.call_within_context(&ctx, args);
-        out.map_err(|e| crate::Error::Callback(e))
+        out.map_err(crate::dsl::options::callback)
     }
 
     /// The tensor a call returned, or a named error.

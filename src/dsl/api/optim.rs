@@ -3,12 +3,12 @@
 use std::sync::Arc;
 
 use candle_core::{DType, Tensor, Var};
-use rhai::{Dynamic, Engine, EvalAltResult, FnPtr, Map, NativeCallContext};
+use rhai::{Dynamic, Engine, FnPtr, Map, NativeCallContext};
 
 use super::tensor::TensorValue;
 use super::{floats, ints, with_opts};
 use crate::dsl::help::{o, Help};
-use crate::dsl::options::{arg_error, num, type_of, Opts, OrHost, RhaiResult};
+use crate::dsl::options::{arg_error, callback, num, type_of, Opts, OrHost, RhaiResult};
 use crate::dsl::value::{schedule_string, OptimizerValue};
 use crate::dsl::Host;
 use crate::error::Error;
@@ -82,11 +82,6 @@ struct ScriptObjective<'a, 'b> {
     f: &'a FnPtr,
     template: Tensor,
     weight_decay: f64,
-}
-
-/// A script error passed through the library, to be re-raised as it was (see [`OrHost`]).
-fn callback(e: Box<EvalAltResult>) -> Error {
-    Error::Callback(e)
 }
 
 impl ScriptObjective<'_, '_> {
