@@ -92,7 +92,7 @@ fn net_rows(
         k += 1;
         pairs.training_pair(k).expect("pair");
     });
-    let [d, h, w] = net.input_size().0;
+    let [d, h, w] = net.input_size().map(|s| s.0).unwrap_or_default();
     let size = format!("{d}x{h}x{w}, {} parameters", net.num_params());
     vec![
         (format!("{label} ({size}): training step (loss + backward + Adam)"), step, None),

@@ -88,7 +88,7 @@ fn trained(d: &Data, loss: &str) -> Network {
         env("REGSH_SEED000_STEPS", 300),
         1e-3,
     );
-    opts.schedule = LrSchedule::Cosine { final_fraction: 0.1 };
+    opts.fit.schedule = LrSchedule::Cosine { final_fraction: 0.1 };
     let t0 = std::time::Instant::now();
     let r = train(&net, &source(d, 1, true), &opts).unwrap();
     let losses: Vec<String> = r.epochs.iter().map(|e| format!("{:.4}", e.train_loss)).collect();

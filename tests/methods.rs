@@ -306,3 +306,102 @@ fn train_takes_a_measure_written_in_the_dsl_as_its_loss() {
     assert_eq!(losses.len(), 2);
     assert!(losses.iter().all(|l| (-1.0..-0.5).contains(l)), "{losses:?}");
 }
+
+#[test]
+fn sequential_networks_train_on_a_closure_loss_checkpoint_resume_and_say_what_is_wrong() {
+    let mut s = session();
+    // Least squares with weight decay λ: the minimizer of mean (w x + b - y)^2 + λ/2 (w^2 + b^2) for
+    // y = 2x + 1 on x = 0, 0.25, .., 1.75 solves a 2 x 2 system (the normal equations plus λ I / 2 ...).
+    // Here: SGD reaches it; compare with the closed form computed in f64.
+    let xs: Vec<f64> = (0..8).map(|i| i as f64 / 4.0).collect();
+    let n = xs.len() as f64;
+    let lambda = 0.1;
+    // d/dw: 2/n Σ (w x + b - y) x + λ w = 0; d/db: 2/n Σ (w x + b - y) + λ b = 0
+    let (sx, sxx) = (xs.iter().sum::<f64>(), xs.iter().map(|x| x * x).sum::<f64>());
+    let (sy, sxy) =
+        (xs.iter().map(|x| 2.0 * x + 1.0).sum::<f64>(), xs.iter().map(|x| x * (2.0 * x + 1.0)).sum::<f64>());
+    let (a11, a12, a22) = (2.0 * sxx / n + lambda, 2.0 * sx / n, 2.0 + lambda);
+    let (r1, r2) = (2.0 * sxy / n, 2.0 * sy / n);
+    let det = a11 * a22 - a12 * a12;
+    let (w, b) = ((r1 * a22 - a12 * r2) / det, (a11 * r2 - a12 * r1) / det);
+    let got = eval(
+        &mut s,
+        "let data = [];
+        for i in 0..8 { let x = i / 4.0; data.push(#{x: tensor([x]), y: 2.0 * x + 1.0}); }
+        let f = nn::sequential([nn::linear(1, 1)], seed=3);
+        let r = train(f, data, loss=|net, b| ((net.forward(b.x).flatten() - b.y) ** 2).mean(),
+                      optimizer=sgd(lr=0.1, momentum=0.5, weight_decay=0.1), epochs=100, batch=8);
+        [f.weights[\"l0.weight\"].item(), f.weights[\"l0.bias\"].item(), r.stop]",
+    )
+    .into_array()
+    .unwrap();
+    let (gw, gb) = (got[0].as_float().unwrap(), got[1].as_float().unwrap());
+    assert!((gw - w).abs() < 1e-4 && (gb - b).abs() < 1e-4, "weight decay: ({gw}, {gb}) vs closed form ({w}, {b})");
+    assert!((w - 2.0).abs() > 0.05, "the decay moves the optimum off (2, 1): {w}");
+
+    // Checkpoint after each epoch, resume to more epochs: the same weights as one run.
+    let dir = tempfile::tempdir().unwrap();
+    let ck = dir.path().join("lin.safetensors").display().to_string().replace('\\', "/");
+    let script = |epochs: usize, resume: bool| {
+        format!(
+            "let data = [];
+            for i in 0..8 {{ let x = i / 4.0; data.push(#{{x: tensor([x]), y: 2.0 * x + 1.0}}); }}
+            let f = nn::sequential([nn::linear(1, 1)], seed=3);
+            let r = train(f, data, loss=|net, b| ((net.forward(b.x).flatten() - b.y) ** 2).mean(),
+                          optimizer=adam(lr=0.05), epochs={epochs}, batch=2, seed=4, checkpoint=\"{ck}\", resume={resume});
+            [f.weights[\"l0.weight\"].item(), r.steps]"
+        )
+    };
+    let whole = eval(&mut s, &script(6, false)).into_array().unwrap();
+    std::fs::remove_file(&ck).unwrap();
+    let _ = eval(&mut s, &script(3, false));
+    let resumed = eval(&mut s, &script(6, true)).into_array().unwrap();
+    assert_eq!(resumed[1].as_int().unwrap(), 24, "4 steps per epoch, 6 epochs in all");
+    let (a, b) = (whole[0].as_float().unwrap(), resumed[0].as_float().unwrap());
+    assert!((a - b).abs() < 1e-6, "resumed {b} vs one run {a}");
+    // A sequential network loads back as one, and is never the active registration network.
+    let kind = eval(&mut s, &format!("let n = load_net(\"{ck}\"); n.kind")).into_string().unwrap();
+    assert_eq!(kind, "sequential");
+
+    let cases = [
+        // A batch of another shape than the first layer takes: the layer is named.
+        ("nn::sequential([nn::conv3d(2, 4)]).forward(zeros([1, 3, 8, 8, 8]))", "layer 0, nn::conv3d(2, 4, kernel=3)"),
+        ("nn::sequential([nn::flatten(), nn::linear(5, 2)]).forward(zeros([2, 3]))", "(N, ..., 5)"),
+        // Keyword arguments are checked.
+        ("nn::conv3d(2, 4, kernal=3)", "did you mean `kernel`"),
+        ("nn::dropout(1.5)", "[0, 1)"),
+        ("nn::sequential([nn::relu(), 3])", "item 1 is an integer"),
+        // A loss closure that returns a float, several values, or nothing of the weights.
+        ("let n = nn::sequential([nn::linear(1, 1)]); train(n, [#{x: tensor([1.0])}], loss=|net, b| 1.0)", "not a Tensor"),
+        ("let n = nn::sequential([nn::linear(1, 2)]); train(n, [#{x: tensor([1.0])}], loss=|net, b| net.forward(b.x))", "one-element"),
+        ("let n = nn::sequential([nn::linear(1, 1), nn::linear(1, 1)]); train(n, [#{x: tensor([1.0])}], loss=|net, b| (b.x * 2.0).sum())", "no gradient"),
+        ("let n = nn::sequential([nn::linear(1, 1)]); train(n, [#{x: tensor([1.0])}], loss=|net| 1.0)", "a loss takes (net, batch)"),
+        // Samples must agree; options must fit the data.
+        ("let n = nn::sequential([nn::linear(1, 1)]); train(n, [#{x: tensor([1.0])}, #{x: tensor([1.0, 2.0])}], loss=|net, b| net.forward(b.x).sum())", "item 1, key `x` has shape [2]"),
+        ("let n = nn::sequential([nn::linear(1, 1)]); train(n, [#{x: tensor([1.0])}], loss=|net, b| net.forward(b.x).sum(), lr=0.1, optimizer=adam())", "not lr= too"),
+        ("let n = nn::sequential([nn::linear(1, 1)]); train(n, [#{x: tensor([1.0])}], loss=|net, b| net.forward(b.x).sum(), optimizer=lbfgs())", "first-order"),
+        ("let n = nn::sequential([nn::linear(1, 1)]); train(n, [#{x: tensor([1.0])}], loss=ncc)", "needs a loss closure"),
+        ("let n = nn::sequential([nn::linear(1, 1)]); let t1 = load(\"data/avg152/avg152T1.nii\"); train(n, pairs([[t1, t1]]))", "sequential network"),
+        // Not a registration network.
+        ("use_net(nn::sequential([nn::relu()]))", "registration network"),
+        ("let t1 = load(\"data/avg152/avg152T1.nii\"); net(t1, t1, model=nn::sequential([nn::relu()]))", "not a registration network"),
+    ];
+    for (text, want) in cases {
+        let e = s.eval("bad", text).err().unwrap_or_else(|| panic!("`{text}` should fail"));
+        let shown = render(&e, false, 200);
+        assert!(shown.contains(want), "`{text}`: expected `{want}` in\n{shown}");
+    }
+    // A NaN loss stops training with the last finite weights.
+    let stop = eval(
+        &mut s,
+        "let n = nn::sequential([nn::linear(1, 1)], seed=1);
+        let w = n.weights[\"l0.weight\"].item();
+        let r = train(n, [#{x: tensor([1.0])}], loss=|net, b| net.forward(b.x).sum() / 0.0 * 0.0, epochs=2);
+        [r.stop, r.steps, n.weights[\"l0.weight\"].item() == w]",
+    )
+    .into_array()
+    .unwrap();
+    assert_eq!(stop[0].clone().into_string().unwrap(), "non-finite loss");
+    assert_eq!(stop[1].as_int().unwrap(), 0);
+    assert!(stop[2].as_bool().unwrap(), "the failing step is not applied");
+}

@@ -93,10 +93,10 @@ fn an_affine_network_learns_shifts_and_resumes_from_its_checkpoint() {
     let dir = tempfile::tempdir().unwrap();
     let ck = dir.path().join("shift.safetensors");
     let mut opts = TrainOptions::new(metric.clone(), 4, 150, 1e-3);
-    opts.schedule = regsh::train::LrSchedule::Constant;
+    opts.fit.schedule = regsh::train::LrSchedule::Constant;
     opts.validation = Some(val.clone());
     opts.validation_pairs = 6;
-    opts.checkpoint = Some(ck.clone());
+    opts.fit.checkpoint = Some(ck.clone());
     let t0 = std::time::Instant::now();
     let r = train(&net, &shifts(1), &opts).unwrap();
     eprintln!("4 epochs x 150 steps in {:.1} s: {:?}", t0.elapsed().as_secs_f64(), r.epochs);
@@ -113,8 +113,8 @@ fn an_affine_network_learns_shifts_and_resumes_from_its_checkpoint() {
     let resumed = small_net();
     resumed.reseed(99).unwrap();
     let mut more = opts.clone();
-    more.epochs = 5;
-    more.resume = true;
+    more.fit.epochs = 5;
+    more.fit.resume = true;
     let r2 = train(&resumed, &shifts(1), &more).unwrap();
     assert_eq!(r2.epochs.len(), 5);
     assert_eq!(r2.steps, 750);
@@ -132,8 +132,8 @@ fn a_cancelled_training_stops_after_the_step_and_writes_its_checkpoint() {
     let ck = dir.path().join("cut.safetensors");
     let cancel = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut opts = TrainOptions::new(Metric::new("ncc").unwrap(), 3, 100_000, 1e-3);
-    opts.checkpoint = Some(ck.clone());
-    opts.cancel = Some(cancel.clone());
+    opts.fit.checkpoint = Some(ck.clone());
+    opts.fit.cancel = Some(cancel.clone());
     let flag = cancel.clone();
     let t = std::thread::spawn(move || {
         std::thread::sleep(std::time::Duration::from_secs(2));

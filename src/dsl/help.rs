@@ -72,6 +72,7 @@ pub fn all() -> impl Iterator<Item = &'static Help> {
         api::optim::HELP,
         api::pipeline::HELP,
         api::nn::HELP,
+        api::layers::HELP,
         api::script::HELP,
         api::tensor::HELP,
         super::stdlib::HELP,

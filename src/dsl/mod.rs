@@ -179,6 +179,9 @@ pub fn base_engine(host: Arc<Host>) -> Engine {
     let mut e = Engine::new();
     // Deep pipelines of closures nest calls; leave room.
     e.set_max_call_levels(256);
+    // Rhai's release-build nesting limits in every build (its debug builds halve them), so a script
+    // that parses under `cargo run --release` parses in tests and debug builds too.
+    e.set_max_expr_depths(64, 32);
     e.register_custom_operator("|>", PIPE_PRECEDENCE).unwrap_or_else(|_| unreachable!("`|>` is a reserved symbol"));
     e.register_fn("|>", pipe);
     api::image::register(&mut e, &host);
@@ -187,6 +190,7 @@ pub fn base_engine(host: Arc<Host>) -> Engine {
     api::optim::register(&mut e, &host);
     api::pipeline::register(&mut e, &host);
     api::nn::register(&mut e, &host);
+    api::layers::register(&mut e, &host);
     api::script::register(&mut e);
     api::tensor::register(&mut e, &host);
     #[allow(deprecated)] // `on_var` is marked volatile, not deprecated

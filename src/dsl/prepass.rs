@@ -177,9 +177,25 @@ pub fn rewrite(engine: &Engine, text: &str) -> Result<Rewritten, PrepassError> {
         Some((Token::Identifier(s), _)) => Some(s.to_string()),
         _ => None,
     };
+    // Inside a closure's parameter list (`|a, b|`), whose commas separate no arguments.
+    let mut in_params = false;
     for i in 0..toks.len() {
         let (tok, off) = (&toks[i].0, toks[i].1);
         let next_is = |k: usize, f: &dyn Fn(&Token) -> bool| toks.get(i + k).is_some_and(|(t, _)| f(t));
+        if in_params {
+            in_params = !matches!(tok, Token::Pipe);
+            continue;
+        }
+        let opens_closure = matches!(tok, Token::Pipe)
+            && (i == 0
+                || matches!(
+                    toks[i - 1].0,
+                    Token::Equals | Token::LeftParen | Token::Comma | Token::LeftBracket | Token::Colon
+                ));
+        if opens_closure {
+            in_params = true;
+            continue;
+        }
         match tok {
             Token::LeftParen => {
                 let call = i > 0 && matches!(toks[i - 1].0, Token::Identifier(_));
@@ -357,6 +373,10 @@ mod tests {
         assert_eq!(rw("x.f(k=1)"), "x.f(#{k:1})");
         // trailing comma
         assert_eq!(rw("f(a, k=1,)"), "f(a, #{k:1,})");
+        // a closure's parameters are no arguments; keyword arguments inside its body are its calls'
+        assert_eq!(rw("f(a, loss=|n, b| g(n, b, s=1), k=2)"), "f(a, #{loss:|n, b| g(n, b, #{s:1}), k:2})");
+        assert_eq!(rw("f(|a, b| a + b, k=1)"), "f(|a, b| a + b, #{k:1})");
+        assert_eq!(rw("let c = |x, y| x | y;"), "let c = |x, y| x | y;");
     }
 
     #[test]

@@ -7,6 +7,7 @@ use rhai::{Array, Dynamic, Map};
 
 use crate::image::{Grid, Image};
 use crate::metrics::Metric;
+use crate::nn::Dim3;
 use crate::optim::Schedule;
 use crate::pipeline::RegState;
 use crate::spatial::{Linear, Transform};
@@ -97,8 +98,22 @@ pub type PairsValue = Arc<PairSource>;
 
 /// How a network prints.
 pub fn net_string(n: &Network) -> String {
-    let s = n.input_size().0;
-    format!("Network({} \"{}\", input {}x{}x{}, {} parameters)", n.kind(), n.name(), s[0], s[1], s[2], n.num_params())
+    match (n, n.input_size()) {
+        (_, Some(Dim3(s))) => format!(
+            "Network({} \"{}\", input {}x{}x{}, {} parameters)",
+            n.kind(),
+            n.name(),
+            s[0],
+            s[1],
+            s[2],
+            n.num_params()
+        ),
+        (Network::Sequential(q), None) => {
+            let layers: Vec<String> = q.config().layers.iter().map(|l| format!("nn::{l}")).collect();
+            format!("Network(sequential \"{}\", [{}], {} parameters)", n.name(), layers.join(", "), n.num_params())
+        }
+        _ => format!("Network({} \"{}\", {} parameters)", n.kind(), n.name(), n.num_params()),
+    }
 }
 
 /// How a pair source prints.

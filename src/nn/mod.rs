@@ -22,6 +22,7 @@
 //! |---|---|---|
 //! | [`AffineNet`] (Chen et al. 2024, CNN encoder) | pair `(N, 2, D, H, W)` on a fixed grid | `(N, 12)` affine parameters, regsh's `Linear` convention |
 //! | [`UNet`] (Wang et al., VoxelMorph) | pair `(N, 2, D, H, W)` | `(N, 3, D, H, W)` displacement in network-grid voxels |
+//! | [`Sequential`] (PyTorch's `nn.Sequential` of [`LayerSpec`]s) | what its first layer takes | what its last layer gives |
 //!
 //! [`pair_input`] resamples a moving / fixed pair onto a network grid; [`flow_to_world`] turns a voxel
 //! displacement into regsh's mm field.
@@ -40,6 +41,7 @@ pub mod input;
 pub mod mlp;
 pub mod norm;
 pub mod pool;
+pub mod sequential;
 pub mod unet;
 pub mod upsample;
 pub mod weights;
@@ -55,6 +57,7 @@ pub use input::{flow_to_world, network_grid, pair_input};
 pub use mlp::{linear, mlp, mlp_with_final_init, Linear, Mlp};
 pub use norm::{group_norm, group_normalize, instance_norm, GroupNorm, InstanceNorm};
 pub use pool::{avg_pool3d, global_avg_pool3d, global_max_pool3d, max_pool3d, Pool3d, PoolKind};
+pub use sequential::{LayerSpec, Sequential, SequentialConfig};
 pub use unet::{UNet, UNetConfig};
 pub use upsample::{upsample_nearest3d, upsample_trilinear3d, Upsample3d, UpsampleMode};
 

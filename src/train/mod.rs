@@ -6,7 +6,7 @@
 //! | module | what |
 //! |---|---|
 //! | [`pairs`] | pairs from files or made on the fly from real images (random affine / smooth deformation, intensity augmentation, seeded) |
-//! | this file | [`Network`] (prediction, loss), [`train`] (Adam, learning-rate schedule, validation, checkpoints, resume, Ctrl-C) |
+//! | this file | [`Network`] (prediction, loss), [`train`] on pairs and [`fit`] on any loss (Adam or SGD, weight decay, learning-rate schedule, validation, checkpoints, resume, Ctrl-C) |
 //!
 //! Inputs are resampled onto the network's grid (the fixed image's field of view at the network's
 //! input size, [`crate::nn::pair_input`]), and the prediction is mapped back to the fixed image's world
@@ -14,6 +14,9 @@
 //! ISO can refine them), the U-Net's voxel displacement becomes a [`Ddf`] in mm on the network grid
 //! (optionally integrated as a stationary velocity field by scaling and squaring). So a network works
 //! on any input grid.
+//!
+//! A [`Network::Sequential`] (layers listed by a script, e.g. a patch classifier) is no registration
+//! network: it has no prediction, and [`fit`] trains it on a loss its caller computes.
 
 pub mod pairs;
 
@@ -31,9 +34,9 @@ use crate::image::resample::Padding;
 use crate::image::{Grid, Image};
 use crate::metrics::evaluation::{dice, mean_displacement_error};
 use crate::metrics::{Metric, OptionValue};
-use crate::nn::{flow_to_world, pair_input, AffineNet, Dim3, UNet};
+use crate::nn::{flow_to_world, pair_input, AffineNet, Dim3, Sequential, UNet};
 use crate::ops::warp_field;
-use crate::optim::{Adam, Optimizer, Regularizer, Stop};
+use crate::optim::{Adam, Optimizer, Regularizer, Sgd, Stop};
 use crate::spatial::{warp, warp_tensor, Ddf, Linear, LinearKind, Svf, Transform, WarpInterpolation};
 pub use pairs::{AffineBounds, Deformation, IntensityAugmentation, Pair, PairSource, SyntheticPairs};
 
@@ -44,6 +47,8 @@ pub enum Network {
     /// The U-Net of Wang et al.: a dense displacement (`steps == 0`) or a stationary velocity field integrated
     /// with `steps` squarings (diffeomorphic).
     Dense { unet: UNet, steps: usize },
+    /// Layers applied in turn ([`Sequential`]): no registration network (no [`Network::predict`]).
+    Sequential(Sequential),
 }
 
 impl std::fmt::Debug for Network {
@@ -92,22 +97,65 @@ impl Network {
         match self {
             Network::Affine(n) => n.name(),
             Network::Dense { unet, .. } => unet.name(),
+            Network::Sequential(n) => n.name(),
         }
     }
 
-    /// `affine_net` or `unet`.
+    /// `affine_net`, `unet` or `sequential`.
     pub fn kind(&self) -> &'static str {
         match self {
             Network::Affine(_) => crate::nn::affine_net::AFFINE_NET_KIND,
             Network::Dense { .. } => crate::nn::unet::UNET_KIND,
+            Network::Sequential(_) => crate::nn::sequential::SEQUENTIAL_KIND,
         }
     }
 
-    /// The input grid size `(D, H, W)` voxels.
-    pub fn input_size(&self) -> Dim3 {
+    /// Whether the network predicts transforms (the affine network and the U-Net).
+    pub fn is_registration(&self) -> bool {
+        !matches!(self, Network::Sequential(_))
+    }
+
+    /// The input grid size `(D, H, W)` voxels of a registration network (`None` for a sequential one,
+    /// which takes any size its layers fit).
+    pub fn input_size(&self) -> Option<Dim3> {
         match self {
-            Network::Affine(n) => n.config().input_size,
-            Network::Dense { unet, .. } => unet.config().input_size,
+            Network::Affine(n) => Some(n.config().input_size),
+            Network::Dense { unet, .. } => Some(unet.config().input_size),
+            Network::Sequential(_) => None,
+        }
+    }
+
+    /// The input size of a registration network, or an error naming `op` for a sequential one.
+    fn registration_input(&self, op: &str) -> Result<Dim3> {
+        self.input_size().ok_or_else(|| {
+            Error::arg(
+                op.to_string(),
+                format!(
+                    "`{}` is a sequential network, not a registration network: it has no transform to predict (call its forward on tensors)",
+                    self.name()
+                ),
+            )
+        })
+    }
+
+    /// Runs the network on a tensor, differentiable in the weights: the affine network's `(N, 12)`
+    /// parameters or the U-Net's `(N, 3, D, H, W)` voxel displacement of a pair `(N, 2, D, H, W)` on its
+    /// input grid; a sequential network's layers on whatever they take.
+    ///
+    /// Errors: [`Error::Shape`] for an input the network does not take; the backend's.
+    pub fn forward_tensor(&self, x: &Tensor) -> Result<Tensor> {
+        match self {
+            Network::Affine(n) => n.predict(x),
+            Network::Dense { unet, .. } => unet.predict(x),
+            Network::Sequential(n) => n.forward(x),
+        }
+    }
+
+    /// Training mode (dropout active in a sequential network) or evaluation mode; the registration
+    /// networks have no layer that differs.
+    pub fn set_training(&self, on: bool) {
+        if let Network::Sequential(n) = self {
+            n.set_training(on);
         }
     }
 
@@ -117,10 +165,11 @@ impl Network {
     }
 
     /// The weights by name, sorted by name.
-    fn named_vars(&self) -> Vec<(String, Var)> {
+    pub fn named_vars(&self) -> Vec<(String, Var)> {
         let vm = match self {
             Network::Affine(n) => n.varmap(),
             Network::Dense { unet, .. } => unet.varmap(),
+            Network::Sequential(n) => n.varmap(),
         };
         let mut v: Vec<(String, Var)> = match vm.data().lock() {
             Ok(d) => d.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
@@ -132,11 +181,16 @@ impl Network {
 
     /// Redraws every weight from a seeded generator with the mean and standard deviation its random
     /// initialization gave it (so constant biases stay constant and small final layers stay small):
-    /// candle's CPU generator cannot be seeded, and this makes a network's start reproducible.
+    /// candle's CPU generator cannot be seeded, and this makes a network's start reproducible. A
+    /// sequential network redraws from its layers' own initializations ([`Sequential::reseed`]).
     ///
     /// Errors: tensor errors.
     pub fn reseed(&self, seed: u64) -> Result<()> {
         use rand::SeedableRng;
+        if let Network::Sequential(n) = self {
+            // Its layers' own initializations.
+            return n.reseed(seed);
+        }
         for (i, (_, var)) in self.named_vars().iter().enumerate() {
             let t = var.as_tensor().to_dtype(DType::F64)?.flatten_all()?;
             let n = t.elem_count();
@@ -163,7 +217,7 @@ impl Network {
     /// Runs the network on a pair and warps the (normalized) moving image onto the network grid with
     /// the prediction, keeping the graph to the weights.
     fn forward(&self, moving: &Image, fixed: &Image) -> Result<Forward> {
-        let (input, grid) = pair_input(moving, fixed, self.input_size())?;
+        let (input, grid) = pair_input(moving, fixed, self.registration_input("train")?)?;
         let fixed_net = input.get(0)?.narrow(0, 1, 1)?;
         let m = unit_range(moving)?;
         match self {
@@ -187,6 +241,7 @@ impl Network {
                 let warped = warp_field(&m.data().to_dtype(DType::F32)?, &u, mv, r, false)?;
                 Ok(Forward { grid, fixed: fixed_net, warped, field: Some(u) })
             }
+            Network::Sequential(_) => Err(Error::arg("train", "not a registration network")),
         }
     }
 
@@ -194,7 +249,7 @@ impl Network {
     /// the network grid (both in [0, 1]), plus `regularizer` of the dense field. Returns the loss tensor
     /// (with its graph) and the similarity part's value.
     ///
-    /// Errors: images with several channels; tensor errors.
+    /// Errors: a sequential network; images with several channels; tensor errors.
     pub fn loss(&self, pair: &Pair, metric: &Metric, regularizer: Option<&Regularizer>) -> Result<(Tensor, f64)> {
         let f = self.forward(&pair.moving, &pair.fixed)?;
         let metric = unit_ranges(metric)?;
@@ -213,9 +268,9 @@ impl Network {
 
     /// The network's transform for a pair (no graph): see [`Prediction`].
     ///
-    /// Errors: images with several channels; tensor errors.
+    /// Errors: a sequential network; images with several channels; tensor errors.
     pub fn predict(&self, moving: &Image, fixed: &Image) -> Result<Prediction> {
-        let (input, grid) = pair_input(moving, fixed, self.input_size())?;
+        let (input, grid) = pair_input(moving, fixed, self.registration_input("net")?)?;
         Ok(match self {
             Network::Affine(net) => {
                 let p = net.predict(&input)?.get(0)?.detach();
@@ -229,6 +284,7 @@ impl Network {
                 }
                 Prediction::Field(Ddf::new(u, grid)?)
             }
+            Network::Sequential(_) => return Err(Error::arg("net", "not a registration network")),
         })
     }
 
@@ -239,6 +295,7 @@ impl Network {
         match self {
             Network::Affine(n) => n.save(path),
             Network::Dense { unet, .. } => unet.save(path),
+            Network::Sequential(n) => n.save(path),
         }
     }
 
@@ -258,6 +315,9 @@ impl Network {
                 let unet = UNet::load(path, device)?;
                 let steps = unet.config().integration_steps;
                 Ok(Network::Dense { unet, steps })
+            }
+            Some(k) if k == crate::nn::sequential::SEQUENTIAL_KIND => {
+                Ok(Network::Sequential(Sequential::load(path, device)?))
             }
             other => Err(Error::arg("load_net", format!("{}: unknown network kind {other:?}", cfg.display()))),
         }
@@ -290,43 +350,50 @@ pub enum LrSchedule {
     Constant,
     /// Cosine decay from the rate to `final_fraction` of it over all steps.
     Cosine { final_fraction: f64 },
+    /// The rate times `gamma^epoch` (PyTorch's `ExponentialLR` stepped once per epoch; Sedghi et al.
+    /// use 0.8).
+    Exponential { gamma: f64 },
 }
 
 impl LrSchedule {
-    /// The rate at `step` of `total`.
-    pub fn at(&self, lr: f64, step: usize, total: usize) -> f64 {
+    /// The rate at `step` of `total`, with `steps_per_epoch` steps in an epoch.
+    pub fn at(&self, lr: f64, step: usize, total: usize, steps_per_epoch: usize) -> f64 {
         match *self {
             LrSchedule::Constant => lr,
             LrSchedule::Cosine { final_fraction } => {
                 let t = step as f64 / total.max(1) as f64;
                 lr * (final_fraction + (1.0 - final_fraction) * 0.5 * (1.0 + (std::f64::consts::PI * t).cos()))
             }
+            LrSchedule::Exponential { gamma } => lr * gamma.powi((step / steps_per_epoch.max(1)) as i32),
         }
     }
 }
 
-/// Options of [`train`].
+/// The optimizer of [`fit`] (and [`train`]) on the weights.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum TrainOptimizer {
+    /// Adam (Kingma & Ba 2015), betas (0.9, 0.999); its moments are checkpointed.
+    Adam,
+    /// SGD with momentum (heavy ball, or Nesterov); its velocity starts afresh on resume.
+    Sgd { momentum: f64, nesterov: bool },
+}
+
+/// What any training needs, whatever its loss: steps, optimizer, schedule, checkpoints.
 #[derive(Clone)]
-pub struct TrainOptions {
-    /// The similarity measure whose loss is minimized (Chen et al. 2024: global CR or MI; Wang et al.: MI or LNCC).
-    pub loss: Metric,
-    /// The regularizer of dense outputs (Wang et al.: diffusion).
-    pub regularizer: Option<Regularizer>,
+pub struct FitOptions {
     /// Epochs to reach (counted from the start of training, so a resumed run does the rest).
     pub epochs: usize,
     /// Optimizer steps per epoch.
     pub steps: usize,
-    /// Pairs per step (their losses are averaged).
-    pub batch: usize,
-    /// Adam's learning rate.
+    /// The learning rate.
     pub lr: f64,
     /// Its schedule.
     pub schedule: LrSchedule,
-    /// Held-out pairs evaluated after each epoch (loss; Dice where both label maps exist; mean
-    /// displacement error over the fixed foreground where the truth is known).
-    pub validation: Option<PairSource>,
-    /// How many validation pairs.
-    pub validation_pairs: usize,
+    /// Adam or SGD.
+    pub optimizer: TrainOptimizer,
+    /// L2 weight decay λ: `λ/2 |w|²` over every weight joins the loss (PyTorch's `weight_decay` of
+    /// Adam and SGD, whose gradient is `λ w`); the reported losses leave it out.
+    pub weight_decay: f64,
     /// Where checkpoints go after each epoch (weights at this path, configuration and training state
     /// beside it); `None`: no checkpoints.
     pub checkpoint: Option<PathBuf>,
@@ -336,6 +403,41 @@ pub struct TrainOptions {
     pub cancel: Option<Arc<AtomicBool>>,
 }
 
+impl FitOptions {
+    /// `epochs` x `steps` of Adam at `lr` with a cosine decay to 5 %, no weight decay or checkpoint.
+    pub fn new(epochs: usize, steps: usize, lr: f64) -> Self {
+        FitOptions {
+            epochs,
+            steps,
+            lr,
+            schedule: LrSchedule::Cosine { final_fraction: 0.05 },
+            optimizer: TrainOptimizer::Adam,
+            weight_decay: 0.0,
+            checkpoint: None,
+            resume: false,
+            cancel: None,
+        }
+    }
+}
+
+/// Options of [`train`]: the unsupervised registration loss and its pairs' handling, and [`FitOptions`].
+#[derive(Clone)]
+pub struct TrainOptions {
+    /// The similarity measure whose loss is minimized (Chen et al. 2024: global CR or MI; Wang et al.: MI or LNCC).
+    pub loss: Metric,
+    /// The regularizer of dense outputs (Wang et al.: diffusion).
+    pub regularizer: Option<Regularizer>,
+    /// Pairs per step (their losses are averaged).
+    pub batch: usize,
+    /// Held-out pairs evaluated after each epoch (loss; Dice where both label maps exist; mean
+    /// displacement error over the fixed foreground where the truth is known).
+    pub validation: Option<PairSource>,
+    /// How many validation pairs.
+    pub validation_pairs: usize,
+    /// Steps, optimizer, schedule, checkpoints.
+    pub fit: FitOptions,
+}
+
 impl TrainOptions {
     /// `epochs` x `steps` with batch 1, Adam at `lr` with a cosine decay to 5 %, no validation or
     /// checkpoint.
@@ -343,16 +445,10 @@ impl TrainOptions {
         TrainOptions {
             loss,
             regularizer: None,
-            epochs,
-            steps,
             batch: 1,
-            lr,
-            schedule: LrSchedule::Cosine { final_fraction: 0.05 },
             validation: None,
             validation_pairs: 4,
-            checkpoint: None,
-            resume: false,
-            cancel: None,
+            fit: FitOptions::new(epochs, steps, lr),
         }
     }
 }
@@ -386,7 +482,7 @@ pub struct TrainReport {
     pub stop: Stop,
 }
 
-/// Training state saved beside a checkpoint (`WEIGHTS.train.json`, optimizer moments in
+/// Training state saved beside a checkpoint (`WEIGHTS.train.json`, Adam's moments in
 /// `WEIGHTS.adam.safetensors`).
 #[derive(Serialize, Deserialize)]
 struct TrainState {
@@ -400,18 +496,51 @@ fn state_paths(weights: &Path) -> (PathBuf, PathBuf) {
     (PathBuf::from(format!("{stem}.train.json")), PathBuf::from(format!("{stem}.adam.safetensors")))
 }
 
-fn save_checkpoint(net: &Network, path: &Path, report: &TrainReport, adam: &Adam) -> Result<()> {
-    net.save(path)?;
-    let (json, moments) = state_paths(path);
-    let (t, tensors) = adam.moments();
-    let mut named = std::collections::HashMap::new();
-    for (i, m) in tensors.iter().enumerate() {
-        if let Some((a, b)) = m {
-            named.insert(format!("m{i}"), a.clone());
-            named.insert(format!("v{i}"), b.clone());
+/// The optimizer of a training run.
+enum WeightOptimizer {
+    Adam(Adam),
+    Sgd(Sgd),
+}
+
+impl WeightOptimizer {
+    fn new(opts: &FitOptions) -> Result<Self> {
+        Ok(match opts.optimizer {
+            TrainOptimizer::Adam => WeightOptimizer::Adam(Adam::new(opts.lr, vec![])),
+            TrainOptimizer::Sgd { momentum, nesterov } => {
+                WeightOptimizer::Sgd(Sgd::new(opts.lr, momentum, nesterov, vec![])?)
+            }
+        })
+    }
+    fn lr(&self) -> f64 {
+        match self {
+            WeightOptimizer::Adam(a) => a.lr,
+            WeightOptimizer::Sgd(s) => s.lr,
         }
     }
-    crate::nn::weights::write_atomically(&moments, |tmp| Ok(candle_core::safetensors::save(&named, tmp)?))?;
+    fn inner(&mut self) -> &mut dyn Optimizer {
+        match self {
+            WeightOptimizer::Adam(a) => a,
+            WeightOptimizer::Sgd(s) => s,
+        }
+    }
+}
+
+fn save_checkpoint(net: &Network, path: &Path, report: &TrainReport, opt: &WeightOptimizer) -> Result<()> {
+    net.save(path)?;
+    let (json, moments) = state_paths(path);
+    let mut t = 0;
+    if let WeightOptimizer::Adam(adam) = opt {
+        let (step, tensors) = adam.moments();
+        t = step;
+        let mut named = std::collections::HashMap::new();
+        for (i, m) in tensors.iter().enumerate() {
+            if let Some((a, b)) = m {
+                named.insert(format!("m{i}"), a.clone());
+                named.insert(format!("v{i}"), b.clone());
+            }
+        }
+        crate::nn::weights::write_atomically(&moments, |tmp| Ok(candle_core::safetensors::save(&named, tmp)?))?;
+    }
     let text = serde_json::to_string_pretty(&TrainState { report: report.clone(), adam_t: t })
         .map_err(|e| Error::arg("train", format!("cannot encode the training state: {e}")))?;
     crate::nn::weights::write_atomically(&json, |tmp| {
@@ -419,8 +548,8 @@ fn save_checkpoint(net: &Network, path: &Path, report: &TrainReport, adam: &Adam
     })
 }
 
-/// Loads a checkpoint's weights, optimizer moments and report into `net` / `adam`.
-fn resume_from(net: &Network, path: &Path, adam: &mut Adam) -> Result<Option<TrainReport>> {
+/// Loads a checkpoint's weights, Adam's moments (for Adam) and report into `net` / `opt`.
+fn resume_from(net: &Network, path: &Path, opt: &mut WeightOptimizer) -> Result<Option<TrainReport>> {
     let (json, moments) = state_paths(path);
     if !path.exists() || !json.exists() {
         return Ok(None);
@@ -444,7 +573,7 @@ fn resume_from(net: &Network, path: &Path, adam: &mut Adam) -> Result<Option<Tra
     let text = std::fs::read_to_string(&json).map_err(|e| Error::Io { path: json.clone(), source: e })?;
     let state: TrainState = serde_json::from_str(&text)
         .map_err(|e| Error::arg("train", format!("{}: malformed training state: {e}", json.display())))?;
-    if moments.exists() {
+    if let (true, WeightOptimizer::Adam(adam)) = (moments.exists(), opt) {
         let m = candle_core::safetensors::load(&moments, &device)?;
         let n = net.vars().len();
         let restored: Vec<Option<(Tensor, Tensor)>> = (0..n)
@@ -487,30 +616,108 @@ pub fn evaluate(
     Ok((loss / n.max(1) as f64, mean(&dices), mean(&errors)))
 }
 
-/// Trains `net` on `pairs` (see [`TrainOptions`]): Adam on the weights, pair `k` of the whole run drawn
-/// as `pairs.training_pair(k)` (without the truth); after each epoch, validation and a checkpoint. A
-/// progress bar (epoch, step, loss, time left) shows on a terminal. A non-finite loss stops training
-/// (the weights of the last finite step are kept: the failing step is not applied).
+/// Trains `net` on `pairs` (see [`TrainOptions`]): the optimizer on the weights, pair `k` of the whole
+/// run drawn as `pairs.training_pair(k)` (without the truth), `batch` pairs per step; after each epoch,
+/// validation and a checkpoint (see [`fit`]).
 ///
-/// Errors: zero epochs / steps / batch, a learning rate not > 0; as [`Network::loss`]; checkpoint I/O.
+/// Errors: a sequential network; zero batch; as [`fit`] and [`Network::loss`].
 pub fn train(net: &Network, pairs: &PairSource, opts: &TrainOptions) -> Result<TrainReport> {
-    if opts.epochs == 0 || opts.steps == 0 || opts.batch == 0 {
+    net.registration_input("train")?;
+    if opts.batch == 0 {
+        return Err(Error::arg("train", "epochs, steps and batch must be at least 1"));
+    }
+    let mut step_loss = |step: usize| -> Result<Tensor> {
+        let mut loss: Option<Tensor> = None;
+        for b in 0..opts.batch {
+            let k = (step * opts.batch + b) as u64;
+            let (l, _) = net.loss(&pairs.training_pair(k)?, &opts.loss, opts.regularizer.as_ref())?;
+            loss = Some(match loss {
+                Some(acc) => (acc + l)?,
+                None => l,
+            });
+        }
+        match loss {
+            Some(l) => Ok((l / opts.batch as f64)?),
+            None => Err(Error::arg("train", "empty batch")),
+        }
+    };
+    let mut validate = || -> Result<Validation> {
+        match &opts.validation {
+            Some(v) if opts.validation_pairs > 0 => {
+                let (l, d, e) = evaluate(net, v, opts.validation_pairs, &opts.loss)?;
+                Ok(Validation { loss: Some(l), dice: d, error_mm: e })
+            }
+            _ => Ok(Validation::default()),
+        }
+    };
+    fit(net, &opts.fit, &mut step_loss, &mut validate)
+}
+
+/// What [`fit`]'s validation callback reports after an epoch (each `None` when not measured).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Validation {
+    /// Mean loss on held-out data.
+    pub loss: Option<f64>,
+    /// Mean Dice.
+    pub dice: Option<f64>,
+    /// Mean displacement error, mm.
+    pub error_mm: Option<f64>,
+}
+
+/// Trains `net`'s weights on a loss its caller computes: `step_loss(step)` returns the loss of step
+/// `step` (counted over the whole run, from 0) as a one-element tensor with its graph to the weights;
+/// the optimizer ([`FitOptions`]) steps on it, with the L2 weight decay added. After each epoch,
+/// `validate()` and a checkpoint. The network is in training mode during the steps
+/// ([`Network::set_training`]) and in evaluation mode during validation and after. A progress bar
+/// (epoch, step, loss, time left) shows on a terminal. A non-finite loss stops training (the weights of
+/// the last finite step are kept: the failing step is not applied); Ctrl-C ([`FitOptions::cancel`])
+/// stops after the step and writes the checkpoint.
+///
+/// Errors: zero epochs or steps, a learning rate not > 0, a weight decay < 0, a momentum outside
+/// `[0, 1)`; a loss that is not one element; a loss that gives no gradient to some weight (named);
+/// those of the callbacks; checkpoint I/O.
+pub fn fit(
+    net: &Network,
+    opts: &FitOptions,
+    step_loss: &mut dyn FnMut(usize) -> Result<Tensor>,
+    validate: &mut dyn FnMut() -> Result<Validation>,
+) -> Result<TrainReport> {
+    let r = fit_inner(net, opts, step_loss, validate);
+    net.set_training(false);
+    r
+}
+
+fn fit_inner(
+    net: &Network,
+    opts: &FitOptions,
+    step_loss: &mut dyn FnMut(usize) -> Result<Tensor>,
+    validate: &mut dyn FnMut() -> Result<Validation>,
+) -> Result<TrainReport> {
+    if opts.epochs == 0 || opts.steps == 0 {
         return Err(Error::arg("train", "epochs, steps and batch must be at least 1"));
     }
     if !(opts.lr.is_finite() && opts.lr > 0.0) {
         return Err(Error::arg("train", format!("the learning rate must be > 0, got {}", opts.lr)));
     }
+    if !(opts.weight_decay.is_finite() && opts.weight_decay >= 0.0) {
+        return Err(Error::arg("train", format!("weight_decay must be >= 0, got {}", opts.weight_decay)));
+    }
+    if let LrSchedule::Exponential { gamma } = opts.schedule {
+        if !(gamma.is_finite() && gamma > 0.0) {
+            return Err(Error::arg("train", format!("the decay factor must be > 0, got {gamma}")));
+        }
+    }
     if let Some(path) = &opts.checkpoint {
         // Checked before the first step, not after the first epoch.
         crate::outputs::make_room(path)?;
     }
-    let start = Instant::now();
-    let vars = net.vars();
-    let mut adam = Adam::new(opts.lr, vec![]);
+    let named = net.named_vars();
+    let vars: Vec<Var> = named.iter().map(|(_, v)| v.clone()).collect();
+    let mut opt = WeightOptimizer::new(opts)?;
     let mut report = TrainReport { epochs: Vec::new(), steps: 0, seconds: 0.0, stop: Stop::Epochs };
     if opts.resume {
         if let Some(path) = &opts.checkpoint {
-            if let Some(r) = resume_from(net, path, &mut adam)? {
+            if let Some(r) = resume_from(net, path, &mut opt)? {
                 tracing::info!("train: resumed {} at epoch {} ({} steps)", path.display(), r.epochs.len(), r.steps);
                 report = r;
                 report.stop = Stop::Epochs;
@@ -526,6 +733,7 @@ pub fn train(net: &Network, pairs: &PairSource, opts: &TrainOptions) -> Result<T
     }
     bar.set_position(report.steps as u64);
     let cancelled = || opts.cancel.as_ref().is_some_and(|c| c.load(Ordering::Relaxed));
+    let mut checked_gradients = false;
     'epochs: for epoch in report.epochs.len()..opts.epochs {
         let t0 = Instant::now();
         bar.set_prefix(format!("{} epoch {}/{}", net.name(), epoch + 1, opts.epochs));
@@ -536,65 +744,81 @@ pub fn train(net: &Network, pairs: &PairSource, opts: &TrainOptions) -> Result<T
                 report.stop = Stop::Cancelled;
                 break;
             }
-            let lr = opts.schedule.at(opts.lr, report.steps, total);
-            adam.set_lr(lr);
-            let mut loss: Option<Tensor> = None;
-            for b in 0..opts.batch {
-                let k = (report.steps * opts.batch + b) as u64;
-                let (l, _) = net.loss(&pairs.training_pair(k)?, &opts.loss, opts.regularizer.as_ref())?;
-                loss = Some(match loss {
-                    Some(acc) => (acc + l)?,
-                    None => l,
+            let lr = opts.schedule.at(opts.lr, report.steps, total, opts.steps);
+            opt.inner().set_lr(lr);
+            net.set_training(true);
+            let loss = step_loss(report.steps)?;
+            if loss.elem_count() != 1 {
+                return Err(Error::Shape {
+                    op: "train".into(),
+                    expected: "a one-element loss".into(),
+                    actual: format!("{:?}", loss.dims()),
                 });
             }
-            let loss = match loss {
-                Some(l) => (l / opts.batch as f64)?,
-                None => break,
-            };
+            let loss = loss.flatten_all()?.get(0)?;
             let v = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
             if !v.is_finite() {
                 tracing::warn!("train: loss is {v} at step {}; stopping with the last finite weights", report.steps);
                 report.stop = Stop::NonFinite;
                 break 'epochs;
             }
-            let grads = loss.backward()?;
-            adam.step(&vars, &grads)?;
+            let objective = if opts.weight_decay > 0.0 {
+                let mut sq = Tensor::zeros((), loss.dtype(), loss.device())?;
+                for w in &vars {
+                    sq = (sq + w.as_tensor().sqr()?.sum_all()?.to_dtype(loss.dtype())?)?;
+                }
+                (&loss + (sq * (opts.weight_decay / 2.0))?)?
+            } else {
+                loss
+            };
+            let grads = objective.backward()?;
+            if !checked_gradients {
+                let missing: Vec<&str> =
+                    named.iter().filter(|(_, v)| grads.get(v.as_tensor()).is_none()).map(|(n, _)| n.as_str()).collect();
+                if !missing.is_empty() {
+                    return Err(Error::arg(
+                        "train",
+                        format!(
+                            "the loss gives no gradient to {} of the network's {} weight tensors ({}): compute it from the network's output",
+                            missing.len(),
+                            named.len(),
+                            missing.join(", ")
+                        ),
+                    ));
+                }
+                checked_gradients = true;
+            }
+            opt.inner().step(&vars, &grads)?;
             report.steps += 1;
             sum += v;
             done += 1;
             bar.set_message(format!("{v:.5}"));
             bar.inc(1);
         }
+        net.set_training(false);
         if done == 0 {
             break;
         }
-        let (val_loss, val_dice, val_error_mm) = match &opts.validation {
-            Some(v) if opts.validation_pairs > 0 => {
-                let (l, d, e) = evaluate(net, v, opts.validation_pairs, &opts.loss)?;
-                (Some(l), d, e)
-            }
-            _ => (None, None, None),
-        };
+        let val = validate()?;
         let er = EpochReport {
             epoch: epoch + 1,
             train_loss: sum / done as f64,
-            val_loss,
-            val_dice,
-            val_error_mm,
-            lr: adam.lr,
+            val_loss: val.loss,
+            val_dice: val.dice,
+            val_error_mm: val.error_mm,
+            lr: opt.lr(),
             seconds: t0.elapsed().as_secs_f64(),
         };
         tracing::info!("train: {er:?}");
         report.epochs.push(er);
         report.seconds += t0.elapsed().as_secs_f64();
         if let Some(path) = &opts.checkpoint {
-            save_checkpoint(net, path, &report, &adam)?;
+            save_checkpoint(net, path, &report, &opt)?;
         }
         if report.stop.is_cancelled() {
             break;
         }
     }
     bar.finish_and_clear();
-    let _ = start;
     Ok(report)
 }

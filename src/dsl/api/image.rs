@@ -431,9 +431,9 @@ pub static HELP: &[Help] = &[
     Help {
         name: "operators",
         domain: "image",
-        signature: "a + b, a - b, a * b, a / b, -a (images on one grid, or an image and a number); a > x, a >= x, a < x, a <= x -> mask",
-        summary: "Voxel-wise arithmetic on images, and masks (0 / 1 uint8 images) from comparisons",
+        signature: "a + b, a - b, a * b, a / b, -a (images on one grid, or an image and a number); a > x, a >= x, a < x, a <= x -> mask; image op tensor, tensor op image -> Tensor",
+        summary: "Voxel-wise arithmetic on images, and masks (0 / 1 uint8 images) from comparisons. With a tensor, the image is its data img.tensor (C, Z, Y, X), broadcast as tensors are, and the result a tensor (image(t, grid) makes it an image again)",
         options: &[],
-        example: "let t1 = load(\"data/avg152/avg152T1.nii\");\nlet d = t1 * 2.0 - t1;\nassert(d.max == t1.max && d.mean == t1.mean, \"2a - a = a\");\nlet m = t1 > 0.5;\nassert(m.max == 1.0 && m.dtype == \"uint8\", \"a mask\");\nassert(abs((t1 + 1).mean - t1.mean - 1.0) < 1e-4, \"plus a number\");",
+        example: "let t1 = load(\"data/avg152/avg152T1.nii\");\nlet d = t1 * 2.0 - t1;\nassert(d.max == t1.max && d.mean == t1.mean, \"2a - a = a\");\nlet m = t1 > 0.5;\nassert(m.max == 1.0 && m.dtype == \"uint8\", \"a mask\");\nassert(abs((t1 + 1).mean - t1.mean - 1.0) < 1e-4, \"plus a number\");\nlet w = ones([1, 1, 1, 91]) * 2.0;\nlet p = t1 * w;\nassert(p.shape == [1, 91, 109, 91] && abs(p.sum().item() - 2.0 * t1.sum()) < 1e-2 * t1.sum(), \"an image times a tensor along x\");\nassert(image(t1 - t1.tensor, t1).max() == 0.0, \"back to an image\");",
     },
 ];

@@ -84,7 +84,7 @@ impl ScriptFn {
     ///
     /// Errors: a function that does not exist or takes another number of arguments (`what` names
     /// what it is for).
-    fn new(
+    pub(crate) fn new(
         ctx: &NativeCallContext,
         host: &Arc<Host>,
         f: FnPtr,
@@ -132,7 +132,7 @@ impl ScriptFn {
     }
 
     /// Calls the function with `args`; a script error is passed on as [`crate::Error::Callback`].
-    fn call(&self, args: Vec<Dynamic>) -> crate::Result<Dynamic> {
+    pub(crate) fn call(&self, args: Vec<Dynamic>) -> crate::Result<Dynamic> {
         let engine = self.engine()?;
         let mut global = engine.new_global_runtime_state();
         global.lib = self.namespaces.iter().cloned().collect();
@@ -142,7 +142,7 @@ impl ScriptFn {
     }
 
     /// The tensor a call returned, or a named error.
-    fn tensor(&self, out: Dynamic, what: &str) -> crate::Result<Tensor> {
+    pub(crate) fn tensor(&self, out: Dynamic, what: &str) -> crate::Result<Tensor> {
         match out.clone().try_cast::<TensorValue>() {
             Some(t) => Ok(t.0),
             None => Err(crate::Error::arg(

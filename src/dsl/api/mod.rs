@@ -3,6 +3,7 @@
 //! the DSL).
 
 pub mod image;
+pub mod layers;
 pub mod metrics;
 pub mod nn;
 pub mod optim;

@@ -4,20 +4,23 @@
 
 use std::sync::Arc;
 
-use rhai::{Array, Dynamic, Engine, Map};
+use candle_core::Tensor;
+use rhai::{Array, Dynamic, Engine, FnPtr, Map, NativeCallContext};
 
+use super::metrics::ScriptFn;
+use super::tensor::TensorValue;
 use super::{floats, with_opts};
 use crate::dsl::help::{o, Help};
-use crate::dsl::options::{arg_error, Opts, OrHost, RhaiResult};
-use crate::dsl::value::{net_string, pairs_string, NetValue, PairsValue, TransformValue};
+use crate::dsl::options::{arg_error, type_of, Opts, OrHost, RhaiResult};
+use crate::dsl::value::{net_string, pairs_string, NetValue, OptimizerValue, PairsValue, TransformValue};
 use crate::dsl::Host;
 use crate::image::Image;
 use crate::metrics::Metric;
 use crate::nn::{AffineNet, AffineNetConfig, Dim3, UNet, UNetConfig, UpsampleMode};
 use crate::pipeline::{self, RegState};
 use crate::train::{
-    self, AffineBounds, Deformation, IntensityAugmentation, LrSchedule, Network, Pair, PairSource, SyntheticPairs,
-    TrainOptions,
+    self, AffineBounds, Deformation, FitOptions, IntensityAugmentation, LrSchedule, Network, Pair, PairSource,
+    SyntheticPairs, TrainOptimizer, TrainOptions, Validation,
 };
 
 fn dim3(o: &Opts, key: &str, default: [usize; 3]) -> RhaiResult<Dim3> {
@@ -201,17 +204,64 @@ fn report_map(r: &train::TrainReport) -> Map {
     m
 }
 
-fn train_impl(host: &Host, net: &NetValue, pairs: &PairsValue, o: &Opts) -> RhaiResult<Map> {
+/// `fit`'s options from train's keyword arguments: epochs, steps (`default_steps` when not given),
+/// optimizer= (or lr=), schedule=, checkpoint=, resume=, and Ctrl-C.
+fn fit_options(host: &Host, o: &Opts, default_steps: usize) -> RhaiResult<FitOptions> {
+    let mut f = FitOptions::new(o.usize("epochs")?.unwrap_or(10), o.usize("steps")?.unwrap_or(default_steps), 1e-3);
+    let optimizer = o.typed::<OptimizerValue>("optimizer", "adam(...) or sgd(...)")?;
+    match (&optimizer, o.f64("lr")?) {
+        (Some(_), Some(_)) => {
+            return Err(arg_error(
+                "train",
+                "optimizer= carries the learning rate (adam(lr=...)); give it there, not lr= too",
+            ))
+        }
+        (None, Some(lr)) => f.lr = lr,
+        _ => {}
+    }
+    if let Some(opt) = &optimizer {
+        f.lr = opt.lr.unwrap_or(1e-3);
+        f.weight_decay = opt.weight_decay;
+        f.optimizer = match opt.name.as_str() {
+            "adam" => TrainOptimizer::Adam,
+            "sgd" => TrainOptimizer::Sgd { momentum: opt.momentum, nesterov: opt.nesterov },
+            other => {
+                return Err(arg_error(
+                    "train",
+                    format!("train steps with adam(...) or sgd(...), not {other}(): it needs a first-order optimizer"),
+                ))
+            }
+        };
+    }
+    // With optimizer= the rate is constant unless a schedule is asked for (PyTorch's habit).
+    let default_schedule = if optimizer.is_some() { "constant" } else { "cosine" };
+    f.schedule = match o.string("schedule")?.as_deref().unwrap_or(default_schedule) {
+        "cosine" => LrSchedule::Cosine { final_fraction: 0.05 },
+        "constant" => LrSchedule::Constant,
+        "exponential" => LrSchedule::Exponential { gamma: o.f64("gamma")?.unwrap_or(0.8) },
+        other => {
+            let s =
+                crate::names::suggest(other, ["cosine", "constant", "exponential"]).unwrap_or_else(|| "cosine".into());
+            return Err(arg_error("train", format!("unknown schedule `{other}`, did you mean `{s}`?")));
+        }
+    };
+    if o.get("gamma").is_some() && !matches!(f.schedule, LrSchedule::Exponential { .. }) {
+        return Err(arg_error("train", "gamma= is the decay of schedule=\"exponential\"; give that schedule too"));
+    }
+    f.checkpoint = o.string("checkpoint")?.map(std::path::PathBuf::from);
+    f.resume = o.bool("resume")?.unwrap_or(false);
+    f.cancel = Some(host.cancel.clone());
+    Ok(f)
+}
+
+/// `train(net, pairs)` with a similarity measure as the loss (the unsupervised registration training).
+fn train_pairs(host: &Host, net: &NetValue, pairs: &PairsValue, o: &Opts) -> RhaiResult<Map> {
     let loss = match o.metric("loss")? {
         Some(m) => m,
         None => Metric::new(if matches!(**net, Network::Affine(_)) { "cr" } else { "mi" }).host()?,
     };
-    let mut t = TrainOptions::new(
-        loss,
-        o.usize("epochs")?.unwrap_or(10),
-        o.usize("steps")?.unwrap_or(100),
-        o.f64("lr")?.unwrap_or(1e-3),
-    );
+    let mut t = TrainOptions::new(loss, 1, 1, 1e-3);
+    t.fit = fit_options(host, o, 100)?;
     // A regularizer given with the loss (`loss=mi + 0.1 * diffusion`) unless regularizer= is given.
     t.regularizer = match (super::pipeline::regularizer_option(o)?, t.loss.regularizer()) {
         (Some(_), Some(r)) => {
@@ -224,22 +274,240 @@ fn train_impl(host: &Host, net: &NetValue, pairs: &PairsValue, o: &Opts) -> Rhai
         (None, r) => r.cloned(),
     };
     t.batch = o.usize("batch")?.unwrap_or(1);
-    t.schedule = match o.string("schedule")?.as_deref().unwrap_or("cosine") {
-        "cosine" => LrSchedule::Cosine { final_fraction: 0.05 },
-        "constant" => LrSchedule::Constant,
-        other => {
-            let s = crate::names::suggest(other, ["cosine", "constant"]).unwrap_or_else(|| "cosine".into());
-            return Err(arg_error("train", format!("unknown schedule `{other}`, did you mean `{s}`?")));
-        }
-    };
     t.validation = o.typed::<PairsValue>("validation", "pairs, e.g. synthetic_pairs(...)")?.map(|p| (*p).clone());
     t.validation_pairs = o.usize("validation_pairs")?.unwrap_or(4);
-    t.checkpoint = o.string("checkpoint")?.map(std::path::PathBuf::from);
-    t.resume = o.bool("resume")?.unwrap_or(false);
-    t.cancel = Some(host.cancel.clone());
     let r = train::train(net, pairs, &t).host()?;
     host.set_net(net.clone());
     Ok(report_map(&r))
+}
+
+/// Training samples given as an array of maps of tensors (images and numbers become tensors): the
+/// tensors of each key in item order, their keys, and each key's shape.
+struct Samples {
+    keys: Vec<String>,
+    items: Vec<Vec<Tensor>>,
+}
+
+impl Samples {
+    fn new(list: &Array, host: &Host, what: &str) -> RhaiResult<Self> {
+        let Some(first) = list.first() else {
+            return Err(arg_error("train", format!("{what} is empty")));
+        };
+        let keys: Vec<String> = match first.read_lock::<Map>() {
+            Some(m) => m.keys().map(|k| k.to_string()).collect(),
+            None => {
+                return Err(arg_error("train", format!("{what}: item 0 is {}, not a map of tensors", type_of(first))))
+            }
+        };
+        if keys.is_empty() {
+            return Err(arg_error("train", format!("{what}: item 0 is an empty map")));
+        }
+        let mut items = Vec::with_capacity(list.len());
+        for (i, d) in list.iter().enumerate() {
+            let Some(m) = d.read_lock::<Map>() else {
+                return Err(arg_error("train", format!("{what}: item {i} is {}, not a map of tensors", type_of(d))));
+            };
+            let mine: Vec<String> = m.keys().map(|k| k.to_string()).collect();
+            if mine != keys {
+                return Err(arg_error("train", format!("{what}: item {i} has keys {mine:?}, item 0 has {keys:?}")));
+            }
+            let mut row = Vec::with_capacity(keys.len());
+            for (k, v) in m.iter() {
+                let t = if let Some(t) = v.clone().try_cast::<TensorValue>() {
+                    t.0
+                } else if let Some(img) = v.clone().try_cast::<Image>() {
+                    img.data().clone()
+                } else if let Some(x) = crate::dsl::options::num(v) {
+                    Tensor::new(x as f32, &host.device).map_err(crate::Error::from).host()?
+                } else {
+                    return Err(arg_error(
+                        "train",
+                        format!(
+                            "{what}: item {i}, key `{k}` is {}: samples hold tensors, images or numbers",
+                            type_of(v)
+                        ),
+                    ));
+                };
+                if let Some(first_row) = items.first() {
+                    let f: &Vec<Tensor> = first_row;
+                    let want = f[row.len()].dims();
+                    if t.dims() != want {
+                        return Err(arg_error(
+                            "train",
+                            format!("{what}: item {i}, key `{k}` has shape {:?}, item 0 has {want:?}", t.dims()),
+                        ));
+                    }
+                }
+                row.push(t.detach());
+            }
+            items.push(row);
+        }
+        Ok(Samples { keys, items })
+    }
+
+    /// The batch of items `idx`: each key's tensors stacked along a new first axis.
+    fn batch(&self, idx: &[usize]) -> crate::Result<Map> {
+        let mut m = Map::new();
+        for (j, k) in self.keys.iter().enumerate() {
+            let parts: Vec<&Tensor> = idx.iter().map(|&i| &self.items[i][j]).collect();
+            let t = Tensor::stack(&parts, 0)?;
+            m.insert(k.as_str().into(), Dynamic::from(TensorValue(t)));
+        }
+        Ok(m)
+    }
+}
+
+/// The order of the samples in an epoch: a permutation drawn from `seed` and the epoch (Fisher-Yates),
+/// or the given order.
+fn epoch_order(n: usize, epoch: usize, seed: u64, shuffle: bool) -> Vec<usize> {
+    use rand::{Rng, SeedableRng};
+    let mut v: Vec<usize> = (0..n).collect();
+    if shuffle {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed.wrapping_mul(1_000_003).wrapping_add(epoch as u64));
+        for i in (1..n).rev() {
+            v.swap(i, rng.random_range(0..=i));
+        }
+    }
+    v
+}
+
+/// The loss closure's value as a tensor, or a named error.
+fn closure_loss(f: &ScriptFn, net: &NetValue, batch: Map) -> crate::Result<Tensor> {
+    let out = f.call(vec![Dynamic::from(net.clone()), Dynamic::from_map(batch)])?;
+    f.tensor(out, "loss")
+}
+
+/// `train(net, data, loss=|net, batch| ...)`: any network, a loss written in the script, on pairs or on
+/// an array of samples.
+fn train_closure(
+    host: &Arc<Host>,
+    ctx: &NativeCallContext,
+    net: &NetValue,
+    data: &Dynamic,
+    f: FnPtr,
+    o: &Opts,
+) -> RhaiResult<Map> {
+    for k in ["regularizer", "validation_pairs"] {
+        if o.get(k).is_some() {
+            return Err(arg_error(
+                "train",
+                format!("{k}= is for a similarity-measure loss; a loss closure computes its own terms"),
+            ));
+        }
+    }
+    let f = ScriptFn::new(ctx, host, f, "loss".into(), &[2], "a loss takes (net, batch)")?;
+    let batch = o.usize("batch")?.unwrap_or(1);
+    if batch == 0 {
+        return Err(arg_error("train", "batch must be at least 1"));
+    }
+    let r = if let Some(pairs) = data.clone().try_cast::<PairsValue>() {
+        if o.get("validation").is_some() || o.get("shuffle").is_some() {
+            return Err(arg_error(
+                "train",
+                "validation= and shuffle= take an array of samples; with pairs, evaluate the network after training",
+            ));
+        }
+        let opts = fit_options(host, o, 100)?;
+        let mut step_loss = |step: usize| -> crate::Result<Tensor> {
+            let mut acc: Option<Tensor> = None;
+            for b in 0..batch {
+                let p = pairs.training_pair((step * batch + b) as u64)?;
+                let l = closure_loss(&f, net, pair_map(&p))?;
+                acc = Some(match acc {
+                    Some(a) => (a + l)?,
+                    None => l,
+                });
+            }
+            match acc {
+                Some(l) => Ok((l / batch as f64)?),
+                None => Err(crate::Error::arg("train", "empty batch")),
+            }
+        };
+        train::fit(net, &opts, &mut step_loss, &mut || Ok(Validation::default())).host()?
+    } else if let Some(list) = data.read_lock::<Array>().map(|a| a.clone()) {
+        let samples = Samples::new(&list, host, "the training samples")?;
+        let validation = match o.get("validation") {
+            Some(v) => match v.read_lock::<Array>() {
+                Some(a) => Some(Samples::new(&a, host, "validation")?),
+                None => {
+                    return Err(arg_error(
+                        "train",
+                        "validation= takes an array of samples (maps of tensors), as the data",
+                    ))
+                }
+            },
+            None => None,
+        };
+        let n = samples.items.len();
+        let opts = fit_options(host, o, n.div_ceil(batch))?;
+        let seed = o.usize("seed")?.unwrap_or(0) as u64;
+        let shuffle = o.bool("shuffle")?.unwrap_or(true);
+        let mut order: (usize, Vec<usize>) = (usize::MAX, Vec::new());
+        let mut step_loss = |step: usize| -> crate::Result<Tensor> {
+            let idx: Vec<usize> = (0..batch)
+                .map(|b| {
+                    let k = step * batch + b;
+                    let epoch = k / n;
+                    if order.0 != epoch {
+                        order = (epoch, epoch_order(n, epoch, seed, shuffle));
+                    }
+                    order.1[k % n]
+                })
+                .collect();
+            closure_loss(&f, net, samples.batch(&idx)?)
+        };
+        let mut validate = || -> crate::Result<Validation> {
+            let Some(v) = &validation else { return Ok(Validation::default()) };
+            let m = v.items.len();
+            let mut sum = 0.0;
+            for start in (0..m).step_by(batch) {
+                let idx: Vec<usize> = (start..(start + batch).min(m)).collect();
+                let l = closure_loss(&f, net, v.batch(&idx)?)?;
+                sum += l.detach().flatten_all()?.to_dtype(candle_core::DType::F64)?.sum_all()?.to_scalar::<f64>()?
+                    * idx.len() as f64;
+            }
+            Ok(Validation { loss: Some(sum / m as f64), ..Validation::default() })
+        };
+        train::fit(net, &opts, &mut step_loss, &mut validate).host()?
+    } else {
+        return Err(arg_error(
+            "train",
+            format!(
+                "the data is {}: give pairs(...) / synthetic_pairs(...) or an array of samples (maps of tensors)",
+                type_of(data)
+            ),
+        ));
+    };
+    if net.is_registration() {
+        host.set_net(net.clone());
+    }
+    Ok(report_map(&r))
+}
+
+/// `train(net, data, ...)`: dispatches on the loss (a measure or a closure) and the data.
+fn train_impl(host: &Arc<Host>, ctx: &NativeCallContext, net: &NetValue, data: &Dynamic, o: &Opts) -> RhaiResult<Map> {
+    if let Some(f) = o.get("loss").and_then(|d| d.clone().try_cast::<FnPtr>()) {
+        return train_closure(host, ctx, net, data, f, o);
+    }
+    for k in ["seed", "shuffle"] {
+        if o.get(k).is_some() {
+            return Err(arg_error("train", format!("{k}= orders an array of samples, which a loss closure trains on")));
+        }
+    }
+    match data.clone().try_cast::<PairsValue>() {
+        Some(p) if net.is_registration() => train_pairs(host, net, &p, o),
+        Some(_) => Err(arg_error(
+            "train",
+            format!("`{}` is a sequential network: train it with a loss closure, loss=|net, batch| ...", net.name()),
+        )),
+        None => Err(arg_error(
+            "train",
+            format!(
+                "{} as data needs a loss closure, loss=|net, batch| ... (a similarity measure trains on pairs)",
+                type_of(data)
+            ),
+        )),
+    }
 }
 
 fn net_state(host: &Host, m: Image, f: Image, o: &Opts) -> RhaiResult<RegState> {
@@ -259,8 +527,9 @@ pub fn register(engine: &mut Engine, host: &Arc<Host>) {
         .register_get("name", |n: &mut NetValue| n.name().to_string())
         .register_get("kind", |n: &mut NetValue| n.kind().to_string())
         .register_get("params", |n: &mut NetValue| n.num_params() as i64)
-        .register_get("input_size", |n: &mut NetValue| {
-            n.input_size().0.iter().map(|&v| Dynamic::from_int(v as i64)).collect::<Array>()
+        .register_get("input_size", |n: &mut NetValue| match n.input_size() {
+            Some(s) => Dynamic::from_array(s.0.iter().map(|&v| Dynamic::from_int(v as i64)).collect::<Array>()),
+            None => Dynamic::UNIT,
         })
         .register_fn("to_string", |n: &mut NetValue| net_string(n))
         .register_fn("to_debug", |n: &mut NetValue| net_string(n));
@@ -277,7 +546,26 @@ pub fn register(engine: &mut Engine, host: &Arc<Host>) {
         let i = u64::try_from(i).map_err(|_| arg_error("pair", format!("the index must be >= 0, got {i}")))?;
         p.pair(i).host().map(|p| pair_map(&p))
     });
-    with_opts!(engine, [host], "train", |net: NetValue, pairs: PairsValue| o => train_impl(&host, &net, &pairs, &o));
+    {
+        let h = host.clone();
+        engine.register_fn("train", move |ctx: NativeCallContext, net: NetValue, data: Dynamic| {
+            train_impl(&h, &ctx, &net, &data, &Opts::none("train"))
+        });
+        let h = host.clone();
+        engine.register_fn("train", move |ctx: NativeCallContext, net: NetValue, data: Dynamic, map: Map| {
+            train_impl(&h, &ctx, &net, &data, &Opts::new("train", map)?)
+        });
+    }
+    engine.register_fn("forward", |net: NetValue, x: TensorValue| -> RhaiResult<TensorValue> {
+        net.forward_tensor(&x.0).host().map(TensorValue)
+    });
+    engine.register_get("weights", |n: &mut NetValue| {
+        let mut m = Map::new();
+        for (k, v) in n.named_vars() {
+            m.insert(k.into(), Dynamic::from(TensorValue(v.as_tensor().clone())));
+        }
+        m
+    });
     with_opts!(engine, "evaluate_net", |net: NetValue, pairs: PairsValue| o => {
         let metric = match o.metric("metric")? {
             Some(m) => m,
@@ -296,7 +584,9 @@ pub fn register(engine: &mut Engine, host: &Arc<Host>) {
         let host = host.clone();
         engine.register_fn("load_net", move |path: &str| -> RhaiResult<NetValue> {
             let n = Arc::new(Network::load(std::path::Path::new(path), &host.device).host()?);
-            host.set_net(n.clone());
+            if n.is_registration() {
+                host.set_net(n.clone());
+            }
             Ok(n)
         });
     }
@@ -306,7 +596,19 @@ pub fn register(engine: &mut Engine, host: &Arc<Host>) {
     });
     {
         let host = host.clone();
-        engine.register_fn("use_net", move |net: NetValue| host.set_net(net));
+        engine.register_fn("use_net", move |net: NetValue| -> RhaiResult<()> {
+            if !net.is_registration() {
+                return Err(arg_error(
+                    "use_net",
+                    format!(
+                        "`{}` is a sequential network: net(m, f) needs a registration network (affine_net, unet)",
+                        net.name()
+                    ),
+                ));
+            }
+            host.set_net(net);
+            Ok(())
+        });
     }
     with_opts!(engine, [host], "net", |m: Image, f: Image| o => net_state(&host, m, f, &o));
 }
@@ -390,22 +692,34 @@ pub static HELP: &[Help] = &[
     Help {
         name: "train",
         domain: "nn",
-        signature: "train(net, pairs) -> map   (epochs: [..], steps, seconds, stop)",
-        summary: "Unsupervised training: Adam on the weights, loss = a similarity measure of the warped pair on the network grid (plus a regularizer of dense fields); validation, checkpoints (safetensors + JSON) and resume; Ctrl-C stops after the step and writes the checkpoint",
+        signature: "train(net, data) -> map   (epochs: [..], steps, seconds, stop, train_loss)",
+        summary: "Training. With a similarity measure (loss=ncc, the default cr / mi) on pairs: unsupervised registration training of affine_net / unet, the measure of the warped pair on the network grid (plus a regularizer of dense fields). With a loss closure (loss=|net, batch| ..., returning a one-element tensor from net.forward(...)): any network; data is pairs (batch = the pair's map: moving, fixed, ...) or an array of samples, maps of tensors (batch = the same keys, stacked along a new first axis). Adam or SGD with weight decay, validation, checkpoints (safetensors + JSON) and resume; dropout is active during the steps only; Ctrl-C stops after the step and writes the checkpoint",
         options: &[
-            o("loss", "cr (affine_net) / mi (unet)", "the similarity measure"),
-            o("regularizer", "none (the loss's, if it carries one)", "dense: a Regularizer (0.1 * diffusion), or diffusion:W, bending:W, folding:W"),
+            o("loss", "cr (affine_net) / mi (unet)", "a similarity measure, or a closure |net, batch| -> Tensor"),
+            o("regularizer", "none (the loss's, if it carries one)", "measure losses, dense: a Regularizer (0.1 * diffusion), or diffusion:W, bending:W, folding:W"),
             o("epochs", "10", "epochs to reach (a resumed run does the rest)"),
-            o("steps", "100", "optimizer steps per epoch"),
-            o("batch", "1", "pairs per step"),
-            o("lr", "0.001", "Adam's learning rate"),
-            o("schedule", "cosine", "cosine (to 5 %) or constant"),
-            o("validation", "-", "held-out pairs evaluated after each epoch"),
-            o("validation_pairs", "4", "how many"),
+            o("steps", "100 (samples: one pass)", "optimizer steps per epoch"),
+            o("batch", "1", "pairs or samples per step"),
+            o("lr", "0.001", "Adam's learning rate (without optimizer=)"),
+            o("optimizer", "adam(lr=0.001)", "adam(lr=, weight_decay=) or sgd(lr=, momentum=, nesterov=, weight_decay=); replaces lr="),
+            o("schedule", "cosine (constant with optimizer=)", "cosine (to 5 %), constant, or exponential (the rate times gamma^epoch)"),
+            o("gamma", "0.8", "exponential: the decay per epoch"),
+            o("validation", "-", "held-out pairs (measure losses: loss, Dice, error) or samples (closure losses: mean loss) after each epoch"),
+            o("validation_pairs", "4", "how many held-out pairs"),
+            o("seed", "0", "samples: the order of each epoch"),
+            o("shuffle", "true", "samples: a new order each epoch"),
             o("checkpoint", "-", "weights path (.safetensors) written after each epoch"),
             o("resume", "false", "continue from the checkpoint when it exists"),
         ],
-        example: "let t1 = load(\"data/avg152/avg152T1.nii\");\nlet n = affine_net(input_size=16, channels=[4, 8], hidden=8, seed=1);\nlet p = synthetic_pairs(t1, t1, translation=5.0, rotation=0.0, scale=0.0, shear=0.0);\nlet r = train(n, p, loss=ncc, epochs=2, steps=5, validation=synthetic_pairs(t1, t1, seed=9), validation_pairs=1);\nassert(r.steps == 10 && r.epochs.len() == 2 && r.stop == \"epochs\", \"two epochs of five steps\");\nassert(r.epochs[1].val_error_mm > 0.0, \"validated against the known transforms\");",
+        example: "let t1 = load(\"data/avg152/avg152T1.nii\");\nlet n = affine_net(input_size=16, channels=[4, 8], hidden=8, seed=1);\nlet p = synthetic_pairs(t1, t1, translation=5.0, rotation=0.0, scale=0.0, shear=0.0);\nlet r = train(n, p, loss=ncc, epochs=2, steps=5, validation=synthetic_pairs(t1, t1, seed=9), validation_pairs=1);\nassert(r.steps == 10 && r.epochs.len() == 2 && r.stop == \"epochs\", \"two epochs of five steps\");\nassert(r.epochs[1].val_error_mm > 0.0, \"validated against the known transforms\");\n// a closure loss on samples: fit y = 2x + 1\nlet data = [];\nfor i in 0..8 { let x = i / 4.0; data.push(#{x: tensor([x]), y: tensor([2.0 * x + 1.0])}); }\nlet f = nn::sequential([nn::linear(1, 1)], seed=1);\nlet r = train(f, data, loss=|net, b| ((net.forward(b.x) - b.y) ** 2).mean(), optimizer=sgd(lr=0.1, momentum=0.5), epochs=60, batch=4);\nassert(r.steps == 120 && r.train_loss[59] < 1e-4, \"least squares\");\nassert(abs(f.forward(tensor([[1.0]])).item() - 3.0) < 0.01, \"2 * 1 + 1\");",
+    },
+    Help {
+        name: "forward",
+        domain: "nn",
+        signature: "net.forward(x) -> Tensor",
+        summary: "Runs a network on a tensor, differentiable in its weights: a sequential network's layers; the affine network's (N, 12) parameters or the U-Net's (N, 3, D, H, W) voxel displacement of a pair (N, 2, D, H, W) on its input grid",
+        options: &[],
+        example: "let n = nn::sequential([nn::flatten(), nn::linear(8, 3)], seed=2);\nlet x = ones([2, 1, 2, 2, 2]);\nlet y = n.forward(x);\nassert(y.shape == [2, 3], \"(N, 3)\");\nlet g = grad(y.sum(), n.weights.values());\nassert(g.len() == 2 && g[0].sum().item() == 6.0, \"d sum / d bias = N per output (keys in order: l1.bias, l1.weight)\");\nlet a = affine_net(input_size=16, channels=[4], hidden=4, seed=1);\nassert(a.forward(zeros([1, 2, 16, 16, 16])).shape == [1, 12], \"12 affine parameters\");",
     },
     Help {
         name: "evaluate_net",

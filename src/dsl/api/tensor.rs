@@ -47,6 +47,44 @@ impl std::fmt::Display for TensorValue {
     }
 }
 
+/// The mean cross-entropy of `softmax(logits)` (`(N, C)`) against class indices `(N)` (whole numbers
+/// in `[0, C)`) or target probabilities `(N, C)`; differentiable in the logits.
+fn cross_entropy(logits: &Tensor, target: &Tensor) -> RhaiResult<TensorValue> {
+    let (n, c) = match logits.dims() {
+        &[n, c] if n > 0 && c > 0 => (n, c),
+        d => return Err(arg_error("cross_entropy", format!("the logits must be (N, C), got shape {d:?}"))),
+    };
+    let ls = th(candle_nn::ops::log_softmax(logits, 1))?;
+    let per_sample = if target.dims() == [n, c] {
+        th((target.to_dtype(ls.dtype()).and_then(|t| t * &ls)).and_then(|p| p.sum(1)))?
+    } else if target.dims() == [n] {
+        let v = th(target.to_dtype(DType::F64).and_then(|t| t.to_vec1::<f64>()))?;
+        let mut idx = Vec::with_capacity(n);
+        for (i, x) in v.iter().enumerate() {
+            match crate::dsl::options::whole(*x) {
+                Some(k) if k < c => idx.push(k as u32),
+                _ => {
+                    return Err(arg_error(
+                        "cross_entropy",
+                        format!("target {i} is {x}: class indices are whole numbers in [0, {c})"),
+                    ))
+                }
+            }
+        }
+        let idx = th(Tensor::from_vec(idx, (n, 1), logits.device()))?;
+        th(ls.gather(&idx, 1).and_then(|g| g.squeeze(1)))?
+    } else {
+        return Err(arg_error(
+            "cross_entropy",
+            format!(
+                "the target must be class indices ({n}) or probabilities ({n}, {c}), got shape {:?}",
+                target.dims()
+            ),
+        ));
+    };
+    tv(per_sample.mean_all().and_then(|m| m.neg()))
+}
+
 /// Library (candle) results as builtin results.
 fn th<T>(r: candle_core::Result<T>) -> RhaiResult<T> {
     r.map_err(crate::Error::from).host()
@@ -447,6 +485,11 @@ pub fn register(engine: &mut Engine, host: &Arc<Host>) {
         engine.register_fn(op, move |x: i64, a: TensorValue| with_number(&a.0, x as f64, op, false));
     }
     engine.register_fn("-", |a: TensorValue| tv(a.0.neg()));
+    // An image with a tensor: its data (C, Z, Y, X) as a tensor.
+    for op in ["+", "-", "*", "/", "**", ">", ">=", "<", "<=", "==", "!="] {
+        engine.register_fn(op, move |a: Image, b: TensorValue| binary(a.data(), &b.0, op));
+        engine.register_fn(op, move |a: TensorValue, b: Image| binary(&a.0, b.data(), op));
+    }
 
     // Reductions (all elements, or along dim=).
     macro_rules! reductions {
@@ -483,6 +526,8 @@ pub fn register(engine: &mut Engine, host: &Arc<Host>) {
         engine.register_fn(name, move |t: TensorValue| f(&t.0, -1));
         engine.register_fn(name, move |t: TensorValue, d: i64| f(&t.0, d));
     }
+
+    engine.register_fn("cross_entropy", |logits: TensorValue, target: TensorValue| cross_entropy(&logits.0, &target.0));
 
     // Shapes.
     engine.register_fn("reshape", |t: TensorValue, shape: Dynamic| -> RhaiResult<TensorValue> {
@@ -753,6 +798,12 @@ pub static HELP: &[Help] = &[
         "log_softmax(t); log_softmax(t, dim) -> Tensor",
         "log(softmax(x)) along a dim, computed stably (cross-entropy losses)",
         "let l = log_softmax(tensor([[0.0, 0.0]]), 1);\nassert(abs(l[0][0].item() + ln(2.0)) < 1e-6, \"ln(1/2)\");"
+    ),
+    tensor_help!(
+        "cross_entropy",
+        "cross_entropy(logits, target) -> Tensor   (logits (N, C); target: class indices (N) or probabilities (N, C))",
+        "The mean cross-entropy of softmax(logits) against the target (PyTorch's F.cross_entropy): -mean over N of log softmax(logits)[n, target[n]], or of sum over C of target * log softmax(logits)",
+        "let l = tensor([[0.0, 0.0], [10.0, -10.0]]);\nlet a = cross_entropy(l, tensor([1, 0]));\nassert(abs(a.item() - ln(2.0) / 2.0) < 1e-5, \"ln 2 for the undecided row, ~0 for the sure one\");\nassert(abs(cross_entropy(l, tensor([[0.0, 1.0], [1.0, 0.0]])).item() - a.item()) < 1e-6, \"one-hot targets agree\");"
     ),
     tensor_help!(
         "reshape",
