@@ -38,11 +38,13 @@ pub fn unflatten(x: &[f64], template: &Tensor) -> Result<Tensor> {
 }
 
 /// The value of a loss tensor with a single element, as f64.
-fn scalar(loss: &Tensor) -> Result<f64> {
+///
+/// Errors: [`Error::Shape`] for a tensor of several (or no) elements.
+pub(crate) fn scalar(loss: &Tensor) -> Result<f64> {
     if loss.elem_count() != 1 {
         return Err(Error::Shape {
             op: "objective".into(),
-            expected: "a loss with one element".into(),
+            expected: "a loss of one value".into(),
             actual: format!("{:?}", loss.dims()),
         });
     }
@@ -69,7 +71,7 @@ where
         let grads = loss.backward()?;
         let grad = grads.get(var.as_tensor()).ok_or_else(|| {
             Error::arg(
-                "tensor_objective",
+                "objective",
                 "no gradient reached the parameters: the loss does not depend on them (or was detached)",
             )
         })?;

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use candle_core::{DType, Tensor, Var};
+use candle_core::Tensor;
 use rhai::{Dynamic, Engine, FnPtr, Map, NativeCallContext};
 
 use super::tensor::TensorValue;
@@ -12,9 +12,10 @@ use crate::dsl::options::{arg_error, callback, num, type_of, Opts, OrHost, RhaiR
 use crate::dsl::value::{schedule_string, OptimizerValue};
 use crate::dsl::Host;
 use crate::error::Error;
+use crate::optim::objective::scalar;
 use crate::optim::{
-    first_order, flatten, lbfgs_run, powell_run, unflatten, AdamVec, Eval, FirstOrderOptions, LbfgsOptions, Objective,
-    PowellOptions, Schedule, SgdVec,
+    first_order, flatten, lbfgs_run, powell_run, tensor_objective, unflatten, AdamVec, Eval, FirstOrderOptions,
+    LbfgsOptions, Objective, PowellOptions, Schedule, SgdVec,
 };
 use crate::pipeline::{default_iterations, default_lr};
 
@@ -93,39 +94,21 @@ impl ScriptObjective<'_, '_> {
     }
 }
 
-fn one_value(t: &Tensor) -> crate::Result<f64> {
-    if t.elem_count() != 1 {
-        return Err(Error::Shape {
-            op: "minimize".into(),
-            expected: "an objective that returns one value".into(),
-            actual: format!("a tensor of shape {:?}", t.dims()),
-        });
-    }
-    Ok(t.flatten_all()?.to_dtype(DType::F64)?.to_vec1::<f64>()?[0])
-}
-
 impl Objective for ScriptObjective<'_, '_> {
     fn eval(&mut self, x: &[f64]) -> crate::Result<Eval> {
-        let var = Var::from_tensor(&unflatten(x, &self.template)?)?;
-        let out = self.call(var.as_tensor().clone())?;
-        let Some(loss) = out.clone().try_cast::<TensorValue>() else {
-            return Err(Error::arg(
-                "minimize",
-                format!(
-                    "the objective returned {}, not a Tensor: compute the loss with tensor operations on its argument so that it can be differentiated (powell() takes numbers)",
-                    type_of(&out)
-                ),
-            ));
+        let call = |p: &Tensor| -> crate::Result<Tensor> {
+            let out = self.call(p.clone())?;
+            out.clone().try_cast::<TensorValue>().map(|t| t.0).ok_or_else(|| {
+                Error::arg(
+                    "minimize",
+                    format!(
+                        "the objective returned {}, not a Tensor: compute the loss with tensor operations on its argument so that it can be differentiated (powell() takes numbers)",
+                        type_of(&out)
+                    ),
+                )
+            })
         };
-        let value = one_value(&loss.0)?;
-        let grads = loss.0.backward()?;
-        let g = grads.get(var.as_tensor()).ok_or_else(|| {
-            Error::arg(
-                "minimize",
-                "no gradient reached the parameters: the objective's result does not depend on its argument",
-            )
-        })?;
-        let mut grad = flatten(g)?;
+        let (value, mut grad) = tensor_objective(&self.template, call)(x)?;
         for (gi, xi) in grad.iter_mut().zip(x) {
             *gi += self.weight_decay * xi;
         }
@@ -134,7 +117,7 @@ impl Objective for ScriptObjective<'_, '_> {
     fn value(&mut self, x: &[f64]) -> crate::Result<f64> {
         let out = self.call(unflatten(x, &self.template)?)?;
         let v = match out.clone().try_cast::<TensorValue>() {
-            Some(t) => one_value(&t.0)?,
+            Some(t) => scalar(&t.0)?,
             None => num(&out).ok_or_else(|| {
                 Error::arg("minimize", format!("the objective returned {}, not a number or a Tensor", type_of(&out)))
             })?,
