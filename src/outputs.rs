@@ -13,11 +13,33 @@ use std::path::{Path, PathBuf};
 use crate::error::{Error, Result};
 
 /// The directory a file is written in (`.` for a bare file name).
-fn parent_dir(path: &Path) -> &Path {
+pub fn parent_dir(path: &Path) -> &Path {
     match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     }
+}
+
+/// Writes a file atomically: `write` fills a temporary file in `path`'s directory, which then replaces
+/// `path` (so a reader never sees a half-written file, and a failed write leaves the old one). Missing
+/// parent directories are created ([`make_room`]).
+///
+/// Errors: those of [`make_room`]; [`Error::Io`] for a directory that cannot be written or a failed
+/// rename; those of `write`.
+pub fn write_atomically(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+    make_room(path)?;
+    let dir = parent_dir(path);
+    let tmp = tempfile::NamedTempFile::new_in(dir).map_err(|source| Error::Io { path: dir.into(), source })?;
+    write(tmp.path())?;
+    tmp.persist(path).map_err(|e| Error::Io { path: path.into(), source: e.error })?;
+    Ok(())
+}
+
+/// [`write_atomically`] of `bytes`.
+///
+/// Errors: as [`write_atomically`].
+pub fn write_bytes_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_atomically(path, |tmp| std::fs::write(tmp, bytes).map_err(|source| Error::Io { path: path.into(), source }))
 }
 
 /// Makes sure `out` can be written: creates its missing parent directories, refuses an output that is

@@ -210,9 +210,6 @@ pub fn run(a: &RegisterArgs, cancel: Option<Arc<AtomicBool>>) -> Result<(PathBuf
         outputs,
     };
     let text = serde_json::to_string_pretty(&report).map_err(|e| Error::arg("register", e.to_string()))?;
-    let dir = pr.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(|source| Error::Io { path: dir.into(), source })?;
-    std::io::Write::write_all(&mut tmp, text.as_bytes()).map_err(|source| Error::Io { path: pr.clone(), source })?;
-    tmp.persist(&pr).map_err(|e| Error::Io { path: pr.clone(), source: e.error })?;
+    crate::outputs::write_bytes_atomically(&pr, text.as_bytes())?;
     Ok((pr, state))
 }

@@ -534,10 +534,7 @@ pub fn write_png(img: &RgbImage, path: impl AsRef<Path>) -> Result<()> {
         return Err(Error::arg("snapshot", format!("{}: the output must be a .png file", path.display())));
     }
     crate::outputs::make_room(path)?;
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
+    let dir = crate::outputs::parent_dir(path).to_path_buf();
     let mut tmp = tempfile::Builder::new()
         .prefix(".regsh-tmp")
         .suffix(".png")

@@ -536,10 +536,7 @@ pub fn save_with(image: &Image, path: impl AsRef<Path>, opts: &SaveOptions) -> R
 
     let [nx, ny, nz] = image.grid().shape();
     let c = image.channels();
-    let parent = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
+    let parent = crate::outputs::parent_dir(path).to_path_buf();
     let tmp = tempfile::Builder::new()
         .prefix(".regsh-tmp")
         .tempdir_in(&parent)

@@ -38,28 +38,7 @@ fn io_err(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
     move |source| Error::Io { path: path.into(), source }
 }
 
-/// The directory a file is written in (`.` for a bare file name).
-fn parent_dir(path: &Path) -> &Path {
-    match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    }
-}
-
-/// Writes a file atomically: `write` fills a temporary file in `path`'s directory, which then replaces
-/// `path` (so a reader never sees a half-written file, and a failed write leaves the old one). Missing
-/// parent directories are created.
-///
-/// Errors: [`Error::Io`] for a directory that cannot be made or written, or a failed rename; those of
-/// `write`.
-pub fn write_atomically(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
-    crate::outputs::make_room(path)?;
-    let dir = parent_dir(path);
-    let tmp = tempfile::NamedTempFile::new_in(dir).map_err(io_err(dir))?;
-    write(tmp.path())?;
-    tmp.persist(path).map_err(|e| Error::Io { path: path.into(), source: e.error })?;
-    Ok(())
-}
+pub use crate::outputs::write_atomically;
 
 /// Writes `varmap` to `weights` (safetensors) and the kind, name and `config` to [`config_path`].
 ///
@@ -74,7 +53,7 @@ pub fn save_network<C: Serialize>(weights: &Path, kind: &str, name: &str, config
         ));
     }
     crate::outputs::make_room(weights)?;
-    let dir = parent_dir(weights);
+    let dir = crate::outputs::parent_dir(weights);
     let file = NetworkFile { kind: kind.to_string(), name: name.to_string(), format: FORMAT_VERSION, config };
     let text = serde_json::to_string_pretty(&file).map_err(|e| Error::arg("save network", e.to_string()))?;
     let tmp_w = tempfile::Builder::new().suffix(".safetensors").tempfile_in(dir).map_err(io_err(dir))?;

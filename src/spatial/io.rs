@@ -14,7 +14,6 @@
 //! flips the x and y components (`F = diag(-1, -1, 1)`: `A_ras = F A_lps F`, `b_ras = F b_lps`).
 //! All these files map **fixed-space points to moving-space points**.
 
-use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -44,15 +43,7 @@ fn bad(path: &Path, reason: impl Into<String>) -> Error {
 
 /// Writes `contents` atomically: a temporary file in the same directory, then a rename.
 fn write_atomic(path: &Path, contents: &[u8]) -> Result<()> {
-    crate::outputs::make_room(path)?;
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io_err(dir))?;
-    tmp.write_all(contents).map_err(io_err(path))?;
-    tmp.persist(path).map_err(|e| Error::Io { path: path.into(), source: e.error })?;
-    Ok(())
+    crate::outputs::write_bytes_atomically(path, contents)
 }
 
 /// Writes a linear world map (RAS 4x4, fixed -> moving) as an ITK `AffineTransform_double_3_3` about
