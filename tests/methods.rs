@@ -382,6 +382,11 @@ fn sequential_networks_train_on_a_closure_loss_checkpoint_resume_and_say_what_is
         ("let n = nn::sequential([nn::linear(1, 1)]); train(n, [#{x: tensor([1.0])}], loss=|net, b| net.forward(b.x).sum(), optimizer=lbfgs())", "first-order"),
         ("let n = nn::sequential([nn::linear(1, 1)]); train(n, [#{x: tensor([1.0])}], loss=ncc)", "needs a loss closure"),
         ("let n = nn::sequential([nn::linear(1, 1)]); let t1 = load(\"data/avg152/avg152T1.nii\"); train(n, pairs([[t1, t1]]))", "sequential network"),
+        // A deep metric's network takes patch pairs; patches fit the image; the mask holds a voxel.
+        ("deep_metric(nn::sequential([nn::conv3d(3, 4)]))", "a patch pair is 2"),
+        ("let t1 = load(\"data/avg152/avg152T1.nii\"); measure(deep_metric(nn::sequential([nn::conv3d(2, 4)]), patch=200), t1, t1)", "does not fit"),
+        ("let t1 = load(\"data/avg152/avg152T1.nii\"); patch_pairs(t1, t1, mask=t1 > 1e9)", "mask holds no voxel"),
+        ("let t1 = load(\"data/avg152/avg152T1.nii\"); patch_pairs(t1, t1, patch=[5, 5])", "one side or three"),
         // Not a registration network.
         ("use_net(nn::sequential([nn::relu()]))", "registration network"),
         ("let t1 = load(\"data/avg152/avg152T1.nii\"); net(t1, t1, model=nn::sequential([nn::relu()]))", "not a registration network"),
@@ -404,4 +409,38 @@ fn sequential_networks_train_on_a_closure_loss_checkpoint_resume_and_say_what_is
     assert_eq!(stop[0].clone().into_string().unwrap(), "non-finite loss");
     assert_eq!(stop[1].as_int().unwrap(), 0);
     assert!(stop[2].as_bool().unwrap(), "the failing step is not applied");
+}
+
+#[test]
+fn a_deep_metric_trained_on_pairs_shifted_by_a_known_amount_peaks_near_that_shift() {
+    // Sedghi et al.'s bias experiment in small: patch pairs of avg152 T1 and T2 moved 6 mm along x
+    // (the same world points), a 2-channel classifier trained on them with a closure cross-entropy, and
+    // its summed log-likelihood ratio as a measure of T1 against T2 translated by s along x.
+    let mut s = session();
+    let out = eval(
+        &mut s,
+        "let t1 = load(\"data/avg152/avg152T1.nii\");
+        let t2 = load(\"data/avg152/avg152T2.nii\");
+        let brain = t1 > 0.3 * t1.max();
+        fn shift(s, grid) { affine([s, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0, 1.0, 1.0, 0.0, 0.0, 0.0], about=grid) }
+        let data = patch_pairs(t1, warp(t2, shift(6.0, t1), t1), patch=13, n=800, mask=brain, min_distance=4.0, seed=1);
+        let c = nn::sequential([nn::conv3d(2, 8, kernel=3, stride=2), nn::leaky_relu(0.2),
+                                nn::conv3d(8, 16, kernel=3, stride=2), nn::global_avg_pool(), nn::linear(16, 2)], seed=2);
+        train(c, data, loss=|net, b| cross_entropy(net.forward(b.x), b.label), optimizer=adam(lr=0.01), epochs=20, batch=32);
+        let m = deep_metric(c, patches=256, patch=13, seed=3);
+        [-6.0, -3.0, 0.0, 1.5, 3.0, 4.5, 6.0, 7.5, 9.0, 12.0].map(|x| [x, measure(m, t1, warp(t2, shift(x, t1), t1), mask=brain)])",
+    )
+    .into_array()
+    .unwrap();
+    let r: Vec<(f64, f64)> = out
+        .into_iter()
+        .map(|p| {
+            let p = p.into_array().unwrap();
+            (p[0].as_float().unwrap(), p[1].as_float().unwrap())
+        })
+        .collect();
+    let at = |x: f64| r.iter().find(|p| p.0 == x).unwrap().1;
+    let peak = r.iter().cloned().fold((0.0, f64::MIN), |a, b| if b.1 > a.1 { b } else { a }).0;
+    assert!((3.0..=7.5).contains(&peak), "peak at {peak} mm, trained at 6: {r:?}");
+    assert!(at(6.0) > at(0.0) && at(0.0) > at(-6.0), "the response rises towards +6 mm: {r:?}");
 }

@@ -6,6 +6,7 @@
 //! | module | what |
 //! |---|---|
 //! | [`pairs`] | pairs from files or made on the fly from real images (random affine / smooth deformation, intensity augmentation, seeded) |
+//! | [`patches`] | patch pairs for a learned similarity measure and that measure, [`DeepMetric`] (Sedghi et al.) |
 //! | this file | [`Network`] (prediction, loss), [`train`] on pairs and [`fit`] on any loss (Adam or SGD, weight decay, learning-rate schedule, validation, checkpoints, resume, Ctrl-C) |
 //!
 //! Inputs are resampled onto the network's grid (the fixed image's field of view at the network's
@@ -19,6 +20,7 @@
 //! network: it has no prediction, and [`fit`] trains it on a loss its caller computes.
 
 pub mod pairs;
+pub mod patches;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -39,6 +41,7 @@ use crate::ops::warp_field;
 use crate::optim::{Adam, Optimizer, Regularizer, Sgd, Stop};
 use crate::spatial::{warp, warp_tensor, Ddf, Linear, LinearKind, Svf, Transform, WarpInterpolation};
 pub use pairs::{AffineBounds, Deformation, IntensityAugmentation, Pair, PairSource, SyntheticPairs};
+pub use patches::{patch_pairs, DeepMetric, PatchOptions, PatchPair};
 
 /// A registration network and how its output becomes a transform.
 pub enum Network {

@@ -15,12 +15,13 @@ use crate::dsl::options::{arg_error, type_of, Opts, OrHost, RhaiResult};
 use crate::dsl::value::{net_string, pairs_string, NetValue, OptimizerValue, PairsValue, TransformValue};
 use crate::dsl::Host;
 use crate::image::Image;
+use crate::metrics::similarity::Custom;
 use crate::metrics::Metric;
 use crate::nn::{AffineNet, AffineNetConfig, Dim3, UNet, UNetConfig, UpsampleMode};
 use crate::pipeline::{self, RegState};
 use crate::train::{
-    self, AffineBounds, Deformation, FitOptions, IntensityAugmentation, LrSchedule, Network, Pair, PairSource,
-    SyntheticPairs, TrainOptimizer, TrainOptions, Validation,
+    self, AffineBounds, DeepMetric, Deformation, FitOptions, IntensityAugmentation, LrSchedule, Network, Pair,
+    PairSource, PatchOptions, SyntheticPairs, TrainOptimizer, TrainOptions, Validation,
 };
 
 fn dim3(o: &Opts, key: &str, default: [usize; 3]) -> RhaiResult<Dim3> {
@@ -319,6 +320,10 @@ impl Samples {
                     img.data().clone()
                 } else if let Some(x) = crate::dsl::options::num(v) {
                     Tensor::new(x as f32, &host.device).map_err(crate::Error::from).host()?
+                } else if v.is_array() {
+                    let (shape, values) = super::tensor::nested(v, "train")?;
+                    let values: Vec<f32> = values.into_iter().map(|x| x as f32).collect();
+                    Tensor::from_vec(values, shape, &host.device).map_err(crate::Error::from).host()?
                 } else {
                     return Err(arg_error(
                         "train",
@@ -510,6 +515,44 @@ fn train_impl(host: &Arc<Host>, ctx: &NativeCallContext, net: &NetValue, data: &
     }
 }
 
+/// A patch side per image axis `[px, py, pz]` from `patch=` (one size or three).
+fn patch_sides(o: &Opts, default: [usize; 3]) -> RhaiResult<[usize; 3]> {
+    Ok(match o.counts("patch")? {
+        None => default,
+        Some(v) if v.len() == 1 => [v[0]; 3],
+        Some(v) if v.len() == 3 => [v[0], v[1], v[2]],
+        Some(v) => return Err(arg_error(o.func(), format!("patch takes one side or three [x, y, z], got {v:?}"))),
+    })
+}
+
+/// `patch_pairs(fixed, moving)`: training samples for a deep similarity measure.
+fn patch_pairs_impl(fixed: &Image, moving: &Image, o: &Opts) -> RhaiResult<Array> {
+    let d = PatchOptions::default();
+    let opts = PatchOptions {
+        patch: patch_sides(o, d.patch)?,
+        n: o.usize("n")?.unwrap_or(d.n),
+        mask: o.image("mask")?,
+        min_distance_mm: o.f64("min_distance")?.unwrap_or(d.min_distance_mm),
+        seed: o.usize("seed")?.unwrap_or(0) as u64,
+        flips: o.bool("flips")?.unwrap_or(false),
+        rotations: o.bool("rotations")?.unwrap_or(false),
+        dither_mm2: o.f64("dither")?.unwrap_or(0.0),
+        draws: o.usize("draws")?.unwrap_or(1),
+        level: o.f64("level")?.unwrap_or(1.0),
+    };
+    let pairs = train::patch_pairs(fixed, moving, &opts).host()?;
+    Ok(pairs
+        .into_iter()
+        .map(|p| {
+            let mut m = Map::new();
+            m.insert("x".into(), Dynamic::from(TensorValue(p.input)));
+            m.insert("label".into(), Dynamic::from_int(p.label as i64));
+            m.insert("displacement".into(), floats(p.displacement).into());
+            Dynamic::from_map(m)
+        })
+        .collect())
+}
+
 fn net_state(host: &Host, m: Image, f: Image, o: &Opts) -> RhaiResult<RegState> {
     let net = match o.typed::<NetValue>("model", "a network, e.g. load_net(path)")? {
         Some(n) => n,
@@ -611,6 +654,14 @@ pub fn register(engine: &mut Engine, host: &Arc<Host>) {
         });
     }
     with_opts!(engine, [host], "net", |m: Image, f: Image| o => net_state(&host, m, f, &o));
+    with_opts!(engine, "patch_pairs", |fixed: Image, moving: Image| o => patch_pairs_impl(&fixed, &moving, &o));
+    with_opts!(engine, "deep_metric", |net: NetValue| o => {
+        let d = PatchOptions::default();
+        let patch = patch_sides(&o, d.patch)?;
+        let deep = DeepMetric::new(net.clone(), o.usize("patches")?.unwrap_or(64), patch, o.usize("seed")?.unwrap_or(0) as u64).host()?;
+        let custom = Custom { measure: Arc::new(deep), higher_is_better: true, source: format!("deep_metric({})", net.name()) };
+        Ok(Metric::custom("deep_metric", custom))
+    });
 }
 
 /// The help of the nn builtins (see [`crate::dsl::help`]).
@@ -720,6 +771,37 @@ pub static HELP: &[Help] = &[
         summary: "Runs a network on a tensor, differentiable in its weights: a sequential network's layers; the affine network's (N, 12) parameters or the U-Net's (N, 3, D, H, W) voxel displacement of a pair (N, 2, D, H, W) on its input grid",
         options: &[],
         example: "let n = nn::sequential([nn::flatten(), nn::linear(8, 3)], seed=2);\nlet x = ones([2, 1, 2, 2, 2]);\nlet y = n.forward(x);\nassert(y.shape == [2, 3], \"(N, 3)\");\nlet g = grad(y.sum(), n.weights.values());\nassert(g.len() == 2 && g[0].sum().item() == 6.0, \"d sum / d bias = N per output (keys in order: l1.bias, l1.weight)\");\nlet a = affine_net(input_size=16, channels=[4], hidden=4, seed=1);\nassert(a.forward(zeros([1, 2, 16, 16, 16])).shape == [1, 12], \"12 affine parameters\");",
+    },
+    Help {
+        name: "patch_pairs",
+        domain: "nn",
+        signature: "patch_pairs(fixed, moving) -> [#{x, label, displacement}, ...]   (x: (2, pz, py, px) tensor)",
+        summary: "Training samples for a learned similarity measure (Sedghi et al.): per position drawn in the fixed image, draws corresponding patch pairs (the moving image at the same world points plus a dithering shift d ~ N(0, dither I) mm, label 1) and one non-corresponding pair (at least min_distance mm away, label 0); intensities in [0, 1] by each image's range; for train with a closure loss",
+        options: &[
+            o("patch", "17", "patch side in voxels (one, or [x, y, z])"),
+            o("n", "64", "positions"),
+            o("mask", "-", "corresponding positions only where the mask holds at the patch centre"),
+            o("min_distance", "10", "mm between the centres of a non-corresponding pair"),
+            o("flips", "false", "symmetrization: the same random flips on both patches"),
+            o("rotations", "false", "symmetrization: the same random 90-degree rotation on both patches"),
+            o("dither", "0", "dithering variance sigma^2, mm^2"),
+            o("draws", "1", "corresponding pairs (dithers) per position"),
+            o("level", "1", "downsampling factor of both images (Gaussian pyramid)"),
+            o("seed", "0", "seed of every draw"),
+        ],
+        example: "let t1 = load(\"data/avg152/avg152T1.nii\");\nlet t2 = load(\"data/avg152/avg152T2.nii\");\nlet p = patch_pairs(t1, t2, patch=9, n=10, mask=t1 > 0.5, draws=2, dither=4.0, seed=1);\nassert(p.len() == 30 && p[0].x.shape == [2, 9, 9, 9], \"two dithered pairs and one non-corresponding pair per position\");\nassert(p[0].label == 1 && p[2].label == 0, \"labels\");",
+    },
+    Help {
+        name: "deep_metric",
+        domain: "nn",
+        signature: "deep_metric(classifier) -> Metric",
+        summary: "A learned similarity measure (Sedghi et al. eq. 2): the sum over patch positions of the classifier's log-likelihood ratio of registered (logit 1 - logit 0) for the fixed patch and the warped moving patch; positions drawn once per level from seed (inside mask=); usable by iso, register and measure, with Powell or by autograd through the warp",
+        options: &[
+            o("patches", "64", "patch positions"),
+            o("patch", "17", "patch side in voxels (one, or [x, y, z]), as the classifier was trained"),
+            o("seed", "0", "seed of the positions"),
+        ],
+        example: "let t1 = load(\"data/avg152/avg152T1.nii\");\nlet c = nn::sequential([nn::conv3d(2, 4, kernel=3, stride=2), nn::relu(), nn::global_avg_pool(), nn::linear(4, 2)], seed=1);\nlet m = deep_metric(c, patches=8, patch=9);\nlet v = measure(m, t1, t1);\nassert(type_of(v) == \"f64\" && v == measure(m, t1, t1), \"a number, the same at the same positions\");",
     },
     Help {
         name: "evaluate_net",
