@@ -226,3 +226,16 @@ fn one_hot_and_bounding_box() {
     let (start, size) = bounding_box(&labels, 0).unwrap().unwrap();
     assert_eq!((start, size), ([1, 0, 0], [3, 2, 1]));
 }
+
+#[test]
+fn gradient_magnitude_of_a_ramp_is_its_slope_per_mm() {
+    // value = 3 x + 4 y (voxel indices) on 2 mm x 0.5 mm x 1 mm voxels: slopes 1.5 and 8 per mm.
+    let (nx, ny, nz) = (5, 4, 3);
+    let v: Vec<f32> = (0..nx * ny * nz).map(|i| (3 * (i % nx) + 4 * ((i / nx) % ny)) as f32).collect();
+    let g = regsh::image::Grid::axis_aligned([nx, ny, nz], [2.0, 0.5, 1.0], [0.0; 3]).unwrap();
+    let im = regsh::image::Image::from_vec(v, 1, g).unwrap();
+    let m = regsh::image::ops::gradient_magnitude(&im, 0.0).unwrap().to_vec_f64().unwrap();
+    let want = (1.5f64 * 1.5 + 8.0 * 8.0).sqrt();
+    assert!(m.iter().all(|x| (x - want).abs() < 1e-4), "{:?}", &m[..5]);
+    assert!(regsh::image::ops::gradient_magnitude(&im, -1.0).is_err());
+}
