@@ -387,6 +387,7 @@ fn sequential_networks_train_on_a_closure_loss_checkpoint_resume_and_say_what_is
         ("let t1 = load(\"data/avg152/avg152T1.nii\"); measure(deep_metric(nn::sequential([nn::conv3d(2, 4)]), patch=200), t1, t1)", "does not fit"),
         ("let t1 = load(\"data/avg152/avg152T1.nii\"); patch_pairs(t1, t1, mask=t1 > 1e9)", "mask holds no voxel"),
         ("let t1 = load(\"data/avg152/avg152T1.nii\"); patch_pairs(t1, t1, patch=[5, 5])", "one side or three"),
+        ("let n = nn::sequential([nn::linear(1, 1)]); let t1 = load(\"data/avg152/avg152T1.nii\"); train(n, pairs([[t1, t1]]), loss=|net, b| net.forward(tensor([[1.0]])).sum(), seed=2)", "take an array of samples"),
         // Not a registration network.
         ("use_net(nn::sequential([nn::relu()]))", "registration network"),
         ("let t1 = load(\"data/avg152/avg152T1.nii\"); net(t1, t1, model=nn::sequential([nn::relu()]))", "not a registration network"),

@@ -406,10 +406,10 @@ fn train_closure(
         return Err(arg_error("train", "batch must be at least 1"));
     }
     let r = if let Some(pairs) = data.clone().try_cast::<PairsValue>() {
-        if o.get("validation").is_some() || o.get("shuffle").is_some() {
+        if o.get("validation").is_some() || o.get("shuffle").is_some() || o.get("seed").is_some() {
             return Err(arg_error(
                 "train",
-                "validation= and shuffle= take an array of samples; with pairs, evaluate the network after training",
+                "validation=, seed= and shuffle= take an array of samples (pairs come in their own seeded order); with pairs, evaluate the network after training",
             ));
         }
         let opts = fit_options(host, o, 100)?;
