@@ -120,7 +120,15 @@ pub fn register(engine: &mut Engine, host: &Arc<Host>) {
         let p = num(&p).ok_or_else(|| arg_error("nn::dropout", "p must be a number"))?;
         layer(LayerSpec::Dropout { p })
     });
-    layer_fn!(m, "softmax", | | o => layer(LayerSpec::Softmax { dim: o.get("dim").and_then(num).map(|d| d as i64).unwrap_or(1) }));
+    layer_fn!(m, "softmax", | | o => {
+        let dim = match o.get("dim") {
+            None => 1,
+            Some(d) => num(d)
+                .filter(|x| x.fract() == 0.0 && x.abs() < 64.0)
+                .ok_or_else(|| arg_error("nn::softmax", format!("dim must be a whole number, got {d}")))? as i64,
+        };
+        layer(LayerSpec::Softmax { dim })
+    });
     layer_fn!(m, "max_pool3d", |k: Dynamic| _o => layer(LayerSpec::MaxPool3d { kernel: dim3(&k, "nn::max_pool3d", "kernel")? }));
     layer_fn!(m, "avg_pool3d", |k: Dynamic| _o => layer(LayerSpec::AvgPool3d { kernel: dim3(&k, "nn::avg_pool3d", "kernel")? }));
     layer_fn!(m, "instance_norm", |c: Dynamic| o => layer(LayerSpec::InstanceNorm {
