@@ -376,6 +376,8 @@ fn sequential_networks_train_on_a_closure_loss_checkpoint_resume_and_say_what_is
         ("let n = nn::sequential([nn::linear(1, 2)]); train(n, [#{x: tensor([1.0])}], loss=|net, b| net.forward(b.x))", "one-element"),
         ("let n = nn::sequential([nn::linear(1, 1), nn::linear(1, 1)]); train(n, [#{x: tensor([1.0])}], loss=|net, b| (b.x * 2.0).sum())", "no gradient"),
         ("let n = nn::sequential([nn::linear(1, 1)]); train(n, [#{x: tensor([1.0])}], loss=|net| 1.0)", "a loss takes (net, batch)"),
+        // Weight decay gives every weight a gradient; the check is on the loss's own.
+        ("let n = nn::sequential([nn::linear(1, 1), nn::linear(1, 1)]); train(n, [#{x: tensor([1.0])}], loss=|net, b| (b.x * 2.0).sum() + net.weights[\"l0.bias\"].sum(), optimizer=adam(weight_decay=0.1))", "no gradient to 3 of"),
         // Samples must agree; options must fit the data.
         ("let n = nn::sequential([nn::linear(1, 1)]); train(n, [#{x: tensor([1.0])}, #{x: tensor([1.0, 2.0])}], loss=|net, b| net.forward(b.x).sum())", "item 1, key `x` has shape [2]"),
         ("let n = nn::sequential([nn::linear(1, 1)]); train(n, [#{x: tensor([1.0])}], loss=|net, b| net.forward(b.x).sum(), lr=0.1, optimizer=adam())", "not lr= too"),

@@ -220,7 +220,7 @@ impl Network {
     /// Runs the network on a pair and warps the (normalized) moving image onto the network grid with
     /// the prediction, keeping the graph to the weights.
     fn forward(&self, moving: &Image, fixed: &Image) -> Result<Forward> {
-        let (input, grid) = pair_input(moving, fixed, self.registration_input("train")?)?;
+        let (input, grid) = pair_input(moving, fixed, self.registration_input("registration network")?)?;
         let fixed_net = input.get(0)?.narrow(0, 1, 1)?;
         let m = unit_range(moving)?;
         match self {
@@ -394,8 +394,8 @@ pub struct FitOptions {
     pub schedule: LrSchedule,
     /// Adam or SGD.
     pub optimizer: TrainOptimizer,
-    /// L2 weight decay λ: `λ/2 |w|²` over every weight joins the loss (PyTorch's `weight_decay` of
-    /// Adam and SGD, whose gradient is `λ w`); the reported losses leave it out.
+    /// L2 weight decay λ: `λ w` joins each weight's gradient (PyTorch's `weight_decay` of Adam and SGD,
+    /// the gradient of `λ/2 |w|²`); the reported losses leave it out.
     pub weight_decay: f64,
     /// Where checkpoints go after each epoch (weights at this path, configuration and training state
     /// beside it); `None`: no checkpoints.
@@ -491,6 +491,9 @@ pub struct TrainReport {
 struct TrainState {
     report: TrainReport,
     adam_t: i32,
+    /// `adam` or `sgd` (absent in checkpoints written before SGD existed: Adam).
+    #[serde(default)]
+    optimizer: Option<String>,
 }
 
 fn state_paths(weights: &Path) -> (PathBuf, PathBuf) {
@@ -532,6 +535,10 @@ fn save_checkpoint(net: &Network, path: &Path, report: &TrainReport, opt: &Weigh
     net.save(path)?;
     let (json, moments) = state_paths(path);
     let mut t = 0;
+    if matches!(opt, WeightOptimizer::Sgd(_)) && moments.exists() {
+        // Moments of an earlier Adam run would be restored against this state.
+        std::fs::remove_file(&moments).map_err(|e| Error::Io { path: moments.clone(), source: e })?;
+    }
     if let WeightOptimizer::Adam(adam) = opt {
         let (step, tensors) = adam.moments();
         t = step;
@@ -544,8 +551,15 @@ fn save_checkpoint(net: &Network, path: &Path, report: &TrainReport, opt: &Weigh
         }
         crate::nn::weights::write_atomically(&moments, |tmp| Ok(candle_core::safetensors::save(&named, tmp)?))?;
     }
-    let text = serde_json::to_string_pretty(&TrainState { report: report.clone(), adam_t: t })
-        .map_err(|e| Error::arg("train", format!("cannot encode the training state: {e}")))?;
+    let text = serde_json::to_string_pretty(&TrainState {
+        report: report.clone(),
+        adam_t: t,
+        optimizer: Some(match opt {
+            WeightOptimizer::Adam(_) => "adam".into(),
+            WeightOptimizer::Sgd(_) => "sgd".into(),
+        }),
+    })
+    .map_err(|e| Error::arg("train", format!("cannot encode the training state: {e}")))?;
     crate::nn::weights::write_atomically(&json, |tmp| {
         std::fs::write(tmp, text.as_bytes()).map_err(|e| Error::Io { path: tmp.to_path_buf(), source: e })
     })
@@ -561,7 +575,11 @@ fn resume_from(net: &Network, path: &Path, opt: &mut WeightOptimizer) -> Result<
     let saved = Network::load(path, &device)?;
     let (mine, theirs) = (net.named_vars(), saved.named_vars());
     let names = |v: &[(String, Var)]| v.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>();
-    if names(&mine) != names(&theirs) {
+    let same_layers = match (net, &saved) {
+        (Network::Sequential(a), Network::Sequential(b)) => a.config() == b.config(),
+        _ => true,
+    };
+    if names(&mine) != names(&theirs) || !same_layers {
         return Err(Error::arg("train", format!("{}: the checkpoint is of another network", path.display())));
     }
     for ((_, dst), (_, src)) in mine.iter().zip(&theirs) {
@@ -576,7 +594,8 @@ fn resume_from(net: &Network, path: &Path, opt: &mut WeightOptimizer) -> Result<
     let text = std::fs::read_to_string(&json).map_err(|e| Error::Io { path: json.clone(), source: e })?;
     let state: TrainState = serde_json::from_str(&text)
         .map_err(|e| Error::arg("train", format!("{}: malformed training state: {e}", json.display())))?;
-    if let (true, WeightOptimizer::Adam(adam)) = (moments.exists(), opt) {
+    let adam_wrote_it = state.optimizer.as_deref().is_none_or(|o| o == "adam");
+    if let (true, true, WeightOptimizer::Adam(adam)) = (moments.exists(), adam_wrote_it, opt) {
         let m = candle_core::safetensors::load(&moments, &device)?;
         let n = net.vars().len();
         let restored: Vec<Option<(Tensor, Tensor)>> = (0..n)
@@ -765,16 +784,7 @@ fn fit_inner(
                 report.stop = Stop::NonFinite;
                 break 'epochs;
             }
-            let objective = if opts.weight_decay > 0.0 {
-                let mut sq = Tensor::zeros((), loss.dtype(), loss.device())?;
-                for w in &vars {
-                    sq = (sq + w.as_tensor().sqr()?.sum_all()?.to_dtype(loss.dtype())?)?;
-                }
-                (&loss + (sq * (opts.weight_decay / 2.0))?)?
-            } else {
-                loss
-            };
-            let grads = objective.backward()?;
+            let mut grads = loss.backward()?;
             if !checked_gradients {
                 let missing: Vec<&str> =
                     named.iter().filter(|(_, v)| grads.get(v.as_tensor()).is_none()).map(|(n, _)| n.as_str()).collect();
@@ -790,6 +800,15 @@ fn fit_inner(
                     ));
                 }
                 checked_gradients = true;
+            }
+            if opts.weight_decay > 0.0 {
+                // L2 weight decay as PyTorch's: λ w joins each weight's gradient.
+                for w in &vars {
+                    if let Some(g) = grads.get(w.as_tensor()) {
+                        let decayed = (g + (w.as_tensor().detach() * opts.weight_decay)?)?;
+                        grads.insert(w.as_tensor(), decayed);
+                    }
+                }
             }
             opt.inner().step(&vars, &grads)?;
             report.steps += 1;

@@ -249,26 +249,33 @@ pub fn patch_pairs(fixed: &Image, moving: &Image, o: &PatchOptions) -> Result<Ve
     Ok(out)
 }
 
+/// A grid shape `[x, y, z]` and a hash of a mask's values (0: no mask).
+type PositionKey = ([usize; 3], u64);
+
 /// A learned similarity measure (Sedghi et al. eq. 2): the sum, over `patches` positions of the fixed
 /// image, of the classifier's pre-softmax log-likelihood ratio of "registered" (logit 1 minus logit 0)
 /// for the pair (fixed patch, warped moving patch). Higher is better. The positions are drawn from
 /// `seed` once per grid size (so once per registration level, and fixed while an optimizer runs:
 /// Powell's line searches need a deterministic objective), inside the mask when one is given. Each
 /// image is mapped to [0, 1] by its minimum and maximum (held constant for the gradient, which flows
-/// through the patches to the warp).
+/// through the patches to the warp); [`patch_pairs`] maps the unwarped images the same way, so the
+/// two agree while the warped image keeps its range (a background of 0, as MR has, padded with 0):
+/// an image with a raised minimum or content that leaves the field of view shifts the range.
 pub struct DeepMetric {
     net: Arc<Network>,
     patches: usize,
     patch: [usize; 3],
     seed: u64,
-    positions: Mutex<HashMap<[usize; 3], Vec<[usize; 3]>>>,
+    /// Positions by grid shape and mask (a hash of its values; 0 without one).
+    positions: Mutex<HashMap<PositionKey, Vec<[usize; 3]>>>,
 }
 
 impl DeepMetric {
     /// The measure of a classifier `net` taking `(N, 2, pz, py, px)` pairs to `(N, 2)` logits.
     ///
-    /// Errors: zero patches or a zero patch side; a sequential network whose first convolution or
-    /// linear layer does not take 2 channels.
+    /// Errors: zero patches or a zero patch side; a sequential network whose first layer is a
+    /// convolution that does not take 2 channels (other networks fail at their first use, with the
+    /// layer named).
     pub fn new(net: Arc<Network>, patches: usize, patch: [usize; 3], seed: u64) -> Result<Self> {
         if patches == 0 || patch.contains(&0) {
             return Err(Error::arg("deep_metric", "patches and the patch sides must be at least 1"));
@@ -289,16 +296,28 @@ impl DeepMetric {
     /// The patch positions (first voxels `[x, y, z]`) for a `(1, Z, Y, X)` image and mask.
     fn positions(&self, zyx: [usize; 3], mask: Option<&Tensor>) -> Result<Vec<[usize; 3]>> {
         let shape = [zyx[2], zyx[1], zyx[0]];
+        let mask_values = match mask {
+            Some(m) => Some(m.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?),
+            None => None,
+        };
+        let key = (
+            shape,
+            mask_values.as_ref().map_or(0, |v| {
+                use std::hash::{Hash, Hasher};
+                let mut h = std::collections::hash_map::DefaultHasher::new();
+                v.iter().for_each(|x| x.to_bits().hash(&mut h));
+                h.finish() | 1
+            }),
+        );
         let mut cache = self.positions.lock().map_err(|_| Error::arg("deep_metric", "lock poisoned"))?;
-        if let Some(p) = cache.get(&shape) {
+        if let Some(p) = cache.get(&key) {
             return Ok(p.clone());
         }
         let room = check_fits(shape, self.patch, "deep_metric")?;
         let half = self.patch.map(|s| (s - 1) / 2);
         let mut rng = ChaCha8Rng::seed_from_u64(self.seed);
-        let inside: Option<Vec<[usize; 3]>> = match mask {
-            Some(m) => {
-                let v = m.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?;
+        let inside: Option<Vec<[usize; 3]>> = match &mask_values {
+            Some(v) => {
                 let mut c = Vec::new();
                 for z in 0..=room[2] {
                     for y in 0..=room[1] {
@@ -322,7 +341,7 @@ impl DeepMetric {
                 None => std::array::from_fn(|a| rng.random_range(0..=room[a])),
             })
             .collect();
-        cache.insert(shape, p.clone());
+        cache.insert(key, p.clone());
         Ok(p)
     }
 }

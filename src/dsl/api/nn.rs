@@ -221,7 +221,7 @@ fn fit_options(host: &Host, o: &Opts, default_steps: usize) -> RhaiResult<FitOpt
         _ => {}
     }
     if let Some(opt) = &optimizer {
-        f.lr = opt.lr.unwrap_or(1e-3);
+        f.lr = opt.lr.unwrap_or(if opt.name == "sgd" { 0.01 } else { 1e-3 });
         f.weight_decay = opt.weight_decay;
         f.optimizer = match opt.name.as_str() {
             "adam" => TrainOptimizer::Adam,
@@ -445,21 +445,20 @@ fn train_closure(
         };
         let n = samples.items.len();
         let opts = fit_options(host, o, n.div_ceil(batch))?;
+        let steps_per_epoch = opts.steps;
         let seed = o.usize("seed")?.unwrap_or(0) as u64;
         let shuffle = o.bool("shuffle")?.unwrap_or(true);
         let mut order: (usize, Vec<usize>) = (usize::MAX, Vec::new());
         let mut step_loss = |step: usize| -> crate::Result<Tensor> {
-            let idx: Vec<usize> = (0..batch)
-                .map(|b| {
-                    let k = step * batch + b;
-                    let epoch = k / n;
-                    if order.0 != epoch {
-                        order = (epoch, epoch_order(n, epoch, seed, shuffle));
-                    }
-                    order.1[k % n]
-                })
-                .collect();
-            closure_loss(&f, net, samples.batch(&idx)?)
+            // Step j of an epoch takes slice j of that epoch's order (the last one may be short, as
+            // PyTorch's DataLoader); more steps than one pass wrap around the same order.
+            let (epoch, j) = (step / steps_per_epoch, step % steps_per_epoch);
+            if order.0 != epoch {
+                order = (epoch, epoch_order(n, epoch, seed, shuffle));
+            }
+            let start = (j * batch) % n;
+            let idx = &order.1[start..(start + batch).min(n)];
+            closure_loss(&f, net, samples.batch(idx)?)
         };
         let mut validate = || -> crate::Result<Validation> {
             let Some(v) = &validation else { return Ok(Validation::default()) };
@@ -467,9 +466,9 @@ fn train_closure(
             let mut sum = 0.0;
             for start in (0..m).step_by(batch) {
                 let idx: Vec<usize> = (start..(start + batch).min(m)).collect();
+                // The loss of a batch is its mean: weighted by the batch's size.
                 let l = closure_loss(&f, net, v.batch(&idx)?)?;
-                sum += l.detach().flatten_all()?.to_dtype(candle_core::DType::F64)?.sum_all()?.to_scalar::<f64>()?
-                    * idx.len() as f64;
+                sum += crate::optim::objective::scalar(&l.detach())? * idx.len() as f64;
             }
             Ok(Validation { loss: Some(sum / m as f64), ..Validation::default() })
         };
@@ -752,10 +751,10 @@ pub static HELP: &[Help] = &[
             o("steps", "100 (samples: one pass)", "optimizer steps per epoch"),
             o("batch", "1", "pairs or samples per step"),
             o("lr", "0.001", "Adam's learning rate (without optimizer=)"),
-            o("optimizer", "adam(lr=0.001)", "adam(lr=, weight_decay=) or sgd(lr=, momentum=, nesterov=, weight_decay=); replaces lr="),
+            o("optimizer", "adam(lr=0.001)", "adam(lr=, weight_decay=) (lr 0.001 by default) or sgd(lr=, momentum=, nesterov=, weight_decay=) (lr 0.01); replaces lr=; Adam's moments are checkpointed, SGD's velocity restarts on resume"),
             o("schedule", "cosine (constant with optimizer=)", "cosine (to 5 %), constant, or exponential (the rate times gamma^epoch)"),
             o("gamma", "0.8", "exponential: the decay per epoch"),
-            o("validation", "-", "held-out pairs (measure losses: loss, Dice, error) or samples (closure losses: mean loss) after each epoch"),
+            o("validation", "-", "held-out pairs (measure losses: loss, Dice, error) or samples (closure losses, taken as batch means: their mean) after each epoch"),
             o("validation_pairs", "4", "how many held-out pairs"),
             o("seed", "0", "samples: the order of each epoch"),
             o("shuffle", "true", "samples: a new order each epoch"),
