@@ -129,13 +129,14 @@ pub fn random_affine(rng: &mut impl Rng, b: &AffineBounds, centre: [f64; 3]) -> 
 
 /// Standard normal samples (Box-Muller).
 pub(crate) fn normals(rng: &mut impl Rng, n: usize) -> Vec<f32> {
-    (0..n)
-        .map(|_| {
-            let u1: f64 = rng.random_range(f64::EPSILON..1.0);
-            let u2: f64 = rng.random_range(0.0..1.0);
-            ((-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()) as f32
-        })
-        .collect()
+    (0..n).map(|_| normal(rng) as f32).collect()
+}
+
+/// One standard normal draw (Box-Muller).
+pub(crate) fn normal(rng: &mut impl Rng) -> f64 {
+    let u1: f64 = rng.random_range(f64::EPSILON..1.0);
+    let u2: f64 = rng.random_range(0.0..1.0);
+    (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
 }
 
 /// A smooth random displacement field `(3, Z, Y, X)` in mm on `fixed`'s grid: Gaussian noise smoothed by

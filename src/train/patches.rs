@@ -87,10 +87,29 @@ pub struct PatchPair {
     pub displacement: [f64; 3],
 }
 
-/// A standard normal draw (Box-Muller).
-fn normal(rng: &mut ChaCha8Rng) -> f64 {
-    let (u1, u2): (f64, f64) = (rng.random_range(f64::EPSILON..1.0), rng.random());
-    (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
+/// The first voxels `[x, y, z]` (each axis `0..=room`) of the patches whose centre (`start + half`)
+/// lies where `mask` (values of a `shape` grid, x fastest) is non-zero; an error naming `op` when none.
+fn starts_inside(
+    mask: &[f64],
+    shape: [usize; 3],
+    room: [usize; 3],
+    half: [usize; 3],
+    op: &str,
+) -> Result<Vec<[usize; 3]>> {
+    let mut c = Vec::new();
+    for z in 0..=room[2] {
+        for y in 0..=room[1] {
+            for x in 0..=room[0] {
+                if mask[((z + half[2]) * shape[1] + y + half[1]) * shape[0] + x + half[0]] != 0.0 {
+                    c.push([x, y, z]);
+                }
+            }
+        }
+    }
+    if c.is_empty() {
+        return Err(Error::arg(op.to_string(), "the mask holds no voxel where a patch fits (empty, or off the image)"));
+    }
+    Ok(c)
 }
 
 /// The patch's first voxels `[x, y, z]` at which it fits in `shape`, one axis at a time: `0..=n - p`.
@@ -186,22 +205,7 @@ pub fn patch_pairs(fixed: &Image, moving: &Image, o: &PatchOptions) -> Result<Ve
     let candidates: Option<Vec<[usize; 3]>> = match &o.mask {
         Some(mask) => {
             let on = warp(mask, &Linear::translation([0.0; 3]), &grid, WarpInterpolation::Nearest, Padding::Zero)?;
-            let v = on.to_vec_f64()?;
-            let mut c = Vec::new();
-            for z in 0..=room[2] {
-                for y in 0..=room[1] {
-                    for x in 0..=room[0] {
-                        let (cx, cy, cz) = (x + half[0], y + half[1], z + half[2]);
-                        if v[(cz * shape[1] + cy) * shape[0] + cx] != 0.0 {
-                            c.push([x, y, z]);
-                        }
-                    }
-                }
-            }
-            if c.is_empty() {
-                return Err(Error::arg(OP, "the mask holds no voxel where a patch fits (empty, or off the image)"));
-            }
-            Some(c)
+            Some(starts_inside(&on.to_vec_f64()?, shape, room, half, OP)?)
         }
         None => None,
     };
@@ -219,7 +223,8 @@ pub fn patch_pairs(fixed: &Image, moving: &Image, o: &PatchOptions) -> Result<Ve
         let fp = crop(&fdata, s, p)?;
         let sub = grid.sub_grid([s[0] as i64, s[1] as i64, s[2] as i64], p)?;
         for _ in 0..o.draws {
-            let d: [f64; 3] = if sigma > 0.0 { std::array::from_fn(|_| sigma * normal(&mut rng)) } else { [0.0; 3] };
+            let d: [f64; 3] =
+                if sigma > 0.0 { std::array::from_fn(|_| sigma * super::pairs::normal(&mut rng)) } else { [0.0; 3] };
             let mp = warp(&m, &Linear::translation(d), &sub, WarpInterpolation::Linear, Padding::Zero)?;
             let pair = Tensor::cat(&[&fp, &mp.data().to_dtype(DType::F32)?], 0)?;
             let input = symmetrize(&pair, o.flips, o.rotations, &mut rng)?;
@@ -318,20 +323,8 @@ impl DeepMetric {
         let mut rng = ChaCha8Rng::seed_from_u64(self.seed);
         let inside: Option<Vec<[usize; 3]>> = match &mask_values {
             Some(v) => {
-                let mut c = Vec::new();
-                for z in 0..=room[2] {
-                    for y in 0..=room[1] {
-                        for x in 0..=room[0] {
-                            if v[((z + half[2]) * shape[1] + y + half[1]) * shape[0] + x + half[0]] != 0.0 {
-                                c.push([x, y, z]);
-                            }
-                        }
-                    }
-                }
-                if c.is_empty() {
-                    return Err(Error::arg("deep_metric", "the mask holds no voxel where a patch fits"));
-                }
-                Some(c)
+                let v: Vec<f64> = v.iter().map(|&x| x as f64).collect();
+                Some(starts_inside(&v, shape, room, half, "deep_metric")?)
             }
             None => None,
         };
