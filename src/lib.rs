@@ -35,6 +35,7 @@ pub mod ops;
 pub mod optim;
 pub mod outputs;
 pub mod pipeline;
+pub mod plot;
 pub mod register;
 pub mod repl;
 pub mod session;

@@ -504,7 +504,7 @@ fn draw_losses(img: &mut RgbImage, strip: &Rect, losses: &[Vec<f64>]) {
 
 /// A straight line from `a` to `b` (pixel centres), clipped to `clip`: one pixel per step along the
 /// longer axis.
-fn line(img: &mut RgbImage, clip: &Rect, a: (f64, f64), b: (f64, f64), colour: Rgb<u8>) {
+pub(crate) fn line(img: &mut RgbImage, clip: &Rect, a: (f64, f64), b: (f64, f64), colour: Rgb<u8>) {
     let steps = (b.0 - a.0).abs().max((b.1 - a.1).abs()).ceil().max(1.0) as usize;
     for s in 0..=steps {
         let t = s as f64 / steps as f64;

@@ -10,6 +10,7 @@
 pub mod evaluation;
 pub mod functional;
 pub mod regularizers;
+pub mod response;
 pub mod similarity;
 
 pub use similarity::{Metric, MetricKind, OptionValue};

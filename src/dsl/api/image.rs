@@ -14,7 +14,7 @@ use crate::error::Error;
 use crate::image::io::{save_with, SaveOptions};
 use crate::image::ops::{crop, normalize, pad, threshold, Normalization};
 use crate::image::resample::{resample, Interpolation, Padding};
-use crate::image::smooth::{smooth, SigmaUnit};
+use crate::image::smooth::{pyramid, smooth, SigmaUnit};
 use crate::image::{DataType, Grid, Image};
 
 /// Grid tolerance (mm) for voxel-wise operations on two images.
@@ -212,6 +212,15 @@ pub fn register(engine: &mut Engine, host: &Arc<Host>) {
         };
         smooth(&img, s, unit).host()
     });
+    with_opts!(engine, "downsample", |img: Image, factor: Dynamic| o => {
+        let f = num(&factor).filter(|f| f.is_finite() && *f >= 1.0).ok_or_else(|| arg_error("downsample", "factor must be a number >= 1"))?;
+        let sigma = o.f64("sigma")?;
+        if sigma.is_some_and(|s| !(s.is_finite() && s >= 0.0)) {
+            return Err(arg_error("downsample", "sigma must be >= 0 voxels"));
+        }
+        let sigmas = sigma.map(|s| vec![s]);
+        Ok(pyramid(&img, &[f], sigmas.as_deref()).host()?.remove(0).image)
+    });
     with_opts!(engine, "normalize", |img: Image| o => {
         let mut method = o.string("method")?.map(|m| Normalization::parse(&m)).transpose().host_key("method")?.unwrap_or(Normalization::MinMax);
         if let Normalization::Percentile { lo, hi } = &mut method {
@@ -369,6 +378,14 @@ pub static HELP: &[Help] = &[
         summary: "Gaussian smoothing (separable, border replicated, cut at 4 sigma)",
         options: &[o("unit", "mm", "unit of sigma: mm or voxels")],
         example: "let t1 = load(\"data/avg152/avg152T1.nii\");\nlet s = smooth(t1, 4.0);\nassert(abs(s.mean - t1.mean) < 0.01, \"smoothing keeps the mean\");\nassert(s.max < t1.max, \"and lowers the peaks\");",
+    },
+    Help {
+        name: "downsample",
+        domain: "image",
+        signature: "downsample(image, factor) -> Image",
+        summary: "A pyramid level: the image smoothed with a Gaussian (sigma factor / 3 voxels of the input by default, as iso's levels; none at factor 1) and resampled trilinearly onto grid.downsampled(factor), the same field of view and centre",
+        options: &[o("sigma", "factor / 3", "Gaussian sigma, voxels of the input (0: no smoothing)")],
+        example: "let t1 = load(\"data/avg152/avg152T1.nii\");\nlet h = downsample(t1, 2);\nassert(h.shape == [46, 55, 46] && h.grid.shape == t1.grid.downsampled(2).shape, \"a level of half the voxels\");\nassert(abs(h.mean - t1.mean) < 0.02 * t1.max, \"the same intensities, smoothed\");",
     },
     Help {
         name: "normalize",

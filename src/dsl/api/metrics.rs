@@ -3,10 +3,10 @@
 use std::sync::{Arc, Mutex};
 
 use candle_core::Tensor;
-use rhai::{Dynamic, Engine, EvalAltResult, FnPtr, Map, NativeCallContext, Position};
+use rhai::{Array, Dynamic, Engine, EvalAltResult, FnPtr, Map, NativeCallContext, Position};
 
 use super::tensor::TensorValue;
-use super::with_opts;
+use super::{floats, with_opts};
 use crate::dsl::help::{o, Help, Opt};
 use crate::dsl::options::{arg_error, num, numbers, type_of, Opts, OrHost, RhaiResult};
 use crate::dsl::value::TransformValue;
@@ -15,8 +15,10 @@ use crate::error::Error;
 use crate::image::Image;
 use crate::metrics::evaluation::{dice, dice_threshold, hd95, jacobian_stats, mean_displacement_error, psnr, ssim};
 use crate::metrics::regularizers::{CustomRegularizer, CustomTerm, Regularizer};
+use crate::metrics::response::{peak, response, steps, SweepAxis};
 use crate::metrics::similarity::{Custom, CustomMeasure};
 use crate::metrics::{Metric, OptionValue};
+use crate::plot::{save_plot, Curve, PlotOptions};
 
 /// The metric names scripts can use bare (as values) and call (as functions).
 pub const METRICS: [&str; 8] = ["mi", "nmi", "cr", "cr_patch", "mi_patch", "lncc", "ncc", "ssd"];
@@ -58,6 +60,84 @@ fn operands(m: &Metric, a: &Image, b: &Image, o: &Opts) -> RhaiResult<(Tensor, T
 fn value(m: &Metric, fixed: &Image, moving: &Image, o: &Opts) -> RhaiResult<f64> {
     let (f, mv, mask) = operands(m, fixed, moving, o)?;
     m.value(&f, &mv, mask.as_ref()).host()
+}
+
+/// `response(metric, fixed, moving)`: the measure along a sweep of one rigid degree of freedom.
+fn response_impl(m: &Metric, fixed: &Image, moving: &Image, o: &Opts) -> RhaiResult<Map> {
+    let axis_name = o.string("axis")?.unwrap_or_else(|| "x".to_string());
+    let axis = SweepAxis::parse(&axis_name).host_key("axis")?;
+    let range = o.numbers("range")?.unwrap_or_else(|| vec![-20.0, 20.0]);
+    let [lo, hi] = range[..] else {
+        return Err(arg_error("response", "range must be [lo, hi]"));
+    };
+    let shifts = steps(lo, hi, o.f64("step")?.unwrap_or(1.0)).host_key("step")?;
+    let mask = o.image("mask")?.map(|i| i.channel(0).map(|c| c.data().clone())).transpose().host_key("mask")?;
+    if let Some(mk) = &mask {
+        if mk.dims() != fixed.data().dims() {
+            return Err(arg_error("response", format!("the mask must be on the fixed grid {}", fixed.grid())));
+        }
+    }
+    let values = response(m, fixed, moving, axis, &shifts, mask.as_ref()).host()?;
+    let mut out = Map::new();
+    out.insert("peak".into(), peak(&shifts, &values).map_or(Dynamic::UNIT, Dynamic::from_float));
+    out.insert("shift".into(), floats(shifts).into());
+    out.insert("value".into(), floats(values).into());
+    out.insert("axis".into(), axis_name.into());
+    out.insert("unit".into(), axis.unit().into());
+    out.insert("metric".into(), m.to_string().into());
+    Ok(out)
+}
+
+/// One curve of `plot`: a map with `x` and `y` (or a response's `shift` and `value`) and an optional `label`.
+fn curve(d: &Dynamic, i: usize) -> RhaiResult<Curve> {
+    let bad = || {
+        arg_error(
+            "plot",
+            format!("curve {i}: a map with x and y (or a response's shift and value), got {}", type_of(d)),
+        )
+    };
+    let m = d.read_lock::<Map>().ok_or_else(bad)?;
+    let pick = |a: &str, b: &str| m.get(a).or_else(|| m.get(b)).and_then(numbers);
+    let (Some(x), Some(y)) = (pick("x", "shift"), pick("y", "value")) else { return Err(bad()) };
+    let label = match m.get("label") {
+        Some(l) => l.to_string(),
+        None => m.get("metric").map(|l| l.to_string()).unwrap_or_default(),
+    };
+    Ok(Curve { label, x, y })
+}
+
+/// `plot(curves, path)`: a PNG line plot of one curve or an array of them.
+fn plot_impl(curves: &Dynamic, path: &str, o: &Opts) -> RhaiResult<String> {
+    let items: Vec<Dynamic> = match curves.read_lock::<Array>() {
+        Some(a) => a.iter().cloned().collect(),
+        None => vec![curves.clone()],
+    };
+    let mut cs = items.iter().enumerate().map(|(i, d)| curve(d, i)).collect::<RhaiResult<Vec<_>>>()?;
+    if let Some(labels) = o.get("labels") {
+        let labels = labels.read_lock::<Array>().map(|a| a.iter().map(|l| l.to_string()).collect::<Vec<_>>());
+        match labels {
+            Some(l) if l.len() == cs.len() => cs.iter_mut().zip(l).for_each(|(c, l)| c.label = l),
+            _ => {
+                return Err(arg_error("plot", format!("labels must be an array of {} names, one per curve", cs.len())))
+            }
+        }
+    }
+    let d = PlotOptions::default();
+    let unit = items.first().and_then(|c| c.read_lock::<Map>().and_then(|m| m.get("unit").map(|u| u.to_string())));
+    let x_default = match unit {
+        Some(u) => format!("shift ({u})"),
+        None => String::new(),
+    };
+    let opts = PlotOptions {
+        width: o.usize("width")?.map_or(d.width, |w| w.min(u32::MAX as usize) as u32),
+        height: o.usize("height")?.map_or(d.height, |h| h.min(u32::MAX as usize) as u32),
+        title: o.string("title")?.unwrap_or_default(),
+        x_label: o.string("xlabel")?.unwrap_or(x_default),
+        y_label: o.string("ylabel")?.unwrap_or_default(),
+        normalize: o.bool("normalize")?.unwrap_or(false),
+    };
+    save_plot(&cs, &opts, path).host()?;
+    Ok(path.to_string())
 }
 
 fn labels(o: &Opts) -> RhaiResult<Option<Vec<i64>>> {
@@ -254,6 +334,8 @@ pub fn register(engine: &mut Engine, host: &Arc<Host>) {
         .register_fn("to_string", |m: &mut Metric| m.to_string())
         .register_fn("to_debug", |m: &mut Metric| m.to_string());
     with_opts!(engine, "measure", |m: Metric, a: Image, b: Image| o => value(&m, &a, &b, &o));
+    with_opts!(engine, "response", |m: Metric, fixed: Image, moving: Image| o => response_impl(&m, &fixed, &moving, &o));
+    with_opts!(engine, "plot", |curves: Dynamic, path: &str| o => plot_impl(&curves, path, &o));
     with_opts!(engine, "metric", |name: &str| o => {
         for key in ["name", "higher_is_better"] {
             if o.get(key).is_some() {
@@ -528,6 +610,35 @@ pub static HELP: &[Help] = &[
         summary: "The value of a Metric value on two images on one grid",
         options: &MASK_ONLY,
         example: "let t1 = load(\"data/avg152/avg152T1.nii\");\nlet t2 = load(\"data/avg152/avg152T2.nii\");\nassert(measure(mi, t1, t2) == mi(t1, t2), \"the same measure\");\nassert(cr_patch.measure(t1, t1) == cr_patch(t1, t1), \"method form\");",
+    },
+    Help {
+        name: "response",
+        domain: "metrics",
+        signature: "response(metric, fixed, moving) -> #{shift, value, peak, axis, unit, metric}",
+        summary: "A response function (Sedghi et al. Fig. 2): the measure of fixed against moving moved step by step along one rigid degree of freedom, moving sampled at T(x) on the fixed grid, so a moving image made by warp(fixed, translation([8, 0, 0]), fixed) peaks at -8, the shift that undoes it; `peak` is the step of the largest value. Plot one or several with plot(...)",
+        options: &[
+            o("axis", "x", "x, y, z (translation, mm) or rx, ry, rz (rotation about the fixed grid's centre, degrees)"),
+            o("range", "[-20, 20]", "first and last step, mm or degrees"),
+            o("step", "1", "step, mm or degrees"),
+            PARZEN[4],
+        ],
+        example: "let t1 = load(\"data/avg152/avg152T1.nii\");\nlet t2 = load(\"data/avg152/avg152T2.nii\");\nlet moved = warp(t2, translation([6.0, 0.0, 0.0]), t1);\nlet r = response(mi, t1, moved, axis=\"x\", range=[-12, 12], step=2);\nassert(r.shift.len() == 13 && r.peak == -6.0, \"moved by +6 mm: mi peaks where the shift undoes it\");\nassert(response(ncc, t1, t1, axis=\"rz\", range=[-10, 10], step=5).peak == 0.0, \"an image against itself peaks at no rotation\");",
+    },
+    Help {
+        name: "plot",
+        domain: "metrics",
+        signature: "plot(curves, path) -> path   (curves: a response, a map #{x, y, label}, or an array of them)",
+        summary: "A PNG line plot (ticks and labels on both axes, a legend, each curve's maximum marked), written atomically; for response functions the x label defaults to the shift's unit",
+        options: &[
+            o("labels", "each curve's label or metric", "legend names, one per curve"),
+            o("title", "-", "text above the plot"),
+            o("xlabel", "shift (unit) for responses", "text below the x axis"),
+            o("ylabel", "-", "text above the y axis"),
+            o("normalize", "false", "map each curve to [0, 1] by its own min and max (curves of different scales on one axis)"),
+            o("width", "640", "pixels"),
+            o("height", "420", "pixels"),
+        ],
+        example: "let x = [];\nlet y = [];\nfor i in range(-10, 11) { x.push(i.to_float()); y.push(-(i - 3.0) * (i - 3.0)); }\nlet p = plot(#{x: x, y: y, label: \"parabola\"}, \"target/plot_example.png\", title=\"-(x - 3)^2\");\nassert(p == \"target/plot_example.png\", \"written\");\nlet t1 = load(\"data/avg152/avg152T1.nii\");\nlet rs = [response(mi, t1, t1, range=[-6, 6], step=3), response(ncc, t1, t1, range=[-6, 6], step=3)];\nplot(rs, \"target/plot_responses.png\", normalize=true, title=\"T1 against itself\");",
     },
     Help {
         name: "dice",
