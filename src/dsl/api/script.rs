@@ -1,12 +1,19 @@
-//! Script helpers: `exists`, `assert`, `help`.
+//! Script helpers: `exists`, `assert`, `help`, `check_options`.
 
-use rhai::Engine;
+use rhai::{Engine, Map};
 
 use crate::dsl::help::Help;
-use crate::dsl::options::{HostError, RhaiResult};
+use crate::dsl::options::{HostError, Opts, RhaiResult};
 
 /// Registers the script helpers.
 pub fn register(e: &mut Engine) {
+    // A builtin's error caught by `try { } catch (err) { }`: its message as a string, with its code and help.
+    e.register_type_with_name::<HostError>("Error")
+        .register_fn("to_string", |h: &mut HostError| h.message.clone())
+        .register_fn("to_debug", |h: &mut HostError| format!("{}: {}", h.code, h.message))
+        .register_get("message", |h: &mut HostError| h.message.clone())
+        .register_get("code", |h: &mut HostError| h.code.clone())
+        .register_get("help", |h: &mut HostError| h.help.clone().map_or(rhai::Dynamic::UNIT, rhai::Dynamic::from));
     e.register_fn("exists", |path: &str| std::path::Path::new(path).exists());
     e.register_fn("assert", |c: bool| -> RhaiResult<()> {
         if c {
@@ -21,6 +28,15 @@ pub fn register(e: &mut Engine) {
         } else {
             Err(HostError::new("regsh::dsl::assert", format!("assertion failed: {msg}")).into_rhai())
         }
+    });
+    e.register_fn("check_options", |name: &str, opts: Map| -> RhaiResult<Map> {
+        let Some(h) = crate::dsl::help::help(name) else {
+            return Err(
+                HostError::new("regsh::unknown_name", format!("check_options: no help entry `{name}`")).into_rhai()
+            );
+        };
+        Opts::new(h.name, opts.clone())?;
+        Ok(opts)
     });
     e.register_fn("help", |name: &str| -> RhaiResult<String> {
         match crate::dsl::help::help(name) {
@@ -51,6 +67,14 @@ pub static HELP: &[Help] = &[
         summary: "Stop the script with an error when the condition is false",
         options: &[],
         example: "assert(1 + 1 == 2, \"arithmetic\");",
+    },
+    Help {
+        name: "check_options",
+        domain: "script",
+        signature: "check_options(name, opts) -> opts",
+        summary: "For recipes written in the DSL (stdlib/*.rhai): refuse a keyword argument that the help entry `name` does not list, with \"did you mean\" and the valid ones, as the builtins do; returns the map",
+        options: &[],
+        example: "let o = check_options(\"smooth\", #{unit: \"voxels\"});\nassert(o.unit == \"voxels\", \"a listed option passes\");\nlet e = \"\";\ntry { check_options(\"smooth\", #{units: 1}); } catch (err) { e = `${err}`; }\nassert(e.contains(\"did you mean `unit`\"), \"an unknown one is refused with a suggestion (a caught error prints its message; err.code and err.help are there too)\");",
     },
     Help {
         name: "help",

@@ -444,17 +444,20 @@ pub fn register(engine: &mut Engine, host: &Arc<Host>) {
     });
     let h = host.clone();
     with_opts!(engine, [h], "randn", |shape: Dynamic| o => {
-        use rand::{Rng, SeedableRng};
+        use rand::SeedableRng;
         let shape = positive_shape(&shape, "randn")?;
         let n: usize = shape.iter().product();
         let mut rng = rand::rngs::StdRng::seed_from_u64(o.usize("seed")?.unwrap_or(0) as u64);
-        // Box-Muller: standard normal draws from uniform ones.
-        let v: Vec<f32> = (0..n)
-            .map(|_| {
-                let (u1, u2): (f64, f64) = (rng.random_range(f64::EPSILON..1.0), rng.random());
-                ((-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()) as f32
-            })
-            .collect();
+        let v = crate::train::pairs::normals(&mut rng, n);
+        tv(Tensor::from_vec(v, shape, &h.device))
+    });
+    let h = host.clone();
+    with_opts!(engine, [h], "rand", |shape: Dynamic| o => {
+        use rand::{Rng, SeedableRng};
+        let shape = positive_shape(&shape, "rand")?;
+        let n: usize = shape.iter().product();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(o.usize("seed")?.unwrap_or(0) as u64);
+        let v: Vec<f32> = (0..n).map(|_| rng.random_range(0.0..1.0f32)).collect();
         tv(Tensor::from_vec(v, shape, &h.device))
     });
     let h = host.clone();
@@ -720,6 +723,13 @@ pub static HELP: &[Help] = &[
         "Standard normal draws (Box-Muller), reproducible with seed=",
         &[o("seed", "0", "random seed")],
         "let r = randn([10000], seed=3);\nassert(abs(r.mean().item()) < 0.05 && abs(r.std().item() - 1.0) < 0.05, \"N(0, 1)\");\nassert(randn(3, seed=1).to_array() == randn(3, seed=1).to_array(), \"reproducible\");"
+    ),
+    tensor_help!(
+        "rand",
+        "rand(shape) -> Tensor",
+        "Uniform draws in [0, 1) (PyTorch's torch.rand), reproducible with seed=; a + (b - a) * rand(n) draws from U(a, b)",
+        &[o("seed", "0", "random seed")],
+        "let r = rand([10000], seed=3);\nassert(r.min().item() >= 0.0 && r.max().item() < 1.0, \"in [0, 1)\");\nassert(abs(r.mean().item() - 0.5) < 0.02, \"mean 1/2\");\nassert(rand(3, seed=1).to_array() == rand(3, seed=1).to_array(), \"reproducible\");"
     ),
     tensor_help!(
         "arange",
