@@ -227,6 +227,10 @@ pub fn line_plot(curves: &[Curve], o: &PlotOptions) -> Result<RgbImage> {
 ///
 /// Errors: as both.
 pub fn save_plot(curves: &[Curve], o: &PlotOptions, path: impl AsRef<std::path::Path>) -> Result<RgbImage> {
+    let path = path.as_ref();
+    if !path.extension().is_some_and(|e| e.eq_ignore_ascii_case("png")) {
+        return Err(Error::arg("plot", format!("{}: the output must be a .png file", path.display())));
+    }
     let img = line_plot(curves, o)?;
     write_png(&img, path)?;
     Ok(img)

@@ -390,6 +390,16 @@ fn sequential_networks_train_on_a_closure_loss_checkpoint_resume_and_say_what_is
         ("let t1 = load(\"data/avg152/avg152T1.nii\"); patch_pairs(t1, t1, mask=t1 > 1e9)", "mask holds no voxel"),
         ("let t1 = load(\"data/avg152/avg152T1.nii\"); patch_pairs(t1, t1, patch=[5, 5])", "one side or three"),
         ("let n = nn::sequential([nn::linear(1, 1)]); let t1 = load(\"data/avg152/avg152T1.nii\"); train(n, pairs([[t1, t1]]), loss=|net, b| net.forward(tensor([[1.0]])).sum(), seed=2)", "take an array of samples"),
+        // The seed-003 recipes (stdlib/deep_metric.rhai) check their arguments and keyword arguments.
+        ("let t1 = load(\"data/avg152/avg152T1.nii\"); train_deep_metric([t1], [])", "arrays of images of the same, non-zero length"),
+        ("let t1 = load(\"data/avg152/avg152T1.nii\"); train_deep_metric([t1], [t1], stage=[[1, 8]])", "did you mean `stages`"),
+        ("let t1 = load(\"data/avg152/avg152T1.nii\"); train_deep_metric([t1], [t1], masks=[t1, t1])", "one fixed-grid mask per pair"),
+        ("deep_metric_net(widht=4)", "did you mean `width`"),
+        ("let t1 = load(\"data/avg152/avg152T1.nii\"); response(ncc, t1, t1, axis=\"w\")", "one of x, y, z"),
+        ("let t1 = load(\"data/avg152/avg152T1.nii\"); response(ncc, t1, t1, range=[5, -5])", "lo <= hi"),
+        ("plot([], \"target/empty_plot.png\")", "no curves"),
+        ("plot(#{x: [1.0, 2.0], y: [1.0]}, \"target/bad_plot.png\")", "2 x values but 1 y values"),
+        ("plot(#{x: [1.0], y: [1.0]}, \"target/bad_plot.txt\")", "must be a .png"),
         // Not a registration network.
         ("use_net(nn::sequential([nn::relu()]))", "registration network"),
         ("let t1 = load(\"data/avg152/avg152T1.nii\"); net(t1, t1, model=nn::sequential([nn::relu()]))", "not a registration network"),
