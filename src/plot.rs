@@ -7,8 +7,9 @@
 //! plot area with "nice" ticks (steps of 1, 2 or 5 times a power of ten) labelled on both axes and light
 //! grid lines at them, the axis labels below and to the left, and a legend (one line per named curve, in
 //! the curve's colour) in the plot area's top-right corner. Curves are drawn in [`CURVE_COLOURS`]
-//! (`[i % 7]`), points joined by straight lines in the order given; each curve's maximum is marked with a
-//! filled 5 x 5 square (the peak of a response). Non-finite points are left out (the line breaks there).
+//! (`[i % 7]`), points joined by straight lines in the order given; each curve's best point (its maximum,
+//! or its minimum when [`Curve::higher_is_better`] is false) is marked with a filled 5 x 5 square (the
+//! peak of a response). Non-finite points are left out (the line breaks there).
 //! With [`PlotOptions::normalize`] each curve is mapped to [0, 1] by its own minimum and maximum first
 //! (curves of measures on different scales then share one axis). Text is drawn in the public-domain
 //! 8 x 8 bitmap font of the `font8x8` crate (printable ASCII; other characters are drawn as `?`).
@@ -27,7 +28,8 @@ const TEXT_COLOUR: [u8; 3] = [0, 0, 0];
 /// Glyph size of the bitmap font, pixels.
 const GLYPH: u32 = 8;
 
-/// One curve: points `(x[i], y[i])` and a legend label (empty: not in the legend).
+/// One curve: points `(x[i], y[i])`, a legend label (empty: not in the legend), and which way is better
+/// (the marked point is the maximum, or the minimum when `higher_is_better` is false).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Curve {
     /// Legend text.
@@ -36,6 +38,8 @@ pub struct Curve {
     pub x: Vec<f64>,
     /// Ordinates, one per abscissa.
     pub y: Vec<f64>,
+    /// Mark the largest value (else the smallest).
+    pub higher_is_better: bool,
 }
 
 /// How to draw a plot.
@@ -198,7 +202,9 @@ pub fn line_plot(curves: &[Curve], o: &PlotOptions) -> Result<RgbImage> {
                 line(&mut img, &area, a, b, colour);
             }
         }
-        let best = x.iter().zip(y).filter(|p| finite(&(*p.0, *p.1))).max_by(|a, b| a.1.total_cmp(b.1));
+        let sign = if curves[i].higher_is_better { 1.0 } else { -1.0 };
+        let best =
+            x.iter().zip(y).filter(|p| finite(&(*p.0, *p.1))).max_by(|a, b| (sign * a.1).total_cmp(&(sign * b.1)));
         if let Some((&bx, &by)) = best {
             let (cx, cy) = (px(bx).round(), py(by).round());
             for d in -2..=2 {
@@ -258,7 +264,7 @@ mod tests {
         let x: Vec<f64> = (-10..=10).map(|v| v as f64).collect();
         let y: Vec<f64> = x.iter().map(|v| -(v - 4.0) * (v - 4.0)).collect();
         let o = PlotOptions { title: "response".into(), x_label: "shift (mm)".into(), ..PlotOptions::default() };
-        let img = line_plot(&[Curve { label: "a".into(), x, y }], &o).unwrap();
+        let img = line_plot(&[Curve { label: "a".into(), x, y, higher_is_better: true }], &o).unwrap();
         assert_eq!(img.dimensions(), (640, 420));
         let blue = Rgb(CURVE_COLOURS[0]);
         // The peak square: the topmost curve pixels are a 5-wide run.
@@ -273,9 +279,9 @@ mod tests {
         let area_left = xs[2] as f64; // centre of the marker
         assert!(area_left > 0.6 * 640.0 && area_left < 0.75 * 640.0, "{area_left}");
         assert!(line_plot(&[], &o).is_err());
-        let bad = Curve { label: String::new(), x: vec![1.0], y: vec![] };
+        let bad = Curve { label: String::new(), x: vec![1.0], y: vec![], higher_is_better: true };
         assert!(line_plot(&[bad], &o).is_err());
-        let nan = Curve { label: String::new(), x: vec![1.0], y: vec![f64::NAN] };
+        let nan = Curve { label: String::new(), x: vec![1.0], y: vec![f64::NAN], higher_is_better: true };
         assert!(line_plot(&[nan], &o).is_err());
     }
 }

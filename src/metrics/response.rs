@@ -80,7 +80,7 @@ pub fn steps(lo: f64, hi: f64, step: f64) -> Result<Vec<f64>> {
 }
 
 /// The value of `metric` (its [`Metric::value`]: the measure for a single built-in or custom measure,
-/// the loss for a weighted combination) of `fixed` against `moving` moved by each of `steps` along `axis`:
+/// the loss for a weighted combination; [`Metric::higher_is_better`] says which way is better) of `fixed` against `moving` moved by each of `steps` along `axis`:
 /// `out[k] = metric(fixed, moving ∘ T_k)` on the fixed grid, with `T_k` the rigid transform of step `k`
 /// (so `moving` is sampled at `T_k(x)`: a moving image made as `fixed ∘ A`, with `A` a translation by
 /// `+8 mm`, responds best at `-8`, the shift that undoes `A`). Channel 0 of both images; linear interpolation, zero outside `moving`.
@@ -107,15 +107,18 @@ pub fn response(
         .collect()
 }
 
-/// The step of the largest finite value (the first one on ties); `None` when no value is finite.
-pub fn peak(steps: &[f64], values: &[f64]) -> Option<f64> {
+/// The step of the best finite value: the largest when `higher_is_better` (MI, NCC, a deep metric), the
+/// smallest otherwise (SSD, a weighted combination's loss); the first one on ties; `None` when no value
+/// is finite.
+pub fn peak(steps: &[f64], values: &[f64], higher_is_better: bool) -> Option<f64> {
+    let sign = if higher_is_better { 1.0 } else { -1.0 };
     steps
         .iter()
         .zip(values)
         .filter(|(_, v)| v.is_finite())
         .fold(None, |best: Option<(f64, f64)>, (&s, &v)| match best {
-            Some((_, b)) if b >= v => best,
-            _ => Some((s, v)),
+            Some((_, b)) if b >= sign * v => best,
+            _ => Some((s, sign * v)),
         })
         .map(|(s, _)| s)
 }
@@ -150,11 +153,15 @@ mod tests {
         let s = steps(-10.0, 10.0, 2.0).unwrap();
         assert_eq!(s.len(), 11);
         let r = response(&ncc, &fixed, &moving, SweepAxis::parse("x").unwrap(), &s, None).unwrap();
-        assert_eq!(peak(&s, &r), Some(6.0), "{r:?}");
+        assert_eq!(peak(&s, &r, true), Some(6.0), "{r:?}");
+        // SSD is best where it is smallest.
+        let ssd = Metric::new("ssd").unwrap();
+        let r2 = response(&ssd, &fixed, &moving, SweepAxis::Translation(0), &s, None).unwrap();
+        assert_eq!(peak(&s, &r2, ssd.higher_is_better()), Some(6.0), "{r2:?}");
         assert!((r[8] - 1.0).abs() < 1e-4, "the moving image moved back is the fixed one: {}", r[8]);
         // Across the sweep axis nothing moves the blob's x, so a y sweep peaks at 0.
         let ry = response(&ncc, &fixed, &fixed, SweepAxis::Translation(1), &s, None).unwrap();
-        assert_eq!(peak(&s, &ry), Some(0.0));
+        assert_eq!(peak(&s, &ry, true), Some(0.0));
         assert!(SweepAxis::parse("w").is_err() && steps(1.0, 0.0, 1.0).is_err() && steps(0.0, 1.0, 0.0).is_err());
         let rot = SweepAxis::parse("rz").unwrap().transform(90.0, [0.0; 3]).unwrap();
         let m = rot.matrix().unwrap().to_dtype(candle_core::DType::F64).unwrap().to_vec2::<f64>().unwrap();

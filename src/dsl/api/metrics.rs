@@ -79,7 +79,9 @@ fn response_impl(m: &Metric, fixed: &Image, moving: &Image, o: &Opts) -> RhaiRes
     }
     let values = response(m, fixed, moving, axis, &shifts, mask.as_ref()).host()?;
     let mut out = Map::new();
-    out.insert("peak".into(), peak(&shifts, &values).map_or(Dynamic::UNIT, Dynamic::from_float));
+    let better = m.higher_is_better();
+    out.insert("peak".into(), peak(&shifts, &values, better).map_or(Dynamic::UNIT, Dynamic::from_float));
+    out.insert("higher_is_better".into(), better.into());
     out.insert("shift".into(), floats(shifts).into());
     out.insert("value".into(), floats(values).into());
     out.insert("axis".into(), axis_name.into());
@@ -99,11 +101,12 @@ fn curve(d: &Dynamic, i: usize) -> RhaiResult<Curve> {
     let m = d.read_lock::<Map>().ok_or_else(bad)?;
     let pick = |a: &str, b: &str| m.get(a).or_else(|| m.get(b)).and_then(numbers);
     let (Some(x), Some(y)) = (pick("x", "shift"), pick("y", "value")) else { return Err(bad()) };
+    let higher_is_better = m.get("higher_is_better").and_then(|b| b.as_bool().ok()).unwrap_or(true);
     let label = match m.get("label") {
         Some(l) => l.to_string(),
         None => m.get("metric").map(|l| l.to_string()).unwrap_or_default(),
     };
-    Ok(Curve { label, x, y })
+    Ok(Curve { label, x, y, higher_is_better })
 }
 
 /// `plot(curves, path)`: a PNG line plot of one curve or an array of them.
@@ -614,8 +617,8 @@ pub static HELP: &[Help] = &[
     Help {
         name: "response",
         domain: "metrics",
-        signature: "response(metric, fixed, moving) -> #{shift, value, peak, axis, unit, metric}",
-        summary: "A response function (Sedghi et al. Fig. 2): the measure of fixed against moving moved step by step along one rigid degree of freedom, moving sampled at T(x) on the fixed grid, so a moving image made by warp(fixed, translation([8, 0, 0]), fixed) peaks at -8, the shift that undoes it; `peak` is the step of the largest value. Plot one or several with plot(...)",
+        signature: "response(metric, fixed, moving) -> #{shift, value, peak, higher_is_better, axis, unit, metric}",
+        summary: "A response function (Sedghi et al. Fig. 2): the measure of fixed against moving moved step by step along one rigid degree of freedom, moving sampled at T(x) on the fixed grid, so a moving image made by warp(fixed, translation([8, 0, 0]), fixed) peaks at -8, the shift that undoes it; `peak` is the step of the best value (the largest, or the smallest for ssd and combined measures' losses). Plot one or several with plot(...)",
         options: &[
             o("axis", "x", "x, y, z (translation, mm) or rx, ry, rz (rotation about the fixed grid's centre, degrees)"),
             o("range", "[-20, 20]", "first and last step, mm or degrees"),
@@ -627,8 +630,8 @@ pub static HELP: &[Help] = &[
     Help {
         name: "plot",
         domain: "metrics",
-        signature: "plot(curves, path) -> path   (curves: a response, a map #{x, y, label}, or an array of them)",
-        summary: "A PNG line plot (ticks and labels on both axes, a legend, each curve's maximum marked), written atomically; for response functions the x label defaults to the shift's unit",
+        signature: "plot(curves, path) -> path   (curves: a response, a map #{x, y, label, higher_is_better}, or an array of them)",
+        summary: "A PNG line plot (ticks and labels on both axes, a legend, each curve's best point marked: its maximum, its minimum when higher_is_better is false), written atomically; for response functions the x label defaults to the shift's unit",
         options: &[
             o("labels", "each curve's label or metric", "legend names, one per curve"),
             o("title", "-", "text above the plot"),
