@@ -394,6 +394,7 @@ fn sequential_networks_train_on_a_closure_loss_checkpoint_resume_and_say_what_is
         ("let t1 = load(\"data/avg152/avg152T1.nii\"); train_deep_metric([t1], [])", "arrays of images of the same, non-zero length"),
         ("let t1 = load(\"data/avg152/avg152T1.nii\"); train_deep_metric([t1], [t1], stage=[[1, 8]])", "did you mean `stages`"),
         ("let t1 = load(\"data/avg152/avg152T1.nii\"); train_deep_metric([t1], [t1], masks=[t1, t1])", "one fixed-grid mask per pair"),
+        ("let t1 = load(\"data/avg152/avg152T1.nii\"); train_deep_metric([t1], [t1], registration_masks=t1)", "registration_masks must be an array"),
         ("deep_metric_net(widht=4)", "did you mean `width`"),
         ("let t1 = load(\"data/avg152/avg152T1.nii\"); response(ncc, t1, t1, axis=\"w\")", "one of x, y, z"),
         ("let t1 = load(\"data/avg152/avg152T1.nii\"); response(ncc, t1, t1, range=[5, -5])", "lo <= hi"),
