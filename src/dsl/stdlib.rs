@@ -94,7 +94,7 @@ pub static HELP: &[Help] = &[
         name: "deep_metric_net",
         domain: "stdlib",
         signature: "deep_metric_net() -> Network   (stdlib/deep_metric.rhai)",
-        summary: "Sedghi et al.'s patch classifier: (N, 2, pz, py, px) pairs (fixed, moving) to (N, 2) logits (not registered, registered); three stride-2 convolutions (filter 5, 3, 3; ReLU), global max pooling, dropout, a dense layer. For deep_metric and train_deep_metric",
+        summary: "Sedghi et al.'s patch classifier: (N, 2, pz, py, px) pairs (fixed, moving) to (N, 2) logits (not registered, registered); three stride-2 convolutions (filter 5, 3, 3; Leaky ReLU 0.1, where the paper does not say: with plain ReLU these small networks died to a constant output at Adam's 0.01), global max pooling, dropout, a dense layer. For deep_metric and train_deep_metric",
         options: &[
             o("width", "16", "channels of the first convolution (then 2x and 4x)"),
             o("dropout", "0.5", "drop rate before the dense layer"),
