@@ -84,8 +84,12 @@ pub fn ticks(lo: f64, hi: f64, target: usize) -> (Vec<f64>, f64) {
     ((first..=last).map(|k| k as f64 * step).collect(), step)
 }
 
-/// A tick label with as many decimals as the step needs (none for whole steps).
+/// A tick label with as many decimals as the step needs (none for whole steps); steps of 1e6 and more
+/// or below 1e-4 in scientific notation, so labels stay short.
 fn tick_label(v: f64, step: f64) -> String {
+    if !(1e-4..1e6).contains(&step) {
+        return format!("{v:.2e}");
+    }
     let decimals = if step >= 1.0 { 0 } else { (-step.log10().floor()) as usize };
     let s = format!("{v:.decimals$}");
     // "-0" reads as a bug on an axis.
@@ -164,7 +168,8 @@ pub fn line_plot(curves: &[Curve], o: &PlotOptions) -> Result<RgbImage> {
     let (xt, xs) = ticks(x_lo, x_hi, 8);
     let (yt, ys) = ticks(y_lo, y_hi, 6);
     let y_labels: Vec<String> = yt.iter().map(|v| tick_label(*v, ys)).collect();
-    let left = 16 + y_labels.iter().map(|s| text_width(s)).max().unwrap_or(0) as u32;
+    // At most half the picture for the y tick labels (longer ones are clipped on the left).
+    let left = (16 + y_labels.iter().map(|s| text_width(s)).max().unwrap_or(0) as u32).min(o.width / 2);
     let area = Rect { x: left, y: 32, width: o.width - left - 16, height: o.height - 32 - 44 };
     let px = |x: f64| area.x as f64 + (x - x_lo) / (x_hi - x_lo) * (area.width - 1) as f64;
     let py = |y: f64| (area.y + area.height - 1) as f64 - (y - y_lo) / (y_hi - y_lo) * (area.height - 1) as f64;
@@ -257,6 +262,12 @@ mod tests {
         assert_eq!(t.len(), 4, "0.02 to 0.08: {t:?}");
         assert_eq!(tick_label(-0.0, 1.0), "0");
         assert_eq!(tick_label(0.25, 0.05), "0.25");
+        assert_eq!(tick_label(3e12, 1e12), "3.00e12");
+        // Huge or tiny values still give a picture (short labels), not a panic.
+        for y in [vec![1e300, 2e300], vec![1e-300, 2e-300], vec![-1e308, 1e308]] {
+            let c = Curve { label: String::new(), x: vec![0.0, 1.0], y, higher_is_better: true };
+            assert!(line_plot(&[c], &PlotOptions::default()).is_ok());
+        }
     }
 
     #[test]
