@@ -52,8 +52,13 @@ fn operands(m: &Metric, a: &Image, b: &Image, o: &Opts) -> RhaiResult<(Tensor, T
         })
         .host();
     }
-    let mask = o.image("mask")?.map(|i| i.channel(0).map(|c| c.data().clone())).transpose().host_key("mask")?;
+    let mask = mask_data(o)?;
     Ok((a.channel(0).host()?.data().clone(), b.channel(0).host()?.data().clone(), mask))
+}
+
+/// Channel 0 of the `mask=` keyword argument, as a `(1, Z, Y, X)` tensor, if given.
+fn mask_data(o: &Opts) -> RhaiResult<Option<Tensor>> {
+    o.image("mask")?.map(|i| i.channel(0).map(|c| c.data().clone())).transpose().host_key("mask")
 }
 
 /// The value of `m` (configured by `o`) on `fixed` and `moving`.
@@ -71,7 +76,7 @@ fn response_impl(m: &Metric, fixed: &Image, moving: &Image, o: &Opts) -> RhaiRes
         return Err(arg_error("response", "range must be [lo, hi]"));
     };
     let shifts = steps(lo, hi, o.f64("step")?.unwrap_or(1.0)).host_key("step")?;
-    let mask = o.image("mask")?.map(|i| i.channel(0).map(|c| c.data().clone())).transpose().host_key("mask")?;
+    let mask = mask_data(o)?;
     if let Some(mk) = &mask {
         if mk.dims() != fixed.data().dims() {
             return Err(arg_error("response", format!("the mask must be on the fixed grid {}", fixed.grid())));
