@@ -69,6 +69,7 @@ pub fn all() -> impl Iterator<Item = &'static Help> {
         api::image::HELP,
         api::spatial::HELP,
         api::metrics::HELP,
+        api::groupwise::HELP,
         api::optim::HELP,
         api::pipeline::HELP,
         api::nn::HELP,

@@ -187,6 +187,7 @@ pub fn base_engine(host: Arc<Host>) -> Engine {
     api::image::register(&mut e, &host);
     api::spatial::register(&mut e);
     api::metrics::register(&mut e, &host);
+    api::groupwise::register(&mut e, &host);
     api::optim::register(&mut e, &host);
     api::pipeline::register(&mut e, &host);
     api::nn::register(&mut e, &host);

@@ -7,10 +7,11 @@
 use crate::dsl::help::{o, Help};
 
 /// The embedded files: (file name, text).
-pub const EMBEDDED: [(&str, &str); 3] = [
+pub const EMBEDDED: [(&str, &str); 4] = [
     ("register.rhai", include_str!("../../stdlib/register.rhai")),
     ("evaluate.rhai", include_str!("../../stdlib/evaluate.rhai")),
     ("deep_metric.rhai", include_str!("../../stdlib/deep_metric.rhai")),
+    ("groupwise.rhai", include_str!("../../stdlib/groupwise.rhai")),
 ];
 
 /// The stdlib sources to load: (source name, text), embedded files replaced or extended by the
@@ -159,6 +160,37 @@ pub static HELP: &[Help] = &[
             o("seed", "0", "random seed"),
         ],
         example: "let t1 = load(\"data/avg152/avg152T1.nii\");\nlet ts = random_rigid(5, t1, translation=[1.0, 5.0], rotation=0.1, seed=2);\nassert(ts.len() == 5 && ts[0].kind == \"rigid\", \"five rigid transforms\");\nlet p = ts[0].params;\nassert(abs(p[0]) >= 1.0 && abs(p[0]) <= 5.0 && abs(p[3]) <= 0.1, \"in range\");",
+    },
+    Help {
+        name: "move_group",
+        domain: "stdlib",
+        signature: "move_group(images, truths) -> [Image]   (stdlib/groupwise.rhai)",
+        summary: "A test group for groupwise registration: each image moved by its own transform, moved_j(x) = images[j](truths[j](x)), on its own grid (Luo & Zhuang's experiments)",
+        options: &[],
+        example: "let t1 = load(\"data/avg152/avg152T1.nii\");\nlet t2 = load(\"data/avg152/avg152T2.nii\");\nlet moved = move_group([t1, t2], [affine(), translation([2.0, 0.0, 0.0])]);\nassert(moved.len() == 2 && ssd(moved[0], t1) == 0.0, \"the identity leaves an image as it was\");",
+    },
+    Help {
+        name: "random_group_motion",
+        domain: "stdlib",
+        signature: "random_group_motion(n, about) -> [Transform; n]   (stdlib/groupwise.rhai)",
+        summary: "n random rigid transforms about the centre of an image or grid, translations U(-t, t) mm and rotations U(-r, r) rad per axis: the misalignments of the seed's rigid groupwise experiment",
+        options: &[
+            o("translation", "20", "t: largest translation per axis, mm"),
+            o("rotation", "0.2", "r: largest rotation per axis, radians"),
+            o("seed", "0", "random seed"),
+        ],
+        example: "let t1 = load(\"data/avg152/avg152T1.nii\");\nlet ts = random_group_motion(4, t1, seed=3);\nassert(ts.len() == 4 && ts[0].kind == \"rigid\", \"four rigid transforms\");\nassert(ts.all(|t| abs(t.params[0]) <= 20.0 && abs(t.params[5]) <= 0.2), \"in range\");",
+    },
+    Help {
+        name: "group_errors",
+        domain: "stdlib",
+        signature: "group_errors(transforms, truths, grid) -> #{gre, none, floor}   (mm; stdlib/groupwise.rhai)",
+        summary: "The errors of a groupwise result on a group made by move_group(originals, truths): gRE against the truth, the gRE of the identity (before registration), and with floor= the gRE against the transforms that align the unmoved originals (their own misalignment taken out)",
+        options: &[
+            o("floor", "-", "one transform per image: a groupwise result on the unmoved originals"),
+            o("mask", "-", "only the voxels where this image (on the grid) is non-zero"),
+        ],
+        example: "let t1 = load(\"data/avg152/avg152T1.nii\");\nlet truths = [translation([3.0, 0.0, 0.0]), translation([-3.0, 0.0, 0.0])];\nlet e = group_errors([inverse(truths[0]), inverse(truths[1])], truths, t1);\nassert(e.gre < 1e-4 && abs(e.none - 6.0) < 1e-4, \"exact estimates; 6 mm apart before\");\nlet f = group_errors([affine(), affine()], truths, t1, floor=truths);\nassert(f.floor < 1e-4, \"the floor itself\");",
     },
     Help {
         name: "rigid_errors",

@@ -9,6 +9,7 @@
 
 pub mod evaluation;
 pub mod functional;
+pub mod groupwise;
 pub mod regularizers;
 pub mod response;
 pub mod similarity;

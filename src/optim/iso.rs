@@ -252,7 +252,7 @@ impl IsoResult {
 
 /// Per-parameter step scales of a linear kind: 1 for translations (mm); `1 / radius` for rotations,
 /// scales and shears, so a unit step moves points at the image's radius by about 1 mm.
-fn param_scales(kind: LinearKind, radius: f64) -> Vec<f64> {
+pub(crate) fn param_scales(kind: LinearKind, radius: f64) -> Vec<f64> {
     (0..kind.num_params())
         .map(|i| {
             let translation = match kind {

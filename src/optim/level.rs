@@ -96,7 +96,7 @@ impl PointSampler {
     }
 
     /// `n` voxel coordinates (x, y, z) of the fixed grid, `3 n` values.
-    fn draw_points(&mut self) -> Vec<f32> {
+    pub(crate) fn draw_points(&mut self) -> Vec<f32> {
         let [x, y, z] = self.shape;
         let mut v = Vec::with_capacity(3 * self.n);
         for _ in 0..self.n {

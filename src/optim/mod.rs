@@ -22,6 +22,7 @@
 
 pub mod convergence;
 pub mod dense;
+pub mod groupwise;
 pub mod init;
 pub mod iso;
 pub mod lbfgs;

@@ -2,6 +2,7 @@
 //! Builtins here only convert values and options and call the library (numeric code knows nothing of
 //! the DSL).
 
+pub mod groupwise;
 pub mod image;
 pub mod layers;
 pub mod metrics;
