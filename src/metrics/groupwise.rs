@@ -236,6 +236,22 @@ fn joint(a: &Tensor, b: &Tensor, w: &Tensor, wsum: f64) -> Result<Tensor> {
 /// Errors: `u` not `(N, n)` with N >= 2, `w` not `(n,)`, no point with weight, a measure whose options
 /// fail [`GroupMetric::check`]; tensor errors.
 pub fn group_loss(metric: &GroupMetric, u: &Tensor, w: &Tensor, state: &mut GroupState) -> Result<Tensor> {
+    group_loss_with(metric, u, w, state, true)
+}
+
+/// [`group_loss`], with `update = false` holding a fitted model as it is (no EM step: X-CoReg's
+/// posteriors come from the held model at `u`, GMM's parameters are kept), so that the loss is a fixed
+/// function of `u` for line searches (L-BFGS). Without a fitted model it fits one as [`group_loss`]
+/// does.
+///
+/// Errors: as [`group_loss`].
+pub fn group_loss_with(
+    metric: &GroupMetric,
+    u: &Tensor,
+    w: &Tensor,
+    state: &mut GroupState,
+    update: bool,
+) -> Result<Tensor> {
     metric.check()?;
     let (n_img, n) = match u.dims() {
         [a, b] if *a >= 2 && *b > 0 => (*a, *b),
@@ -276,8 +292,8 @@ pub fn group_loss(metric: &GroupMetric, u: &Tensor, w: &Tensor, state: &mut Grou
         }
         GroupKind::Congealing => congealing_loss(metric, &u, &w, wsum),
         GroupKind::Cte => cte_with(metric, &u, &w, &CteTemplate::fit(&u, &w, wsum)?),
-        GroupKind::XMetric => xmetric_loss(metric, &u, &w, wsum, n_img, state),
-        GroupKind::Gmm => gmm_loss(metric, &u, &w, wsum, n_img, state),
+        GroupKind::XMetric => xmetric_loss(metric, &u, &w, wsum, n_img, state, update),
+        GroupKind::Gmm => gmm_loss(metric, &u, &w, wsum, n_img, state, update),
     }
 }
 
@@ -531,12 +547,17 @@ fn xmetric_loss(
     wsum: f64,
     n_img: usize,
     state: &mut GroupState,
+    update: bool,
 ) -> Result<Tensor> {
     let k = metric.classes;
     let rows = u.detach().to_vec2::<f32>()?;
     let wv = w.to_vec1::<f32>()?;
     let (mut model, steps) = match state {
         GroupState::XMetric(m) if m.images == n_img && m.pi.len() == k && m.cond.len() == n_img * k * metric.bins => {
+            if !update {
+                let g = Tensor::from_vec(xmetric_e_step(m, &rows, metric), (wv.len(), k), u.device())?;
+                return xmetric_value(metric, u, &g, w, wsum);
+            }
             (m.clone(), 1)
         }
         _ => {
@@ -657,6 +678,7 @@ fn gmm_loss(
     wsum: f64,
     n_img: usize,
     state: &mut GroupState,
+    update: bool,
 ) -> Result<Tensor> {
     let k = metric.classes;
     let x = u.t()?.contiguous()?; // (n, N)
@@ -664,7 +686,7 @@ fn gmm_loss(
     let wv = w.to_vec1::<f32>()?;
     let (mut pi, mut mean, mut cov, steps) = match state {
         GroupState::Gmm { pi, mean, cov } if pi.len() == k && mean.first().is_some_and(|m| m.len() == n_img) => {
-            (pi.clone(), mean.clone(), cov.clone(), 1)
+            (pi.clone(), mean.clone(), cov.clone(), usize::from(update))
         }
         _ => {
             let g0 = initial_posterior(u, w, k)?.to_vec2::<f32>()?;

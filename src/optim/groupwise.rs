@@ -22,15 +22,15 @@ use candle_core::{DType, Device, Tensor, Var};
 use nalgebra::Matrix4;
 use rayon::prelude::*;
 
-use super::iso::{LevelReport, Schedule};
+use super::iso::{registration_lbfgs, LevelReport, Polish, Schedule};
 use super::level::PointSampler;
-use super::minimize::{first_order, Eval, FirstOrderOptions, Objective};
+use super::minimize::{first_order, lbfgs_run, Eval, FirstOrderOptions, Objective};
 use super::optimizer::AdamVec;
 use crate::error::{Error, Result};
 use crate::image::smooth::pyramid;
 use crate::image::trilinear::{corner_grad, corner_value, corners};
 use crate::image::{Grid, Image};
-use crate::metrics::groupwise::{group_loss, xmetric_posterior, GroupKind, GroupMetric, GroupState};
+use crate::metrics::groupwise::{group_loss_with, xmetric_posterior, GroupKind, GroupMetric, GroupState};
 use crate::spatial::{linear_matrix_f64, Linear, LinearKind};
 
 /// Options of [`groupwise_linear`].
@@ -47,6 +47,10 @@ pub struct GroupwiseOptions {
     pub seed: u64,
     /// Checked before every iteration; when set, stop and return the transforms reached.
     pub cancel: Option<Arc<AtomicBool>>,
+    /// A final L-BFGS refinement at the finest level on one fixed draw of points, the measure's model
+    /// (X-CoReg, GMM) refitted there and then held (Adam's last iterates carry the noise of their
+    /// point draws); `None`: none.
+    pub polish: Option<Polish>,
 }
 
 /// What [`groupwise_linear`] found.
@@ -59,6 +63,8 @@ pub struct GroupwiseResult {
     pub grid: Grid,
     /// One report per pyramid level (losses per iteration).
     pub levels: Vec<LevelReport>,
+    /// The final refinement's report (losses per evaluation), when it ran.
+    pub polish: Option<LevelReport>,
     /// Wall time, seconds.
     pub seconds: f64,
     /// X-CoReg's posterior segmentation on the common grid, one channel per class `(K, Z, Y, X)`
@@ -70,6 +76,7 @@ impl GroupwiseResult {
     /// Whether the run was cancelled (Ctrl-C).
     pub fn cancelled(&self) -> bool {
         self.levels.last().is_some_and(|r| r.stop.is_cancelled())
+            || self.polish.as_ref().is_some_and(|r| r.stop.is_cancelled())
     }
 }
 
@@ -194,6 +201,8 @@ struct GroupLevel<'a> {
     average_from: usize,
     sum: Vec<f64>,
     count: usize,
+    /// Refit the model at every evaluation (Adam), or hold it (the polish's line searches).
+    update: bool,
 }
 
 impl GroupLevel<'_> {
@@ -236,7 +245,7 @@ impl Objective for GroupLevel<'_> {
         let w: Vec<f32> = inside.iter().map(|&i| if i { 1.0 } else { 0.0 }).collect();
         let var = Var::from_tensor(&Tensor::from_vec(u, (n_img, n), &self.device)?)?;
         let wt = Tensor::from_vec(w, n, &self.device)?;
-        let loss = group_loss(self.metric, var.as_tensor(), &wt, self.state)?;
+        let loss = group_loss_with(self.metric, var.as_tensor(), &wt, self.state, self.update)?;
         let lv = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
         let g = loss.backward()?;
         let du = match g.get(var.as_tensor()) {
@@ -294,7 +303,7 @@ impl Objective for GroupLevel<'_> {
     }
 
     fn noisy(&self) -> bool {
-        true
+        self.update
     }
 }
 
@@ -364,6 +373,7 @@ pub fn groupwise_linear(
             average_from: s.iterations[l] - s.iterations[l] / 3,
             sum: Vec::new(),
             count: 0,
+            update: true,
         };
         let iters = s.iterations[l];
         let bar = super::progress::level_bar(&format!("groupwise {}", metric.name()), l, s.factors.len(), iters);
@@ -396,6 +406,53 @@ pub fn groupwise_linear(
             break;
         }
     }
+    let cancelled = levels.last().is_some_and(|r| r.stop.is_cancelled());
+    let mut polish_report = None;
+    if let (Some(po), false, Some(&factor)) = (opts.polish, cancelled, s.factors.last()) {
+        let t0 = Instant::now();
+        let l = s.factors.len() - 1;
+        let common = grid.downsampled(factor)?;
+        let members =
+            pyramids.iter().zip(&ranges).map(|(p, &r)| Member::new(&p[l].image, r)).collect::<Result<Vec<_>>>()?;
+        let mut sampler =
+            PointSampler::new(&common, None, po.points.min(common.num_voxels()), opts.seed.wrapping_add(2000))?;
+        let points = sorted(sampler.draw_points());
+        let mut obj = GroupLevel {
+            metric,
+            members,
+            common_to_world: common.voxel_to_world(),
+            kind: opts.kind,
+            centre,
+            identity: identity.clone(),
+            sampler,
+            points,
+            state: &mut state,
+            device: device.clone(),
+            evals: 0,
+            average_from: usize::MAX,
+            sum: Vec::new(),
+            count: 0,
+            update: true,
+        };
+        // Refit the model on these points at the transforms reached, then hold it.
+        for _ in 0..5 {
+            obj.eval(&x)?;
+        }
+        obj.update = false;
+        let run = lbfgs_run(&mut obj, &x, &registration_lbfgs(&scales, po.iterations, opts.cancel.clone()))?;
+        tracing::info!(
+            "groupwise polish: {} evaluations in {:.2} s, loss {:.6} -> {:.6}, {}",
+            run.losses.len(),
+            t0.elapsed().as_secs_f64(),
+            run.losses.first().copied().unwrap_or(f64::NAN),
+            run.best,
+            run.stop
+        );
+        if run.x.iter().all(|v| v.is_finite()) {
+            x.clone_from(&run.x);
+        }
+        polish_report = Some(LevelReport::of_run(factor, run, t0.elapsed().as_secs_f64(), false));
+    }
     let p = project(&x, n_img, &identity);
     let np = identity.len();
     let transforms = (0..n_img)
@@ -405,7 +462,14 @@ pub fn groupwise_linear(
         GroupKind::XMetric => posterior_image(images, &ranges, &transforms, grid, metric, &state)?,
         _ => None,
     };
-    Ok(GroupwiseResult { transforms, grid: grid.clone(), levels, seconds: start.elapsed().as_secs_f64(), posterior })
+    Ok(GroupwiseResult {
+        transforms,
+        grid: grid.clone(),
+        levels,
+        polish: polish_report,
+        seconds: start.elapsed().as_secs_f64(),
+        posterior,
+    })
 }
 
 /// X-CoReg's posterior `(K, Z, Y, X)` at every voxel of `grid` (the full-resolution images at their
@@ -491,6 +555,7 @@ mod tests {
                 points: 4000,
                 seed: 1,
                 cancel: None,
+                polish: None,
             };
             let r = groupwise_linear(&images, &grid, &metric, &opts)?;
             let t: Vec<Vec<f64>> = r.transforms.iter().map(|t| t.param_values()).collect::<Result<_>>()?;
@@ -510,6 +575,26 @@ mod tests {
     }
 
     #[test]
+    fn a_cancel_returns_what_was_reached_and_says_so() -> Result<()> {
+        let images = vec![blob(1.0, 0.3, 0.0), blob(0.2, 1.0, 3.0)];
+        let cancel = Arc::new(AtomicBool::new(true));
+        let opts = GroupwiseOptions {
+            kind: LinearKind::Rigid,
+            schedule: Schedule::new(2, &[20, 10], 1.0)?,
+            points: 1000,
+            seed: 0,
+            cancel: Some(cancel),
+            polish: Some(Polish { points: 2000, iterations: 5 }),
+        };
+        let r = groupwise_linear(&images, images[0].grid(), &GroupMetric::new("ape")?, &opts)?;
+        assert!(r.cancelled() && r.levels.len() == 1 && r.polish.is_none(), "stopped at the first level, no polish");
+        for t in &r.transforms {
+            assert!(t.param_values()?.iter().all(|v| *v == 0.0), "nothing reached: the identity");
+        }
+        Ok(())
+    }
+
+    #[test]
     fn bad_groups_are_errors() -> Result<()> {
         let a = blob(1.0, 0.3, 0.0);
         let opts = GroupwiseOptions {
@@ -518,6 +603,7 @@ mod tests {
             points: 1000,
             seed: 0,
             cancel: None,
+            polish: None,
         };
         let m = GroupMetric::new("xmetric")?;
         let e = groupwise_linear(std::slice::from_ref(&a), a.grid(), &m, &opts).err().map(|e| e.to_string());

@@ -351,7 +351,7 @@ fn level_objective<'a>(
 /// `3 * iterations + 10` evaluations, no gradient test (the sampled losses' gradients never vanish),
 /// and a stop once an accepted step moves no point by more than about 3 micrometres (the last steps are
 /// line searches in the objective's rounding; stopping there moved results by under 0.005 mm).
-fn registration_lbfgs(scales: &[f64], iterations: usize, cancel: Option<Arc<AtomicBool>>) -> LbfgsOptions {
+pub(crate) fn registration_lbfgs(scales: &[f64], iterations: usize, cancel: Option<Arc<AtomicBool>>) -> LbfgsOptions {
     LbfgsOptions {
         scales: Some(scales.to_vec()),
         max_iterations: iterations,

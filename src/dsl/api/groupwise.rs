@@ -92,6 +92,11 @@ fn groupwise_impl(host: &Host, images: &Array, o: &Opts) -> RhaiResult<Map> {
         points: o.usize("points")?.unwrap_or(10_000),
         seed: o.usize("seed")?.unwrap_or(0) as u64,
         cancel: Some(host.cancel.clone()),
+        polish: {
+            let points = o.usize("polish")?.unwrap_or(50_000);
+            let iterations = o.usize("polish_iterations")?.unwrap_or(20);
+            (points > 0 && iterations > 0).then_some(crate::optim::Polish { points, iterations })
+        },
     };
     let r = groupwise_linear(&images, &grid, &metric, &opts).host()?;
     let warped: Array = images
@@ -158,7 +163,7 @@ const PARZEN_GROUP: [Opt; 2] = [
     o("sigma", "0.5", "Parzen kernel sigma, bins"),
 ];
 
-const GROUPWISE_OPTS: [Opt; 9] = [
+const GROUPWISE_OPTS: [Opt; 11] = [
     o("metric", "xmetric()", "groupwise measure: xmetric(...), ape(), cte(), congealing(), gmm() or a name"),
     o("transform", "rigid", "translation, rigid, similarity, affine (one per image)"),
     o("grid", "the first image's", "the common grid (an image or a grid)"),
@@ -172,6 +177,12 @@ const GROUPWISE_OPTS: [Opt; 9] = [
     o("sigmas", "factor-based", "Gaussian sigma per level, voxels of each image"),
     o("points", "10000", "random points of the common grid per iteration"),
     o("seed", "0", "seed of the point draws"),
+    o(
+        "polish",
+        "50000",
+        "points of a final L-BFGS refinement at the finest level (the model refitted there, then held); 0: none",
+    ),
+    o("polish_iterations", "20", "most L-BFGS iterations of the refinement"),
 ];
 
 /// The help of the groupwise builtins (see [`crate::dsl::help`]).
