@@ -22,6 +22,7 @@ use candle_core::{DType, Device, Tensor, Var};
 use nalgebra::Matrix4;
 use rayon::prelude::*;
 
+use super::init::{centre_of_mass, Init};
 use super::iso::{registration_lbfgs, LevelReport, Polish, Schedule};
 use super::level::PointSampler;
 use super::minimize::{first_order, lbfgs_run, Eval, FirstOrderOptions, Objective};
@@ -47,6 +48,10 @@ pub struct GroupwiseOptions {
     pub seed: u64,
     /// Checked before every iteration; when set, stop and return the transforms reached.
     pub cancel: Option<Arc<AtomicBool>>,
+    /// How the transforms start: [`Init::Identity`] (the images' world coordinates as they are), or
+    /// each image translated by its grid centre's ([`Init::Centres`]) or intensity centre of mass's
+    /// ([`Init::Moments`]) offset from the group's mean, the common grid moved to centre on that mean.
+    pub init: Init,
     /// A final L-BFGS refinement at the finest level on one fixed draw of points, the measure's model
     /// (X-CoReg, GMM) refitted there and then held (Adam's last iterates carry the noise of their
     /// point draws); `None`: none.
@@ -308,7 +313,8 @@ impl Objective for GroupLevel<'_> {
 }
 
 /// Registers `images` (N >= 2, one channel each, any grids) groupwise onto a common space on `grid`
-/// with linear transforms of `opts.kind`, minimizing `metric` over the pyramid of `opts.schedule` with
+/// (moved to centre on the group's mean centre unless `opts.init` is the identity) with linear
+/// transforms of `opts.kind`, minimizing `metric` over the pyramid of `opts.schedule` with
 /// Adam (fresh random points every iteration; the last iterate of each level carries on). With
 /// `xmetric`, the fitted model gives the posterior segmentation on `grid` at the end.
 ///
@@ -339,9 +345,36 @@ pub fn groupwise_linear(
     let s = &opts.schedule;
     let pyramids = images.iter().map(|im| pyramid(im, &s.factors, s.sigmas.as_deref())).collect::<Result<Vec<_>>>()?;
     let n_img = images.len();
-    let centre = grid.centre();
     let identity: Vec<f64> = opts.kind.identity_params().iter().map(|&v| v as f64).collect();
     let mut x: Vec<f64> = identity.iter().cycle().take(n_img * identity.len()).copied().collect();
+    let moved_grid;
+    let grid = match opts.init {
+        Init::Identity => grid,
+        init => {
+            let centres = images
+                .iter()
+                .map(|im| if init == Init::Centres { Ok(im.grid().centre()) } else { centre_of_mass(im) })
+                .collect::<Result<Vec<_>>>()?;
+            let mean: [f64; 3] = std::array::from_fn(|a| centres.iter().map(|c| c[a]).sum::<f64>() / n_img as f64);
+            let np = identity.len();
+            let slots = if opts.kind == LinearKind::Matrix { [3, 7, 11] } else { [0, 1, 2] };
+            for (j, c) in centres.iter().enumerate() {
+                for a in 0..3 {
+                    x[j * np + slots[a]] += c[a] - mean[a];
+                }
+            }
+            let gc = grid.centre();
+            let o = grid.origin();
+            moved_grid = Grid::new(
+                grid.shape(),
+                grid.spacing(),
+                std::array::from_fn(|a| o[a] + mean[a] - gc[a]),
+                grid.direction(),
+            )?;
+            &moved_grid
+        }
+    };
+    let centre = grid.centre();
     let radius = {
         let c = grid.corners();
         c.iter().map(|p| (0..3).map(|k| (p[k] - centre[k]).powi(2)).sum::<f64>().sqrt()).fold(0.0, f64::max) / 2.0
@@ -555,6 +588,7 @@ mod tests {
                 points: 4000,
                 seed: 1,
                 cancel: None,
+                init: Init::Identity,
                 polish: None,
             };
             let r = groupwise_linear(&images, &grid, &metric, &opts)?;
@@ -575,6 +609,36 @@ mod tests {
     }
 
     #[test]
+    fn moments_start_a_group_whose_world_coordinates_are_far_apart() -> Result<()> {
+        // The second image is the first's contrast-changed copy on a grid 80 mm away (another scanner's
+        // origin): its content sits 80 mm along x from the first's.
+        let a = blob(1.0, 0.3, 0.0);
+        let b0 = blob(0.2, 1.0, 0.0);
+        let g = a.grid();
+        let far =
+            Grid::new(g.shape(), g.spacing(), [g.origin()[0] + 80.0, g.origin()[1], g.origin()[2]], g.direction())?;
+        let b = Image::from_vec(b0.to_vec_f32()?, 1, far)?;
+        let mut opts = GroupwiseOptions {
+            kind: LinearKind::Rigid,
+            schedule: Schedule::new(2, &[40, 20], 1.0)?,
+            points: 3000,
+            seed: 0,
+            cancel: None,
+            init: Init::Identity,
+            polish: None,
+        };
+        let m = GroupMetric::new("ape")?;
+        let e = groupwise_linear(&[a.clone(), b.clone()], a.grid(), &m, &opts).err().map(|e| e.to_string());
+        assert!(e.unwrap_or_default().contains("share no point"), "no overlap from the world coordinates");
+        opts.init = Init::Moments;
+        let r = groupwise_linear(&[a.clone(), b], a.grid(), &m, &opts)?;
+        let (t0, t1) = (r.transforms[0].param_values()?, r.transforms[1].param_values()?);
+        assert!((t1[0] - t0[0] - 80.0).abs() < 0.5, "relative x translation {} mm, expected 80", t1[0] - t0[0]);
+        assert!((r.grid.centre()[0] - (a.grid().centre()[0] + 40.0)).abs() < 1.0, "the common grid sits between them");
+        Ok(())
+    }
+
+    #[test]
     fn a_cancel_returns_what_was_reached_and_says_so() -> Result<()> {
         let images = vec![blob(1.0, 0.3, 0.0), blob(0.2, 1.0, 3.0)];
         let cancel = Arc::new(AtomicBool::new(true));
@@ -584,6 +648,7 @@ mod tests {
             points: 1000,
             seed: 0,
             cancel: Some(cancel),
+            init: Init::Identity,
             polish: Some(Polish { points: 2000, iterations: 5 }),
         };
         let r = groupwise_linear(&images, images[0].grid(), &GroupMetric::new("ape")?, &opts)?;
@@ -603,6 +668,7 @@ mod tests {
             points: 1000,
             seed: 0,
             cancel: None,
+            init: Init::Moments,
             polish: None,
         };
         let m = GroupMetric::new("xmetric")?;

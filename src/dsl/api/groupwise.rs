@@ -15,6 +15,7 @@ use crate::image::resample::Padding;
 use crate::image::Image;
 use crate::metrics::groupwise::{gre, GroupMetric};
 use crate::optim::groupwise::{groupwise_linear, GroupwiseOptions};
+use crate::optim::init::Init;
 use crate::spatial::{warp, WarpInterpolation};
 use crate::spatial::{LinearKind, Transform};
 
@@ -92,6 +93,7 @@ fn groupwise_impl(host: &Host, images: &Array, o: &Opts) -> RhaiResult<Map> {
         points: o.usize("points")?.unwrap_or(10_000),
         seed: o.usize("seed")?.unwrap_or(0) as u64,
         cancel: Some(host.cancel.clone()),
+        init: Init::parse(&o.string("init")?.unwrap_or_else(|| "moments".into())).host_key("init")?,
         polish: {
             let points = o.usize("polish")?.unwrap_or(50_000);
             let iterations = o.usize("polish_iterations")?.unwrap_or(20);
@@ -163,10 +165,11 @@ const PARZEN_GROUP: [Opt; 2] = [
     o("sigma", "0.5", "Parzen kernel sigma, bins"),
 ];
 
-const GROUPWISE_OPTS: [Opt; 11] = [
+const GROUPWISE_OPTS: [Opt; 12] = [
     o("metric", "xmetric()", "groupwise measure: xmetric(...), ape(), cte(), congealing(), gmm() or a name"),
     o("transform", "rigid", "translation, rigid, similarity, affine (one per image)"),
-    o("grid", "the first image's", "the common grid (an image or a grid)"),
+    o("grid", "the first image's", "the common grid (an image or a grid), moved to centre on the group's mean centre unless init=\"identity\""),
+    o("init", "moments", "identity (world coordinates as they are), centres (grid centres) or moments (intensity centres of mass): each image starts translated by its centre's offset from the group's mean"),
     o("scales", "3", "pyramid levels"),
     o("iterations", "100,..,60,40", "Adam iterations per level, coarse to fine"),
     o(
