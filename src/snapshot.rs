@@ -519,6 +519,56 @@ pub(crate) fn line(img: &mut RgbImage, clip: &Rect, a: (f64, f64), b: (f64, f64)
     }
 }
 
+/// A picture of several images side by side: one column per image, the three orthogonal slices of
+/// [`snapshot`] (rows axial, coronal, sagittal; neurological convention) through `opts.point` (default:
+/// the first image's grid centre), the first image's grid giving the planes and pixels. A one-channel
+/// image is drawn in grey in its own window ([`window`]); a multi-channel one (class probabilities,
+/// such as X-CoReg's posterior segmentation) as its most probable channel at each pixel in
+/// [`LEVEL_COLOURS`]`[k % 8]` (black outside the image).
+///
+/// Errors: no images; as [`Layout::new`]; tensor-backend errors.
+pub fn montage(images: &[Image], opts: &SnapshotOptions) -> Result<RgbImage> {
+    let first = images.first().ok_or_else(|| Error::arg("montage", "no images to draw"))?;
+    let layout = Layout::new(first.grid(), vec![Column::Fixed; images.len()], false, opts)?;
+    let mut img = RgbImage::new(layout.width, layout.height);
+    for (col, im) in images.iter().enumerate() {
+        if im.channels() == 1 {
+            let src = Source::new(im)?;
+            for (row, view) in View::ALL.iter().enumerate() {
+                let r = layout.panels[row][col];
+                let p = src.panel(&layout, *view, &r);
+                for y in 0..r.height {
+                    for x in 0..r.width {
+                        img.put_pixel(r.x + x, r.y + y, Rgb([p[(y * r.width + x) as usize]; 3]));
+                    }
+                }
+            }
+            continue;
+        }
+        let data = im.to_vec_f32()?;
+        let (shape, nv) = (im.grid().shape(), im.grid().num_voxels());
+        let w2v = im.grid().world_to_voxel();
+        for (row, view) in View::ALL.iter().enumerate() {
+            let r = layout.panels[row][col];
+            for y in 0..r.height {
+                for x in 0..r.width {
+                    let v = crate::image::grid::apply(&w2v, layout.world_of(*view, x, y));
+                    let mut best: Option<(usize, f32)> = None;
+                    for (k, channel) in data.chunks_exact(nv).enumerate() {
+                        let s = sample(channel, shape, v, false);
+                        if s > 0.0 && best.is_none_or(|(_, b)| s > b) {
+                            best = Some((k, s));
+                        }
+                    }
+                    let rgb = best.map_or([0; 3], |(k, _)| LEVEL_COLOURS[k % LEVEL_COLOURS.len()]);
+                    img.put_pixel(r.x + x, r.y + y, Rgb(rgb));
+                }
+            }
+        }
+    }
+    Ok(img)
+}
+
 /// Writes `img` as a PNG at `path`, atomically (a temporary file in the same directory, then a rename);
 /// missing parent directories are created.
 ///

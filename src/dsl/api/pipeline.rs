@@ -225,6 +225,20 @@ pub fn register(engine: &mut Engine, host: &Arc<Host>) {
         crate::snapshot::save_snapshot(&s.fixed, &s.moving, Some(&warped), &losses, &opts, path).host()?;
         Ok(path.to_string())
     });
+    engine.register_fn("montage", |images: Array, path: &str| -> RhaiResult<String> {
+        let images = images
+            .iter()
+            .enumerate()
+            .map(|(i, d)| {
+                d.clone().try_cast::<Image>().ok_or_else(|| {
+                    arg_error("montage", format!("item {i} is a {}, not an image", crate::dsl::options::type_of(d)))
+                })
+            })
+            .collect::<RhaiResult<Vec<_>>>()?;
+        let picture = crate::snapshot::montage(&images, &Default::default()).host()?;
+        crate::snapshot::write_png(&picture, path).host()?;
+        Ok(path.to_string())
+    });
 }
 
 const ISO_OPTS: [Opt; 20] = [
@@ -302,6 +316,14 @@ pub static HELP: &[Help] = &[
             o("patience", "0", "dense: a level stops after this many iterations without a better loss and returns its best field (0: runs to its cap, returns its last field)"),
         ],
         example: "let t1 = load(\"data/avg152/avg152T1.nii\");\nlet t2 = load(\"data/avg152/avg152T2.nii\");\nlet r = register(t2, t1, transform=\"rigid\", metric=mi, scales=2, iterations=[20, 10]);\nassert(r.stages.len() == 1 && r.transform.kind == \"rigid\", \"one rigid stage\");\nassert(displacement_error(r.transform, affine(), t1) < 1.0, \"T2 and T1 are aligned already\");",
+    },
+    Help {
+        name: "montage",
+        domain: "pipeline",
+        signature: "montage(images, path) -> path",
+        summary: "Write a PNG of images side by side: one column per image, rows axial / coronal / sagittal slices through the first image's grid centre (neurological convention); a one-channel image in grey, a multi-channel one (class probabilities, e.g. groupwise X-CoReg's posterior) as its most probable class in colour",
+        options: &[],
+        example: "let t1 = load(\"data/avg152/avg152T1.nii\");\nlet t2 = load(\"data/avg152/avg152T2.nii\");\nassert(montage([t1, t2], \"target/dsl_help_montage.png\") == \"target/dsl_help_montage.png\" && exists(\"target/dsl_help_montage.png\"), \"written\");",
     },
     Help {
         name: "snapshot",
