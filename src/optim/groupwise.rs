@@ -28,7 +28,7 @@ use super::level::PointSampler;
 use super::minimize::{first_order, lbfgs_run, Eval, FirstOrderOptions, Objective};
 use super::optimizer::AdamVec;
 use crate::error::{Error, Result};
-use crate::image::smooth::pyramid;
+use crate::image::smooth::{pyramid, PyramidLevel};
 use crate::image::trilinear::{corner_grad, corner_value, corners};
 use crate::image::{Grid, Image};
 use crate::metrics::groupwise::{group_loss_with, xmetric_posterior, GroupKind, GroupMetric, GroupState};
@@ -216,6 +216,56 @@ impl GroupLevel<'_> {
     }
 }
 
+/// What every level's objective of one run shares.
+struct Shared<'a> {
+    metric: &'a GroupMetric,
+    pyramids: &'a [Vec<PyramidLevel>],
+    ranges: &'a [(f64, f64)],
+    kind: LinearKind,
+    centre: [f64; 3],
+    identity: &'a [f64],
+}
+
+impl Shared<'_> {
+    /// The objective of pyramid level `l` on the level's common grid `common`, `n` points per draw from
+    /// `seed`, the iterates from `average_from` on averaged.
+    fn level<'s>(
+        &'s self,
+        l: usize,
+        common: &Grid,
+        n: usize,
+        seed: u64,
+        state: &'s mut GroupState,
+        average_from: usize,
+    ) -> Result<GroupLevel<'s>> {
+        let members = self
+            .pyramids
+            .iter()
+            .zip(self.ranges)
+            .map(|(p, &r)| Member::new(&p[l].image, r))
+            .collect::<Result<Vec<_>>>()?;
+        let mut sampler = PointSampler::new(common, None, n, seed)?;
+        let points = sorted(sampler.draw_points());
+        Ok(GroupLevel {
+            metric: self.metric,
+            members,
+            common_to_world: common.voxel_to_world(),
+            kind: self.kind,
+            centre: self.centre,
+            identity: self.identity.to_vec(),
+            sampler,
+            points,
+            state,
+            device: Device::Cpu,
+            evals: 0,
+            average_from,
+            sum: Vec::new(),
+            count: 0,
+            update: true,
+        })
+    }
+}
+
 impl Objective for GroupLevel<'_> {
     fn eval(&mut self, x: &[f64]) -> Result<Eval> {
         let n_img = self.n_img();
@@ -382,32 +432,13 @@ pub fn groupwise_linear(
     let scales: Vec<f64> = super::iso::param_scales(opts.kind, radius.max(1.0)).repeat(n_img);
     let mut state = GroupState::Empty;
     let mut levels = Vec::new();
-    let device = Device::Cpu;
+    let shared = Shared { metric, pyramids: &pyramids, ranges: &ranges, kind: opts.kind, centre, identity: &identity };
     for (l, &factor) in s.factors.iter().enumerate() {
         let t0 = Instant::now();
         let common = grid.downsampled(factor)?;
-        let members =
-            pyramids.iter().zip(&ranges).map(|(p, &r)| Member::new(&p[l].image, r)).collect::<Result<Vec<_>>>()?;
         let n = opts.points.min(common.num_voxels());
-        let mut sampler = PointSampler::new(&common, None, n, opts.seed.wrapping_add(l as u64))?;
-        let points = sorted(sampler.draw_points());
-        let mut obj = GroupLevel {
-            metric,
-            members,
-            common_to_world: common.voxel_to_world(),
-            kind: opts.kind,
-            centre,
-            identity: identity.clone(),
-            sampler,
-            points,
-            state: &mut state,
-            device: device.clone(),
-            evals: 0,
-            average_from: s.iterations[l] - s.iterations[l] / 3,
-            sum: Vec::new(),
-            count: 0,
-            update: true,
-        };
+        let average_from = s.iterations[l] - s.iterations[l] / 3;
+        let mut obj = shared.level(l, &common, n, opts.seed.wrapping_add(l as u64), &mut state, average_from)?;
         let iters = s.iterations[l];
         let bar = super::progress::level_bar(&format!("groupwise {}", metric.name()), l, s.factors.len(), iters);
         let o = FirstOrderOptions {
@@ -445,28 +476,8 @@ pub fn groupwise_linear(
         let t0 = Instant::now();
         let l = s.factors.len() - 1;
         let common = grid.downsampled(factor)?;
-        let members =
-            pyramids.iter().zip(&ranges).map(|(p, &r)| Member::new(&p[l].image, r)).collect::<Result<Vec<_>>>()?;
-        let mut sampler =
-            PointSampler::new(&common, None, po.points.min(common.num_voxels()), opts.seed.wrapping_add(2000))?;
-        let points = sorted(sampler.draw_points());
-        let mut obj = GroupLevel {
-            metric,
-            members,
-            common_to_world: common.voxel_to_world(),
-            kind: opts.kind,
-            centre,
-            identity: identity.clone(),
-            sampler,
-            points,
-            state: &mut state,
-            device: device.clone(),
-            evals: 0,
-            average_from: usize::MAX,
-            sum: Vec::new(),
-            count: 0,
-            update: true,
-        };
+        let n = po.points.min(common.num_voxels());
+        let mut obj = shared.level(l, &common, n, opts.seed.wrapping_add(2000), &mut state, usize::MAX)?;
         // Refit the model on these points at the transforms reached, then hold it.
         for _ in 0..5 {
             obj.eval(&x)?;

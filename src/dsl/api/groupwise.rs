@@ -54,8 +54,8 @@ fn metric_option(o: &Opts) -> RhaiResult<GroupMetric> {
     }
 }
 
-/// The images of an array.
-fn image_list(d: &Array, func: &str) -> RhaiResult<Vec<Image>> {
+/// The images of an array. Errors: an item that is not an image (named by its index).
+pub(crate) fn image_list(d: &Array, func: &str) -> RhaiResult<Vec<Image>> {
     d.iter()
         .enumerate()
         .map(|(i, x)| {

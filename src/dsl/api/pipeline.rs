@@ -226,15 +226,7 @@ pub fn register(engine: &mut Engine, host: &Arc<Host>) {
         Ok(path.to_string())
     });
     engine.register_fn("montage", |images: Array, path: &str| -> RhaiResult<String> {
-        let images = images
-            .iter()
-            .enumerate()
-            .map(|(i, d)| {
-                d.clone().try_cast::<Image>().ok_or_else(|| {
-                    arg_error("montage", format!("item {i} is a {}, not an image", crate::dsl::options::type_of(d)))
-                })
-            })
-            .collect::<RhaiResult<Vec<_>>>()?;
+        let images = super::groupwise::image_list(&images, "montage")?;
         let picture = crate::snapshot::montage(&images, &Default::default()).host()?;
         crate::snapshot::write_png(&picture, path).host()?;
         Ok(path.to_string())
