@@ -117,8 +117,9 @@ impl GroupMetric {
         if self.bins < 4 || self.bins > 256 {
             return Err(Error::arg(self.name(), format!("bins must be 4 to 256, got {}", self.bins)));
         }
-        if !(self.sigma.is_finite() && self.sigma > 0.0) {
-            return Err(Error::arg(self.name(), format!("sigma must be positive (bins), got {}", self.sigma)));
+        // The Parzen kernels reach 4 sigma each side within a 64-bin buffer.
+        if !(self.sigma.is_finite() && self.sigma > 0.0 && self.sigma <= 7.5) {
+            return Err(Error::arg(self.name(), format!("sigma must be in (0, 7.5] bins, got {}", self.sigma)));
         }
         Ok(())
     }
@@ -964,6 +965,9 @@ mod tests {
         let (u, w) = group(0);
         let e = group_loss(&m, &u, &w, &mut GroupState::Empty).err().map(|e| e.to_string()).unwrap_or_default();
         assert!(e.contains("classes"), "{e}");
+        let mut wide = GroupMetric::new("congealing").unwrap_or_else(|e| panic!("{e}"));
+        wide.sigma = 20.0;
+        assert!(group_loss(&wide, &u, &w, &mut GroupState::Empty).is_err(), "a kernel wider than the bins' buffer");
         let e = GroupMetric::new("congealing_").err().map(|e| e.to_string()).unwrap_or_default();
         assert!(e.contains("congealing"), "did you mean: {e}");
         let one = u.narrow(0, 0, 1).unwrap_or_else(|e| panic!("{e}"));

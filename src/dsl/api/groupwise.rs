@@ -162,7 +162,7 @@ pub fn register(engine: &mut Engine, host: &Arc<Host>) {
 
 const PARZEN_GROUP: [Opt; 2] = [
     o("bins", "32", "Parzen bins over each image's 0.5th to 99.5th percentile"),
-    o("sigma", "0.5", "Parzen kernel sigma, bins"),
+    o("sigma", "0.5", "Parzen kernel sigma, bins (at most 7.5)"),
 ];
 
 const GROUPWISE_OPTS: [Opt; 12] = [
