@@ -463,3 +463,47 @@ fn a_small_fixed_mask_survives_coarse_levels_and_a_mask_off_the_image_is_an_erro
     let e = level_mask(&off, &coarse).unwrap_err().to_string();
     assert!(e.contains("outside the fixed image"), "{e}");
 }
+
+#[test]
+fn cr_patch_on_sample_points_recovers_a_copy_and_known_rigid_motions() {
+    // CR-patch on the fused sampled path (the default for `iso(cr_patch)`: random points grouped by
+    // patch, Adam over five levels, then the L-BFGS polish): ICBM 2009a T1 at 2 mm registered onto an
+    // exact copy of itself (on a grid 16 voxels wider), and onto itself moved by known rigid motions. On
+    // the image's global Parzen bins the copy ended at a 1 % shrink (0.54 mm); on each patch's own range
+    // 0.004 mm (measured here; the rigid motions 0.05-0.06 mm).
+    let (fixed, mask, _) = icbm_2mm();
+    let g = fixed.grid().clone();
+    let [nx, ny, nz] = g.shape();
+    let wide = g.sub_grid([-16; 3], [nx + 32, ny + 32, nz + 32]).unwrap();
+    let metric = Metric::parse("cr_patch").unwrap();
+    let mut schedule = Schedule::new(5, &[100, 100, 100, 60, 40], 1.0).unwrap();
+    schedule.lr = default_lr(&schedule.factors);
+    let opts = regsh::optim::IsoOptions {
+        schedule,
+        metric: metric.clone(),
+        fixed_mask: None,
+        convergence: (10, 1e-5),
+        cancel: None,
+        sampling: regsh::optim::Sampling::default_for(&metric),
+        seed: 0,
+        optimizer: regsh::optim::IsoOptimizer::Adam,
+        polish: Some(regsh::optim::Polish::default()),
+    };
+    assert_eq!(opts.sampling, regsh::optim::Sampling::Random(regsh::optim::iso::DEFAULT_PATCH_POINTS));
+    let deg = 1f64.to_radians();
+    for (case, p, tol) in [
+        ("copy", [0.0; 6], 0.02),
+        ("rigid 1", [8.0, -6.0, 4.0, 6.0 * deg, -4.0 * deg, 5.0 * deg], 0.2),
+        ("rigid 2", [-5.0, 9.0, -7.0, -7.0 * deg, 5.0 * deg, 3.0 * deg], 0.2),
+    ] {
+        let truth = Linear::from_params(LinearKind::Rigid, &p, g.centre()).unwrap();
+        let moving =
+            warp(&fixed, truth.inverse().unwrap().as_ref(), &wide, WarpInterpolation::Linear, Padding::Zero).unwrap();
+        let init = regsh::optim::init::initial_transform(LinearKind::Affine, &fixed, &moving, Init::Moments).unwrap();
+        let t0 = std::time::Instant::now();
+        let r = regsh::optim::iso_linear(&fixed, &moving, &init, &opts).unwrap();
+        let err = mean_displacement_error(&r.transform, &truth, &g, Some(&mask)).unwrap();
+        eprintln!("cr_patch, {case}: error {err:.3} mm in {:.1} s", t0.elapsed().as_secs_f64());
+        assert!(err < tol, "cr_patch, {case}: error {err} mm (at most {tol})");
+    }
+}

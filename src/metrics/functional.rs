@@ -335,6 +335,35 @@ pub fn correlation_ratio(
     Ok((t / offsets.len() as f64)?)
 }
 
+/// The loss of the symmetric CR of the samples `g` (all inside the moving image `(1, Z, Y, X)`) with each
+/// image's intensities mapped onto the bins by their own smallest and largest values there (the moving
+/// ones by a differentiable min / max), as [`crate::ops::point_metric::PatchPoints`] does per patch.
+fn cr_on_own_ranges(
+    a: &Tensor,
+    pp: &crate::ops::point_metric::PointParzen,
+    g: &crate::ops::point_metric::PointSamples,
+    moving: &Tensor,
+) -> Result<Tensor> {
+    let dev = moving.device();
+    let n = g.len();
+    let pts = Tensor::from_slice(&g.points, (n, 3), dev)?;
+    let q = pts.matmul(&a.narrow(1, 0, 3)?.t()?)?.broadcast_add(&a.narrow(1, 3, 1)?.squeeze(1)?)?;
+    let m = crate::ops::grid_sample(moving, &q, crate::ops::SampleMode::Linear, crate::image::resample::Padding::Zero)?
+        .flatten_all()?;
+    let unit = |t: &Tensor| -> Result<Tensor> {
+        let (lo, hi) = (t.min_keepdim(0)?, t.max_keepdim(0)?);
+        Ok(t.broadcast_sub(&lo)?.broadcast_div(&(hi - &lo)?)?.reshape((1, 1, 1, n))?)
+    };
+    let f = Tensor::from_slice(&g.fixed, n, dev)?;
+    let opts = ParzenOptions {
+        bins: pp.parzen.bins,
+        sigma: pp.parzen.sigma,
+        range_fixed: Some((0.0, 1.0)),
+        range_moving: Some((0.0, 1.0)),
+    };
+    Ok(correlation_ratio(&unit(&f)?, &unit(&m)?, &opts, 0, false, None)?.neg()?)
+}
+
 /// The slow twin of the fused point measure [`crate::ops::point_metric`], from differentiable candle ops:
 /// the points mapped by `a` `(3, 4)` (fixed voxel indices to moving voxel indices) with a matrix
 /// product, the moving image `(1, Z, Y, X)` or `(Z, Y, X)` sampled there by
@@ -348,7 +377,7 @@ pub fn point_metric_slow(
     samples: &crate::ops::point_metric::PointSamples,
     moving: &Tensor,
 ) -> Result<Tensor> {
-    use crate::ops::point_metric::{PointMeasure, PointParzen};
+    use crate::ops::point_metric::{PointMeasure, PointParzen, MIN_PATCH_POINTS};
     use crate::ops::{grid_sample, SampleMode};
     let n = samples.len();
     let dev = moving.device();
@@ -357,6 +386,56 @@ pub fn point_metric_slow(
         _ => moving.clone(),
     };
     let (_, z, y, x) = moving.dims4()?;
+    if let PointMeasure::Patches(pm) = measure {
+        // Each patch's points inside the moving image (nearest voxel) as a sample list of its own,
+        // measured by the global slow twin (CR on the patch's own intensity ranges, the moving one
+        // differentiably); the patches with at least MIN_PATCH_POINTS points averaged, then
+        // the layouts.
+        let av = a.flatten_all()?.to_dtype(DType::F64)?.to_vec1::<f64>()?;
+        let inside = |p: &[f32]| {
+            (0..3).all(|r| {
+                let q =
+                    av[4 * r] * p[0] as f64 + av[4 * r + 1] * p[1] as f64 + av[4 * r + 2] * p[2] as f64 + av[4 * r + 3];
+                q >= 0.0 && q <= [x, y, z][r] as f64 - 1.0
+            })
+        };
+        let mut total: Option<Tensor> = None;
+        for lay in &pm.layouts {
+            let counts = lay.counts();
+            let mut groups = vec![crate::ops::point_metric::PointSamples::default(); lay.num_patches()];
+            for i in (0..n).filter(|&i| inside(&samples.points[3 * i..3 * i + 3])) {
+                let p = &samples.points[3 * i..3 * i + 3];
+                let v: [usize; 3] = std::array::from_fn(|k| (p[k].round().max(0.0) as usize).min(lay.shape[k] - 1));
+                let g = &mut groups[lay.patch_at(&counts, v)];
+                g.points.extend_from_slice(p);
+                g.fixed.push(samples.fixed[i]);
+            }
+            let mut sum: Option<Tensor> = None;
+            let mut counted = 0usize;
+            for g in groups {
+                if g.len() < MIN_PATCH_POINTS {
+                    continue;
+                }
+                let l = match &*pm.measure {
+                    PointMeasure::Cr(pp) => cr_on_own_ranges(a, pp, &g, &moving)?,
+                    other => point_metric_slow(a, other, &g, &moving)?,
+                };
+                counted += 1;
+                sum = Some(match sum {
+                    None => l,
+                    Some(t) => (t + l)?,
+                });
+            }
+            if let Some(sm) = sum {
+                let l = (sm / (counted * pm.layouts.len()) as f64)?;
+                total = Some(match total {
+                    None => l,
+                    Some(t) => (t + l)?,
+                });
+            }
+        }
+        return Ok(total.unwrap_or(Tensor::zeros((), DType::F32, dev)?));
+    }
     let pts = Tensor::from_slice(&samples.points, (n, 3), dev)?;
     let q = pts.matmul(&a.narrow(1, 0, 3)?.t()?)?.broadcast_add(&a.narrow(1, 3, 1)?.squeeze(1)?)?;
     let hi = Tensor::new(&[x as f32 - 1.0, y as f32 - 1.0, z as f32 - 1.0], dev)?;
@@ -378,5 +457,6 @@ pub fn point_metric_slow(
         PointMeasure::Mi(pp) => mutual_information(&fv, &m, &po(pp), 0, Some(&inside))?.neg()?,
         PointMeasure::Nmi(pp) => normalized_mutual_information(&fv, &m, &po(pp), 0, Some(&inside))?.neg()?,
         PointMeasure::Cr(pp) => correlation_ratio(&fv, &m, &po(pp), 0, false, Some(&inside))?.neg()?,
+        PointMeasure::Patches(_) => return Err(Error::arg("point_metric_slow", "nested patch measures")),
     })
 }

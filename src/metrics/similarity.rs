@@ -473,11 +473,48 @@ impl Metric {
             || self.terms.iter().any(|(_, m)| m.is_local())
     }
 
-    /// Whether the measure has a fused point-list form ([`Metric::point_measure`], once the Parzen
-    /// ranges are set): global SSD, NCC, MI, NMI and CR.
+    /// Whether the measure has a fused point-list form ([`Metric::point_measure_on`], once the Parzen
+    /// ranges are set): global SSD, NCC, MI, NMI and CR, and the patch measures (MI-patch, CR-patch).
     pub fn has_point_form(&self) -> bool {
-        matches!(self.kind, MetricKind::Mse | MetricKind::Ncc | MetricKind::Mi | MetricKind::Nmi | MetricKind::Cr)
-            && self.patch == 0
+        match self.kind {
+            MetricKind::Mse | MetricKind::Ncc => self.patch == 0,
+            MetricKind::Mi | MetricKind::Nmi | MetricKind::Cr | MetricKind::MiPatch | MetricKind::CrPatch => true,
+            _ => false,
+        }
+    }
+
+    /// The fused point-list form of this measure for sample points of a fixed grid of `shape` `(x, y, z)`
+    /// voxels: [`Metric::point_measure`] for global measures; for patch measures (MI-patch, CR-patch:
+    /// `patch > 0`) the same Parzen measure per patch of `patch` voxels of that grid
+    /// ([`crate::ops::point_metric::PatchPoints`]), with a second patch grid shifted by half a patch
+    /// when `shifted` (CR-patch, as [`crate::metrics::functional::correlation_ratio`]). `None` where
+    /// [`Metric::point_measure`] gives none for the global measure.
+    pub fn point_measure_on(&self, shape: [usize; 3]) -> Option<crate::ops::point_metric::PointMeasure> {
+        use crate::ops::point_metric::{PatchPoints, PointMeasure};
+        if self.patch == 0 {
+            return self.point_measure();
+        }
+        let global = Metric { patch: 0, ..self.clone() };
+        let inner = match self.kind {
+            MetricKind::MiPatch | MetricKind::Mi => PointMeasure::Mi(global.point_parzen()?),
+            MetricKind::Nmi => PointMeasure::Nmi(global.point_parzen()?),
+            MetricKind::CrPatch | MetricKind::Cr => PointMeasure::Cr(global.point_parzen()?),
+            _ => return None,
+        };
+        let p = self.patch;
+        let mut layouts = vec![crate::ops::parzen::PatchLayout::new(shape, [p; 3], [0; 3])];
+        if self.shifted && matches!(self.kind, MetricKind::CrPatch | MetricKind::Cr) {
+            layouts.push(crate::ops::parzen::PatchLayout::new(shape, [p; 3], [p / 2; 3]));
+        }
+        Some(PointMeasure::Patches(PatchPoints { measure: Box::new(inner), layouts }))
+    }
+
+    fn point_parzen(&self) -> Option<crate::ops::point_metric::PointParzen> {
+        Some(crate::ops::point_metric::PointParzen {
+            parzen: crate::ops::parzen::Parzen { bins: self.parzen.bins, sigma: self.parzen.sigma },
+            range_fixed: self.parzen.range_fixed?,
+            range_moving: self.parzen.range_moving?,
+        })
     }
 
     /// The fused point-list form of this measure ([`crate::ops::point_metric`]), for global SSD, NCC,
@@ -485,14 +522,8 @@ impl Metric {
     /// measures, and Parzen measures whose
     /// intensity ranges are not both set (see [`Metric::set`]).
     pub fn point_measure(&self) -> Option<crate::ops::point_metric::PointMeasure> {
-        use crate::ops::point_metric::{PointMeasure, PointParzen};
-        let parzen = || -> Option<PointParzen> {
-            Some(PointParzen {
-                parzen: crate::ops::parzen::Parzen { bins: self.parzen.bins, sigma: self.parzen.sigma },
-                range_fixed: self.parzen.range_fixed?,
-                range_moving: self.parzen.range_moving?,
-            })
-        };
+        use crate::ops::point_metric::PointMeasure;
+        let parzen = || self.point_parzen();
         match self.kind {
             MetricKind::Mse => Some(PointMeasure::Mse),
             MetricKind::Ncc => Some(PointMeasure::Ncc),

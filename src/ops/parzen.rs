@@ -53,6 +53,11 @@ impl PatchLayout {
     pub fn num_patches(&self) -> usize {
         self.counts().iter().product()
     }
+    /// The patch holding voxel `v` `(x, y, z)`, with `counts` = [`PatchLayout::counts`].
+    #[inline]
+    pub fn patch_at(&self, counts: &[usize; 3], v: [usize; 3]) -> usize {
+        self.patch_of(counts, v[0], v[1], v[2])
+    }
     #[inline]
     fn patch_of(&self, c: &[usize; 3], i: usize, j: usize, k: usize) -> usize {
         let px = (i + self.offset[0]) / self.patch[0];

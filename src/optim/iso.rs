@@ -169,12 +169,14 @@ impl Sampling {
     /// The default for a measure: for global measures with a fused form ([`Metric::has_point_form`])
     /// [`DEFAULT_POINTS`] random points per iteration (elastix uses 2 048; Adam's steps average the
     /// noise of a draw over the next ones, and [`Polish`] removes what is left): SSD, NCC, MI, NMI and
-    /// CR; 20 000 for any other global one (evaluated with tensors), the jittered grid for local ones.
+    /// CR; [`DEFAULT_PATCH_POINTS`] for the patch measures (MI-patch, CR-patch: the points grouped by
+    /// patch, [`crate::ops::point_metric::PatchPoints`]); 20 000 for any other global one (evaluated with
+    /// tensors), the jittered grid for other local ones (LNCC, measures written in the DSL).
     pub fn default_for(metric: &Metric) -> Sampling {
-        if metric.is_local() {
+        if metric.has_point_form() {
+            Sampling::Random(if metric.is_local() { DEFAULT_PATCH_POINTS } else { DEFAULT_POINTS })
+        } else if metric.is_local() {
             Sampling::Jittered
-        } else if metric.has_point_form() {
-            Sampling::Random(DEFAULT_POINTS)
         } else {
             Sampling::Random(20_000)
         }
@@ -183,6 +185,11 @@ impl Sampling {
 
 /// Random points per iteration of global measures with a fused form by default ([`Sampling::default_for`]).
 pub const DEFAULT_POINTS: usize = 5_000;
+
+/// Random points per iteration of the patch measures (MI-patch, CR-patch) by default: each patch of a
+/// fine level (16^3 voxels: about 250 patches on a 2 mm brain) needs its own Parzen statistics, so they
+/// see more points than a global measure ([`Sampling::default_for`]).
+pub const DEFAULT_PATCH_POINTS: usize = 20_000;
 
 /// What happened at one pyramid level.
 #[derive(Clone, Debug, Serialize)]
@@ -327,13 +334,13 @@ fn level_objective<'a>(
     let first_order = opts.optimizer == IsoOptimizer::Adam;
     let seed = opts.seed.wrapping_add(l as u64);
     let random = match opts.sampling {
-        Sampling::Random(n) if !metric.is_local() && n < fl.grid().num_voxels() => {
+        Sampling::Random(n) if (metric.has_point_form() || !metric.is_local()) && n < fl.grid().num_voxels() => {
             let s = PointSampler::new(fl.grid(), mask.as_ref(), n, seed)?;
             Some(if first_order { Points::Fresh(s) } else { Points::Once(s) })
         }
         _ => None,
     };
-    if matches!(opts.sampling, Sampling::Random(_)) && metric.point_measure().is_some() {
+    if matches!(opts.sampling, Sampling::Random(_)) && metric.point_measure_on(fl.grid().shape()).is_some() {
         let points = random.unwrap_or(Points::Grid);
         return Ok(Box::new(FusedLevel::new(metric, fl, ml, init, points, mask.as_ref())?));
     }
@@ -479,9 +486,8 @@ pub fn iso_linear_pyramids(
         x.clone_from(&run.x);
         polish = Some(LevelReport::of_run(fl.factor, run, t0.elapsed().as_secs_f64(), false));
     }
-    if let (Some(p), Some(_), false, Some(fl), Some(ml)) =
-        (opts.polish, metric.point_measure(), cancelled, fpyr.last(), mpyr.last())
-    {
+    let fused = fpyr.last().and_then(|fl| metric.point_measure_on(fl.image.grid().shape()));
+    if let (Some(p), Some(_), false, Some(fl), Some(ml)) = (opts.polish, fused, cancelled, fpyr.last(), mpyr.last()) {
         let t0 = Instant::now();
         let mask = opts.fixed_mask.as_ref().map(|m| level_mask(m, fl.image.grid())).transpose()?;
         let candidates = match &mask {

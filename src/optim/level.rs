@@ -162,8 +162,9 @@ impl FusedLevel {
         points: Points,
         mask: Option<&Tensor>,
     ) -> Result<Self> {
-        let measure =
-            metric.point_measure().ok_or_else(|| Error::arg("iso", format!("{metric} has no fused point form")))?;
+        let measure = metric
+            .point_measure_on(fixed.grid().shape())
+            .ok_or_else(|| Error::arg("iso", format!("{metric} has no fused point form")))?;
         let obj = SampledObjective::new(measure, fixed.grid(), moving, init.kind(), init.centre())?;
         let fdata = fixed.to_vec_f32()?;
         let (sampler, samples) = match points {

@@ -67,7 +67,7 @@ fn iso_impl(host: &Host, state: &RegState, metric: Option<Metric>, o: &Opts) -> 
     }
     stage.seed = o.usize("seed")?.unwrap_or(0) as u64;
     if let Some(n) = o.usize("points")? {
-        if stage.sampling.is_none() && !stage.metric.is_local() {
+        if stage.sampling.is_none() && (stage.metric.has_point_form() || !stage.metric.is_local()) {
             stage.sampling = Some(crate::optim::Sampling::Random(n.max(1)));
         }
     }
@@ -251,8 +251,8 @@ const ISO_OPTS: [Opt; 20] = [
     o("mask", "-", "fixed-grid mask: only non-zero voxels count"),
     o("tolerance", "1e-5", "windowed-slope convergence tolerance (relative); 0 runs every iteration"),
     o("seed", "0", "seed of the random sample points (global measures)"),
-    o("points", "5000", "random off-grid points per iteration (global measures; fresh each iteration)"),
-    o("polish", "0", "points of a final L-BFGS refinement at full resolution (global measures); 0: none"),
+    o("points", "5000 (patch measures 20000)", "random off-grid points per iteration (global and patch measures; fresh each iteration)"),
+    o("polish", "0", "points of a final L-BFGS refinement at full resolution (global and patch measures); 0: none"),
     o("polish_iterations", "20", "most L-BFGS iterations of the final refinement"),
     o("grad_sigma", "3", "dense: Gaussian sigma (voxels) applied to each gradient"),
     o("field_sigma", "1", "dense: Gaussian sigma (voxels) applied to the field after each step (0: none)"),
@@ -294,8 +294,8 @@ pub static HELP: &[Help] = &[
             o("scales", "3", "pyramid levels of the linear stages"),
             o("iterations", "100,..,60,40", "iterations per level of the linear stages, coarse to fine"),
             o("lr", "0.25*factor+0.25", "learning rate of the linear stages (one number for all levels), mm per step"),
-            o("points", "5000", "linear stages: random off-grid points per Adam iteration (global measures)"),
-            o("polish", "50000", "linear: points of the final L-BFGS refinement of the last stage (global measures); 0: none"),
+            o("points", "5000 (patch measures 20000)", "linear stages: random off-grid points per Adam iteration (global and patch measures)"),
+            o("polish", "50000", "linear: points of the final L-BFGS refinement of the last stage (global and patch measures); 0: none"),
             o("polish_iterations", "20", "linear: most L-BFGS iterations of the final refinement"),
             o("seed", "0", "seed of the random sample points"),
             o("init", "moments", "identity, centres or moments"),
