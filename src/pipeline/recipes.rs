@@ -186,6 +186,8 @@ pub fn register_linear_with(
             cancel: control.cancel.clone(),
             sampling: match (Sampling::default_for(metric), control.points) {
                 (Sampling::Random(_), Some(n)) => Sampling::Random(n.max(1)),
+                // Patch measures on sample points when asked (else on the jittered grid).
+                (_, Some(n)) if metric.has_point_form() => Sampling::Random(n.max(1)),
                 (other, _) => other,
             },
             seed: control.seed.wrapping_mul(31).wrapping_add(i as u64),
