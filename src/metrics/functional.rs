@@ -405,8 +405,7 @@ pub fn point_metric_slow(
             let mut groups = vec![crate::ops::point_metric::PointSamples::default(); lay.num_patches()];
             for i in (0..n).filter(|&i| inside(&samples.points[3 * i..3 * i + 3])) {
                 let p = &samples.points[3 * i..3 * i + 3];
-                let v: [usize; 3] = std::array::from_fn(|k| (p[k].round().max(0.0) as usize).min(lay.shape[k] - 1));
-                let g = &mut groups[lay.patch_at(&counts, v)];
+                let g = &mut groups[lay.patch_of_point(&counts, p)];
                 g.points.extend_from_slice(p);
                 g.fixed.push(samples.fixed[i]);
             }

@@ -494,11 +494,10 @@ impl Metric {
         if self.patch == 0 {
             return self.point_measure();
         }
-        let global = Metric { patch: 0, ..self.clone() };
         let inner = match self.kind {
-            MetricKind::MiPatch | MetricKind::Mi => PointMeasure::Mi(global.point_parzen()?),
-            MetricKind::Nmi => PointMeasure::Nmi(global.point_parzen()?),
-            MetricKind::CrPatch | MetricKind::Cr => PointMeasure::Cr(global.point_parzen()?),
+            MetricKind::MiPatch | MetricKind::Mi => PointMeasure::Mi(self.point_parzen()?),
+            MetricKind::Nmi => PointMeasure::Nmi(self.point_parzen()?),
+            MetricKind::CrPatch | MetricKind::Cr => PointMeasure::Cr(self.point_parzen()?),
             _ => return None,
         };
         let p = self.patch;

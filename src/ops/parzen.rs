@@ -53,9 +53,11 @@ impl PatchLayout {
     pub fn num_patches(&self) -> usize {
         self.counts().iter().product()
     }
-    /// The patch holding voxel `v` `(x, y, z)`, with `counts` = [`PatchLayout::counts`].
+    /// The patch holding the point `p` (voxel indices `(x, y, z)`): the patch of its nearest voxel
+    /// (clamped to the volume), with `counts` = [`PatchLayout::counts`].
     #[inline]
-    pub fn patch_at(&self, counts: &[usize; 3], v: [usize; 3]) -> usize {
+    pub fn patch_of_point(&self, counts: &[usize; 3], p: &[f32]) -> usize {
+        let v: [usize; 3] = std::array::from_fn(|a| (p[a].round().max(0.0) as usize).min(self.shape[a] - 1));
         self.patch_of(counts, v[0], v[1], v[2])
     }
     #[inline]

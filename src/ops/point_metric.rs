@@ -581,14 +581,6 @@ fn add_point_grad(acc: &mut [f64; 12], c: f64, sp: &Sampled, p: &[f32]) {
     }
 }
 
-/// The patch of layout `lay` holding the point `p` (voxel indices `(x, y, z)`): the patch of its nearest
-/// voxel (clamped to the layout's volume).
-#[inline]
-fn patch_of_point(lay: &PatchLayout, counts: &[usize; 3], p: &[f32]) -> usize {
-    let v: [usize; 3] = std::array::from_fn(|a| (p[a].round().max(0.0) as usize).min(lay.shape[a] - 1));
-    lay.patch_at(counts, v)
-}
-
 /// One patch's loss and `dL/dA` from its counted points `idx`; `None` when the patch does not count.
 ///
 /// CR bins each patch on the patch's own intensity ranges (the smallest and largest fixed and moving
@@ -674,7 +666,7 @@ fn patch_loss(pm: &PatchPoints, samples: &PointSamples, sampled: &[Sampled]) -> 
         let ids: Vec<usize> = sampled
             .iter()
             .enumerate()
-            .map(|(i, s)| if s.inside { patch_of_point(lay, &counts, &samples.points[3 * i..3 * i + 3]) } else { np })
+            .map(|(i, s)| if s.inside { lay.patch_of_point(&counts, &samples.points[3 * i..3 * i + 3]) } else { np })
             .collect();
         let mut start = vec![0usize; np + 2];
         for &p in ids.iter().filter(|&&p| p < np) {
