@@ -26,6 +26,12 @@ pub(crate) fn sample_padded(img: &[f32], s: Shape3, p: [f64; 3], pad: Pad) -> f3
         Pad::Border => (true, 0.0),
         Pad::Value(v) => (false, v),
     };
+    // No corner inside (a point a voxel or more beyond the image, or not finite): the padding value,
+    // without the corners. Resampling onto a wider grid (random affines with a margin, pictures, network
+    // grids) puts most of its points here.
+    if !border && !(0..3).all(|a| p[a] > -1.0 && p[a] < s[a] as f64) {
+        return value;
+    }
     let c = corners(p, s, border);
     if value != 0.0 && c.idx.iter().all(|&i| i == usize::MAX) {
         return value;
@@ -236,4 +242,60 @@ pub(crate) fn corner_grad(img: &[f32], c: &Corners) -> [f32; 3] {
         }
     }
     g
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Trilinear interpolation written out: the 8 neighbours, those outside the image taking `value`.
+    fn reference(img: &[f32], s: Shape3, p: [f64; 3], value: f32) -> f32 {
+        if !p.iter().all(|v| v.is_finite()) {
+            return value;
+        }
+        let f = [p[0].floor(), p[1].floor(), p[2].floor()];
+        let mut acc = 0f64;
+        for k in 0..8 {
+            let o = [k & 1, (k >> 1) & 1, (k >> 2) & 1];
+            let mut w = 1f64;
+            let mut idx = [0i64; 3];
+            for a in 0..3 {
+                let t = p[a] - f[a];
+                w *= if o[a] == 1 { t } else { 1.0 - t };
+                idx[a] = f[a] as i64 + o[a] as i64;
+            }
+            let inside = (0..3).all(|a| idx[a] >= 0 && idx[a] < s[a] as i64);
+            let v = if inside {
+                img[((idx[2] as usize * s[1]) + idx[1] as usize) * s[0] + idx[0] as usize] as f64
+            } else {
+                value as f64
+            };
+            acc += w * v;
+        }
+        acc as f32
+    }
+
+    #[test]
+    fn padded_samples_match_the_written_out_interpolation_inside_at_and_beyond_the_border() {
+        let s = [5, 4, 3];
+        let img: Vec<f32> = (0..60).map(|i| ((i * 37) % 11) as f32 + 1.0).collect();
+        // Interior, on the last voxel, within a voxel outside (partial), exactly a voxel outside and far.
+        let coords = [-3.0, -1.0, -0.999, -0.5, 0.0, 0.3, 1.7, 2.0, 2.5, 3.999, 4.0, 4.5, 4.999, 5.0, 9.0];
+        for value in [0f32, 2.5] {
+            for &x in &coords {
+                for &y in &[-1.0, -0.25, 0.5, 2.9, 3.5, 4.0] {
+                    for &z in &[-0.5, 0.0, 1.5, 2.0, 2.75, 3.0] {
+                        let p = [x, y, z];
+                        let got = sample_padded(&img, s, p, Pad::Value(value));
+                        let want = reference(&img, s, p, value);
+                        assert!((got - want).abs() < 1e-5, "{p:?} pad {value}: {got} vs {want}");
+                        if value == 0.0 {
+                            assert!((sample(&img, s, p, false) - want).abs() < 1e-5, "{p:?}");
+                        }
+                    }
+                }
+            }
+            assert_eq!(sample_padded(&img, s, [f64::NAN, 1.0, 1.0], Pad::Value(value)), value);
+        }
+    }
 }
