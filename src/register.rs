@@ -63,7 +63,9 @@ pub struct RegisterArgs {
     /// Most L-BFGS iterations of the final refinement.
     #[arg(long, default_value_t = Polish::default().iterations)]
     pub polish_iterations: usize,
-    /// Initialization: identity, centres, moments.
+    /// Initialization: identity, centres, moments, or search (moments, then the best of a coarse search
+    /// over rotations by the linear measure at 8 mm, as FSL FLIRT's: heads tilted by up to about 30
+    /// degrees, full heads onto brain-only templates; about a second more).
     #[arg(long, default_value = "moments")]
     pub init: String,
     /// Iterations per level of the dense stage, coarse to fine (factors 2^(n-1) .. 1). Default

@@ -368,8 +368,8 @@ impl Objective for GroupLevel<'_> {
 /// Adam (fresh random points every iteration; the last iterate of each level carries on). With
 /// `xmetric`, the fitted model gives the posterior segmentation on `grid` at the end.
 ///
-/// Errors: fewer than two images; an image with several channels, NaN or infinite voxels, or constant;
-/// a measure whose options are invalid; an invalid schedule; images that share no point with the common
+/// Errors: fewer than two images; [`Init::Search`] (pairwise only); an image with several channels, NaN
+/// or infinite voxels, or constant; a measure whose options are invalid; an invalid schedule; images that share no point with the common
 /// grid (the first level's loss sees no point inside every image); tensor errors.
 pub fn groupwise_linear(
     images: &[Image],
@@ -397,6 +397,10 @@ pub fn groupwise_linear(
     let n_img = images.len();
     let identity: Vec<f64> = opts.kind.identity_params().iter().map(|&v| v as f64).collect();
     let mut x: Vec<f64> = identity.iter().cycle().take(n_img * identity.len()).copied().collect();
+    if opts.init == Init::Search {
+        let why = "a rotation search against one fixed image is for pairwise registration; use moments";
+        return Err(Error::arg("groupwise", format!("init=\"search\": {why}")));
+    }
     let moved_grid;
     let grid = match opts.init {
         Init::Identity => grid,

@@ -17,10 +17,16 @@ pub enum Init {
     /// Translate the fixed image's intensity centre of mass onto the moving one's, rotating about the
     /// fixed centre of mass (SimpleITK `MOMENTS`, ANTs `[fixed, moving, 1]`).
     Moments,
+    /// [`Init::Moments`], then a coarse search over rotations by the registration's measure
+    /// ([`crate::optim::search::rotation_search`], FSL FLIRT-style): for heads tilted by up to about 30
+    /// degrees and full heads onto brain-only templates. [`initial_transform`] alone gives the moments
+    /// start; the search runs where the measure is known (the linear recipes, the pipeline's `init`).
+    Search,
 }
 
 impl Init {
-    /// Parses `identity`, `centres` / `centers` / `geometry`, `moments` / `com` (with "did you mean").
+    /// Parses `identity`, `centres` / `centers` / `geometry`, `moments` / `com`, `search` (with "did you
+    /// mean").
     pub fn parse(name: &str) -> Result<Self> {
         names::lookup(
             "initialization",
@@ -32,6 +38,7 @@ impl Init {
                 ("geometry", Init::Centres),
                 ("moments", Init::Moments),
                 ("com", Init::Moments),
+                ("search", Init::Search),
             ],
         )
     }
@@ -77,14 +84,15 @@ pub fn centre_of_mass(img: &Image) -> Result<[f64; 3]> {
 }
 
 /// The identity of `kind` moved by `init`: translation from the fixed to the moving centre (grid or
-/// centre of mass), centre of rotation at the fixed one.
+/// centre of mass), centre of rotation at the fixed one. [`Init::Search`] gives the centres of mass
+/// here (its rotation search needs the measure: [`crate::optim::search::rotation_search`]).
 ///
 /// Errors: as [`centre_of_mass`].
 pub fn initial_transform(kind: LinearKind, fixed: &Image, moving: &Image, init: Init) -> Result<Linear> {
     let (cf, cm) = match init {
         Init::Identity => (fixed.grid().centre(), fixed.grid().centre()),
         Init::Centres => (fixed.grid().centre(), moving.grid().centre()),
-        Init::Moments => (centre_of_mass(fixed)?, centre_of_mass(moving)?),
+        Init::Moments | Init::Search => (centre_of_mass(fixed)?, centre_of_mass(moving)?),
     };
     let mut p: Vec<f64> = kind.identity_params().iter().map(|&v| v as f64).collect();
     if kind == LinearKind::Matrix {

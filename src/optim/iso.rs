@@ -260,6 +260,17 @@ impl IsoResult {
     }
 }
 
+/// Half the distance (mm) from `grid`'s centre to its farthest corner: the radius at which
+/// [`param_scales`] makes a unit rotation step move points by about 1 mm.
+pub(crate) fn grid_radius(grid: &crate::image::Grid) -> f64 {
+    let ctr = grid.centre();
+    grid.corners()
+        .iter()
+        .map(|p| ((p[0] - ctr[0]).powi(2) + (p[1] - ctr[1]).powi(2) + (p[2] - ctr[2]).powi(2)).sqrt())
+        .fold(0.0, f64::max)
+        / 2.0
+}
+
 /// Per-parameter step scales of a linear kind: 1 for translations (mm); `1 / radius` for rotations,
 /// scales and shears, so a unit step moves points at the image's radius by about 1 mm.
 pub(crate) fn param_scales(kind: LinearKind, radius: f64) -> Vec<f64> {
@@ -412,15 +423,7 @@ pub fn iso_linear_pyramids(
     }
     let start = Instant::now();
     let metric = fix_ranges(&opts.metric, fixed, moving)?;
-    let radius = {
-        let c = fixed.grid().corners();
-        let ctr = fixed.grid().centre();
-        c.iter()
-            .map(|p| ((p[0] - ctr[0]).powi(2) + (p[1] - ctr[1]).powi(2) + (p[2] - ctr[2]).powi(2)).sqrt())
-            .fold(0.0, f64::max)
-            / 2.0
-    };
-    let scales = param_scales(init.kind(), radius.max(1.0));
+    let scales = param_scales(init.kind(), grid_radius(fixed.grid()).max(1.0));
     let mut x = init.param_values()?;
     let mut levels = Vec::new();
     for (l, (fl, ml)) in fpyr.iter().zip(mpyr).enumerate() {

@@ -12,6 +12,7 @@
 //! | [`lbfgs`](mod@lbfgs) | L-BFGS (two-loop recursion) with a strong-Wolfe line search |
 //! | [`minimize`] | the loops over flat f64 parameters every optimization but network training shares: first-order ([`VecOptimizer`]), L-BFGS, Powell; the [`Objective`] trait |
 //! | [`level`] | the objectives of one linear ISO level: fused sampled points, or tensors (grid, jittered grid, random points); the level mask |
+//! | [`search`] | a coarse search over rotations (FLIRT-style) before a linear registration: the capture range |
 //! | [`stop`] | why an optimization ended ([`Stop`]) |
 //! | [`objective`] | candle losses as flat-vector objectives (value, gradient); physical-shift scales |
 //! | [`sampled`] | the fused sampled loss of a linear transform as an f64 objective (no tensors per evaluation) |
@@ -33,6 +34,7 @@ pub mod optimizer;
 pub mod powell;
 pub(crate) mod progress;
 pub mod sampled;
+pub mod search;
 pub mod stop;
 
 pub use convergence::WindowedSlope;
@@ -46,4 +48,5 @@ pub use minimize::{first_order, lbfgs_run, powell_run, Eval, FirstOrderOptions, 
 pub use objective::{flatten, physical_shift_scales, tensor_objective, tensor_value, unflatten};
 pub use optimizer::{Adam, AdamMoments, AdamVec, Optimizer, Sgd, SgdVec, VecOptimizer};
 pub use powell::{powell, PowellOptions, PowellResult};
+pub use search::{rotation_search, RotationSearch, SearchReport};
 pub use stop::{Criterion, Stop};

@@ -17,6 +17,7 @@ use crate::image::smooth::pyramid;
 use crate::image::{Grid, Image};
 use crate::metrics::Metric;
 use crate::optim::init::{initial_transform, Init};
+use crate::optim::search::{rotation_search, RotationSearch};
 use crate::optim::{
     iso_linear_pyramids, DenseModel, DenseOptions, IsoOptimizer, IsoOptions, Polish, Regularizer, Sampling, Schedule,
 };
@@ -138,9 +139,11 @@ impl RunControl {
     }
 }
 
-/// Runs the stages of a linear recipe: each stage starts from the previous one's result.
+/// Runs the stages of a linear recipe: each stage starts from the previous one's result; with
+/// [`Init::Search`] the first stage starts from the best of a coarse rotation search by `metric`
+/// ([`rotation_search`]; MI when `metric` has no fused point form).
 ///
-/// Errors: as [`crate::optim::iso_linear`] and [`initial_transform`].
+/// Errors: as [`crate::optim::iso_linear`], [`initial_transform`] and [`rotation_search`].
 pub fn register_linear(
     fixed: &Image,
     moving: &Image,
@@ -169,6 +172,11 @@ pub fn register_linear_with(
 ) -> Result<(Linear, Vec<StageReport>)> {
     let first = kinds.first().ok_or_else(|| Error::arg("register", "no stage"))?;
     let mut t = initial_transform(*first, fixed, moving, init)?;
+    if init == Init::Search && *first != LinearKind::Translation {
+        let search = RotationSearch { seed: control.seed, ..Default::default() };
+        let (found, _) = rotation_search(fixed, moving, &t, metric, fixed_mask, &search, control.cancel.clone())?;
+        t = promote(&found, *first)?;
+    }
     let mut reports = Vec::new();
     // One pyramid of each image for every stage.
     schedule.check()?;

@@ -11,6 +11,7 @@ use crate::image::resample::Padding;
 use crate::image::Image;
 use crate::metrics::Metric;
 use crate::optim::init::{initial_transform, Init};
+use crate::optim::search::{rotation_search, RotationSearch};
 use crate::optim::{iso_dense, iso_linear, DenseModel, DenseOptions, IsoOptions, Sampling, Schedule};
 use crate::spatial::{LinearKind, WarpInterpolation};
 
@@ -30,12 +31,18 @@ impl Default for InitOptions {
 }
 
 /// A registration state for `moving` onto `fixed` (MOVING first), with the identity of `opts.kind` moved
-/// by `opts.method` ([`initial_transform`]): no stage run yet.
+/// by `opts.method` ([`initial_transform`]; [`Init::Search`]: then the best of a coarse rotation search
+/// by Parzen MI, [`rotation_search`]): no stage run yet.
 ///
-/// Errors: as [`initial_transform`] (a constant image with `moments`).
+/// Errors: as [`initial_transform`] (a constant image with `moments`) and [`rotation_search`].
 pub fn init(moving: &Image, fixed: &Image, opts: &InitOptions) -> Result<RegState> {
     let t0 = Instant::now();
-    let t = initial_transform(opts.kind, fixed, moving, opts.method)?;
+    let mut t = initial_transform(opts.kind, fixed, moving, opts.method)?;
+    if opts.method == Init::Search && opts.kind != LinearKind::Translation {
+        let mi = Metric::new("mi")?;
+        let (found, _) = rotation_search(fixed, moving, &t, &mi, None, &RotationSearch::default(), None)?;
+        t = promote(&found, opts.kind)?;
+    }
     Ok(RegState {
         fixed: fixed.clone(),
         moving: moving.clone(),

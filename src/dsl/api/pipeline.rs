@@ -271,9 +271,9 @@ pub static HELP: &[Help] = &[
         summary: "Start a registration: the identity of a transform kind moved by an initialization",
         options: &[
             o("transform", "affine", "translation, rigid, similarity, affine"),
-            o("method", "moments", "identity, centres (grid centres) or moments (centres of mass)"),
+            o("method", "moments", "identity, centres (grid centres), moments (centres of mass) or search (moments, then the best of a coarse search over rotations by Parzen MI at 8 mm, as FSL FLIRT's: heads tilted up to about 30 degrees, full heads onto brain templates)"),
         ],
-        example: "let t1 = load(\"data/avg152/avg152T1.nii\");\nlet moved = warp(t1, translation([-6.0, 0.0, 0.0]), t1);\nlet s = init(moved, t1, transform=\"rigid\");\nassert(s.transform.kind == \"rigid\" && s.stages.len() == 0, \"no stage run yet\");\nassert(abs(s.params[0] - 6.0) < 1.0, \"centres of mass give the shift: moved(x) = t1(x - 6), so T(x) = x + 6\");",
+        example: "let t1 = load(\"data/avg152/avg152T1.nii\");\nlet moved = warp(t1, translation([-6.0, 0.0, 0.0]), t1);\nlet s = init(moved, t1, transform=\"rigid\");\nassert(s.transform.kind == \"rigid\" && s.stages.len() == 0, \"no stage run yet\");\nassert(abs(s.params[0] - 6.0) < 1.0, \"centres of mass give the shift: moved(x) = t1(x - 6), so T(x) = x + 6\");\nlet tilted = warp(t1, rigid([0.0, 0.0, 0.0, 0.45, 0.0, 0.0], about=t1), t1);   // 26 degrees about x\nlet found = init(tilted, t1, transform=\"rigid\", method=\"search\");\nassert(abs(found.params[3] + 0.45) < 0.03, \"the rotation search finds the tilt (T rotates back by -0.45 rad)\");",
     },
     Help {
         name: "iso",
@@ -298,7 +298,7 @@ pub static HELP: &[Help] = &[
             o("polish", "50000", "linear: points of the final L-BFGS refinement of the last stage (global measures; patch measures with points=); 0: none"),
             o("polish_iterations", "20", "linear: most L-BFGS iterations of the final refinement"),
             o("seed", "0", "seed of the random sample points"),
-            o("init", "moments", "identity, centres or moments"),
+            o("init", "moments", "identity, centres, moments, or search (moments, then a coarse search over rotations by the linear measure at 8 mm, FLIRT-style: a wider capture range)"),
             o("mask", "-", "fixed-grid mask: only non-zero voxels count"),
             o("dense_iterations", "100,100,50", "iterations per level of the dense stage (factors 2^(n-1) .. 1)"),
             o("grad_sigma", "3", "dense: Gaussian sigma (voxels) applied to each gradient"),
