@@ -239,3 +239,71 @@ fn rigid_of(t: &Linear) -> Result<Linear> {
     };
     Linear::from_params(LinearKind::Rigid, &q, t.centre())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::image::Grid;
+
+    /// A blob off-centre in a 24^3 volume of 4 mm voxels (a shape with no rotational symmetry).
+    fn blob() -> Image {
+        let n = 24;
+        let g = Grid::axis_aligned([n; 3], [4.0; 3], [-48.0; 3]).unwrap();
+        let v: Vec<f32> = (0..n * n * n)
+            .map(|i| {
+                let (x, y, z) = ((i % n) as f64, ((i / n) % n) as f64, (i / (n * n)) as f64);
+                let d = ((x - 10.0) / 6.0).powi(2) + ((y - 13.0) / 4.0).powi(2) + ((z - 12.0) / 3.0).powi(2);
+                let e = ((x - 15.0) / 2.0).powi(2) + ((y - 9.0) / 2.0).powi(2) + ((z - 12.0) / 2.0).powi(2);
+                (100.0 * (-d).exp() + 60.0 * (-e).exp()) as f32
+            })
+            .collect();
+        Image::from_vec(v, 1, g).unwrap()
+    }
+
+    #[test]
+    fn bad_settings_and_a_matrix_start_are_errors() {
+        let im = blob();
+        let start = Linear::from_params(LinearKind::Rigid, &[0.0; 6], im.grid().centre()).unwrap();
+        let mi = Metric::new("mi").unwrap();
+        for opts in [
+            RotationSearch { angles_deg: vec![], ..Default::default() },
+            RotationSearch { points: 0, ..Default::default() },
+            RotationSearch { angles_deg: vec![0.0, f64::NAN], ..Default::default() },
+        ] {
+            assert!(rotation_search(&im, &im, &start, &mi, None, &opts, None).is_err(), "{opts:?}");
+        }
+        let matrix = Linear::from_params(
+            LinearKind::Matrix,
+            &LinearKind::Matrix.identity_params().iter().map(|&v| v as f64).collect::<Vec<_>>(),
+            [0.0; 3],
+        )
+        .unwrap();
+        assert!(rotation_search(&im, &im, &matrix, &mi, None, &RotationSearch::default(), None).is_err());
+    }
+
+    #[test]
+    fn a_rotation_on_the_search_grid_is_found() {
+        // The blob rotated by 30 degrees about z (moving(x) = fixed(R x) about the centre): the search
+        // starts from the unrotated pose and must end near R^-1, -30 degrees.
+        let fixed = blob();
+        let c = fixed.grid().centre();
+        let r = Linear::from_params(LinearKind::Rigid, &[0.0, 0.0, 0.0, 0.0, 0.0, 30f64.to_radians()], c).unwrap();
+        let moving = crate::spatial::warp(
+            &fixed,
+            &r,
+            fixed.grid(),
+            crate::spatial::WarpInterpolation::Linear,
+            crate::image::resample::Padding::Zero,
+        )
+        .unwrap();
+        let start = Linear::from_params(LinearKind::Rigid, &[0.0; 6], c).unwrap();
+        let opts = RotationSearch { level_mm: 8.0, select_mm: 4.0, ..Default::default() };
+        let (t, report) =
+            rotation_search(&fixed, &moving, &start, &Metric::new("ssd").unwrap(), None, &opts, None).unwrap();
+        let p = t.param_values().unwrap();
+        assert!((p[5].to_degrees() + 30.0).abs() < 2.0, "rotation about z {} deg ({report:?})", p[5].to_degrees());
+        assert!(p[3].to_degrees().abs() < 2.0 && p[4].to_degrees().abs() < 2.0, "{p:?}");
+        assert_eq!(report.candidates, 125);
+        assert!(report.loss <= report.start_loss, "{report:?}");
+    }
+}
