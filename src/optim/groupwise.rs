@@ -369,8 +369,9 @@ impl Objective for GroupLevel<'_> {
 /// `xmetric`, the fitted model gives the posterior segmentation on `grid` at the end.
 ///
 /// Errors: fewer than two images; [`Init::Search`] (pairwise only); an image with several channels, NaN
-/// or infinite voxels, or constant; a measure whose options are invalid; an invalid schedule; images that share no point with the common
-/// grid (the first level's loss sees no point inside every image); tensor errors.
+/// or infinite voxels, or constant; a measure whose options are invalid; an invalid schedule; images
+/// that share no point with the common grid (the first level's loss sees no point inside every image);
+/// tensor errors.
 pub fn groupwise_linear(
     images: &[Image],
     grid: &Grid,
