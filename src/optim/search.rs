@@ -6,9 +6,9 @@
 //! registration of brain images", section 4: a search over rotations at 8 mm, each candidate's
 //! translation optimized, the best few refined) and ANTs' `antsAI`: every rotation of a grid of Euler
 //! angles about the fixed centre of mass (translation from the centres of mass) gets a short rigid
-//! L-BFGS at a coarse level (about 8 mm voxels), the best few a longer one, and the lowest loss wins.
-//! All candidates are judged on one fixed draw of sample points with the measure's fused point form, so
-//! their losses compare.
+//! L-BFGS at a coarse level (about 8 mm voxels), the best few (and the unrotated one) a longer one there
+//! and another at about 4 mm, where the lowest loss wins. Each level judges its candidates on one fixed
+//! draw of sample points with the measure's fused point form, so their losses compare.
 
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -178,6 +178,11 @@ pub fn rotation_search(
     let mut best: Option<(f64, Vec<f64>, [f64; 3])> = None;
     let mut start_loss = f64::NAN;
     for i in chosen {
+        // After a cancel the remaining candidates' losses (of the screen) do not compare with the refined
+        // ones: the best so far stands.
+        if cancelled && best.is_some() {
+            break;
+        }
         let (screen_loss, x, angles) = &screened[i];
         let (mut loss, mut x) = (*screen_loss, x.clone());
         if !cancelled {
