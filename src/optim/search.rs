@@ -234,15 +234,10 @@ fn key(loss: f64) -> f64 {
 
 /// The rigid part of `t` (translation, and rotation for kinds that have one) about its centre.
 fn rigid_of(t: &Linear) -> Result<Linear> {
-    let p = t.param_values()?;
-    let q = match t.kind() {
-        LinearKind::Rigid | LinearKind::Similarity | LinearKind::Affine => p[..6].to_vec(),
-        LinearKind::Translation => vec![p[0], p[1], p[2], 0.0, 0.0, 0.0],
-        LinearKind::Matrix => {
-            return Err(Error::arg("rotation search", "a start given as a matrix has no rotation parameters to search"))
-        }
-    };
-    Linear::from_params(LinearKind::Rigid, &q, t.centre())
+    if t.kind() == LinearKind::Matrix {
+        return Err(Error::arg("rotation search", "a start given as a matrix has no rotation parameters to search"));
+    }
+    t.with_kind(LinearKind::Rigid)
 }
 
 #[cfg(test)]

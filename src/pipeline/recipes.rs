@@ -97,19 +97,11 @@ pub fn linear_schedule(scales: usize, iterations: Option<&[usize]>, lr: Option<f
     Ok(s)
 }
 
-/// The parameters of `from` carried into `kind` (a prefix of the 12-parameter form, identity for the
-/// rest), about the same centre.
+/// The parameters of `from` carried into `kind` ([`Linear::with_kind`]).
 ///
 /// Errors: as [`Linear::from_params`].
 pub fn promote(from: &Linear, kind: LinearKind) -> Result<Linear> {
-    let p = from.param_values()?;
-    let mut q: Vec<f64> = kind.identity_params().iter().map(|&v| v as f64).collect();
-    let keep = p.len().min(q.len());
-    q[..keep].copy_from_slice(&p[..keep]);
-    if from.kind() == LinearKind::Similarity && kind == LinearKind::Affine {
-        q[6..9].copy_from_slice(&[p[6]; 3]);
-    }
-    Linear::from_params(kind, &q, from.centre())
+    from.with_kind(kind)
 }
 
 /// How the linear stages run: random sampling seed, cancel flag, sample points and the final refinement.

@@ -169,6 +169,23 @@ impl Linear {
         Linear::new(self.kind, params, self.centre)
     }
 
+    /// The parameters carried into `kind` (a prefix of the 12-parameter form, identity for the rest; a
+    /// similarity's one scale on all three axes of an affine), about the same centre: a rigid result
+    /// promoted to affine, or the rigid part of an affine. Not for [`LinearKind::Matrix`], whose
+    /// parameters are matrix entries.
+    ///
+    /// Errors: as [`Linear::from_params`].
+    pub fn with_kind(&self, kind: LinearKind) -> Result<Self> {
+        let p = self.param_values()?;
+        let mut q: Vec<f64> = kind.identity_params().iter().map(|&v| v as f64).collect();
+        let keep = p.len().min(q.len());
+        q[..keep].copy_from_slice(&p[..keep]);
+        if self.kind == LinearKind::Similarity && kind == LinearKind::Affine {
+            q[6..9].copy_from_slice(&[p[6]; 3]);
+        }
+        Linear::from_params(kind, &q, self.centre)
+    }
+
     /// The differentiable `(3, 4)` world matrix `[M | c + t - M c]`.
     pub fn matrix(&self) -> Result<Tensor> {
         let dev = self.params.device();
