@@ -75,13 +75,18 @@ pub struct RegisterArgs {
     /// Dense stage: Gaussian sigma (voxels) applied to each gradient (fluid-like). Default 3.
     #[arg(long)]
     pub grad_sigma: Option<f64>,
-    /// Dense stage: Gaussian sigma (voxels) applied to the field after each step (elastic-like).
-    /// Default 1; 0: none.
+    /// Dense stage: Gaussian sigma (voxels) applied to the field after a step of a tenth of a voxel
+    /// (elastic-like); a step of s voxels gets sigma * sqrt(10 s), so the smoothing keeps pace with the
+    /// decaying step. Default 1; 0: none.
     #[arg(long)]
     pub field_sigma: Option<f64>,
-    /// Dense stage: a level stops after this many iterations without a better loss and returns its
-    /// best field. Default 0: every level runs to its cap (or the slope test) and returns its last
-    /// field, which measured more accurate with MI (see `DenseOptions::defaults`).
+    /// Dense stage: a level ends when its last 10 iterations added at most this fraction of the
+    /// level's fall, after 10 iterations of a cooling step. Default 0.05; 0: every level runs to its
+    /// iteration cap.
+    #[arg(long)]
+    pub plateau: Option<f64>,
+    /// Dense stage: a level also stops after this many iterations without a better loss. Default 0:
+    /// no such test. Every level returns the best field it evaluated.
     #[arg(long)]
     pub patience: Option<usize>,
     /// Dense stage regularizer: `diffusion:W`, `bending:W`, `folding:W` or `none` (default: none for syn / svf,
@@ -126,6 +131,7 @@ impl RegisterArgs {
                 grad_sigma: self.grad_sigma,
                 field_sigma: self.field_sigma,
                 patience: self.patience,
+                plateau: self.plateau,
                 regularizer: self.regularizer.as_deref().map(Regularizer::parse).transpose()?,
                 control_spacing: self.control_spacing,
                 steps: None,

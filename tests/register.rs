@@ -15,7 +15,7 @@ use regsh::image::{DataType, Grid};
 use regsh::metrics::evaluation::{dice, jacobian_stats, mean_displacement_error};
 use regsh::metrics::Metric;
 use regsh::optim::init::Init;
-use regsh::optim::Schedule;
+use regsh::optim::{Criterion, Schedule, Stop};
 use regsh::pipeline::recipes::{default_lr, register_linear, stages};
 use regsh::spatial::{warp, Composite, Ddf, Linear, LinearKind, Transform, WarpInterpolation};
 
@@ -374,8 +374,9 @@ fn fused_greedy_levels_match_the_tensor_path() {
         let mut opts = DenseOptions::defaults(DenseModel::Greedy, Metric::new(name).unwrap(), &g).unwrap();
         opts.schedule = Schedule::new(2, &[8, 6], 1.0).unwrap();
         opts.schedule.lr = vec![2.0, 1.0];
-        // A short convergence window, so that the two paths must also agree on where a level stops.
-        opts.convergence = (4, 1e-3);
+        // A short plateau window and cool-down, so that the two paths must also agree on where a level
+        // starts to cool down and stops.
+        opts.plateau = Some(regsh::optim::Plateau { window: 2, fraction: 0.3, cooldown: 2 });
         opts.regularizer = reg.clone();
         opts.fixed_mask = masked.then(|| brain.clone());
         let fast = iso_dense(&fixed, &moving, &id, DenseModel::Greedy, &opts).unwrap();
@@ -395,12 +396,18 @@ fn fused_greedy_levels_match_the_tensor_path() {
         eprintln!("{name} {reg:?}: field up to {moved:.3} mm, fused vs tensor path {diff:.2e} mm (mean {mean:.2e})");
         assert!(moved > 1.0, "{name}: the field moved ({moved} mm)");
         // Adam's direction m / sqrt(v) is scale-free, so rounding in the regularizer's tiny background
-        // gradients moves a few voxels by up to about 0.01 mm (1e-5 mm without a regularizer).
-        let (max_bound, mean_bound) = if reg.is_some() { (5e-2, 1e-3) } else { (1e-4, 1e-5) };
+        // gradients moves a few voxels by a full step, which the field smoothing (up to 2.2 voxels after
+        // a level's first step) spreads: up to about 0.07 mm here, a mean of 5e-4 mm (1e-5 mm at most
+        // without a regularizer).
+        let (max_bound, mean_bound) = if reg.is_some() { (1e-1, 1e-3) } else { (1e-4, 1e-5) };
         assert!(
             diff < max_bound && mean < mean_bound,
             "{name} {reg:?}: fused and tensor fields differ by {diff} mm (mean {mean} mm)"
         );
+        // Both paths stop where the other does, and the plateau rule's cool-down ran in at least one level.
+        let stops = |r: &regsh::optim::DenseResult| r.levels.iter().map(|l| l.stop).collect::<Vec<_>>();
+        assert_eq!(stops(&fast), stops(&slow), "{name}: stop reasons");
+        assert!(stops(&fast).contains(&Stop::Converged(Criterion::Plateau)), "{name}: {:?}", stops(&fast));
         let l0 = &fast.levels[0].losses;
         assert!(l0[l0.len() - 1] < l0[0], "{name}: the first level's loss falls ({} -> {})", l0[0], l0[l0.len() - 1]);
     }

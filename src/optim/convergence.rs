@@ -1,5 +1,7 @@
-//! A windowed-slope convergence test (as deepali's): fit a line to the last `window` loss values and
-//! stop when its slope, relative to the loss magnitude, is below `tol` per iteration.
+//! Convergence tests on a run's losses: a windowed-slope test (as deepali's: fit a line to the last
+//! `window` loss values and stop when its slope, relative to the loss magnitude, is below `tol` per
+//! iteration), used by the linear levels; and the dense levels' plateau rule ([`Plateau`]: the loss
+//! has stopped paying for the iterations, measured against the level's own fall).
 
 /// Windowed-slope convergence state.
 #[derive(Clone, Debug)]
@@ -41,9 +43,70 @@ impl WindowedSlope {
     }
 }
 
+/// The dense levels' stopping rule: the loss has stopped paying. After at least `window` iterations,
+/// it holds when the loss fell over the last `window` iterations by at most `fraction` of its fall since
+/// the level's first iteration: `L[i - window] - L[i] <= fraction (L[0] - L[i])` (a loss that has not
+/// fallen at all, or rises, holds too). Scale-free: no tolerance in the measure's units, so one rule
+/// serves MI (nats), LNCC and regularized sums alike. The dense levels then cool down (their step
+/// decays to its smallest over `cooldown` iterations) and end; see [`super::dense`].
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
+pub struct Plateau {
+    /// Iterations the recent fall is measured over (>= 1).
+    pub window: usize,
+    /// Largest share of the level's fall so far that the last `window` iterations may add (0-1).
+    pub fraction: f64,
+    /// Iterations of the cool-down after the rule holds (0: the level ends at once).
+    pub cooldown: usize,
+}
+
+impl Default for Plateau {
+    /// Window 10, fraction 5 %, cool-down 10: measured on the main job's MI levels and on known
+    /// deformations with LNCC and MI (see [`super::DenseOptions::defaults`]).
+    fn default() -> Self {
+        Plateau { window: 10, fraction: 0.05, cooldown: 10 }
+    }
+}
+
+impl Plateau {
+    /// Whether the rule holds for `losses` (one per iteration so far, the level's first at index 0).
+    /// False while there are `window` or fewer losses, or when the losses are not finite.
+    pub fn holds(&self, losses: &[f64]) -> bool {
+        let w = self.window.max(1);
+        let n = losses.len();
+        if n <= w {
+            return false;
+        }
+        let (first, then, last) = (losses[0], losses[n - 1 - w], losses[n - 1]);
+        if !(first.is_finite() && then.is_finite() && last.is_finite()) {
+            return false;
+        }
+        then - last <= self.fraction * (first - last)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn plateau_holds_when_the_recent_fall_is_a_small_share_of_the_levels_fall() {
+        let p = Plateau { window: 2, fraction: 0.1, cooldown: 0 };
+        // Falling by 1 per iteration: the last two iterations are 2/3 of the fall, never a plateau.
+        let falling = [3.0, 2.0, 1.0, 0.0];
+        assert!((1..=4).all(|n| !p.holds(&falling[..n])));
+        // 10 -> 1 at once, then 0.05 per iteration: at index 3 the last two iterations fell 0.1 of 9.1
+        // (1.1 %); not at index 2, where the window reaches back to the first loss (the whole fall).
+        let fast_then_flat = [10.0, 1.0, 0.95, 0.9];
+        assert!(!p.holds(&fast_then_flat[..3]));
+        assert!(p.holds(&fast_then_flat));
+        // Exactly at the fraction holds: fall 10 in all, 1 over the window.
+        assert!(p.holds(&[10.0, 1.0, 0.5, 0.0]));
+        assert!(!p.holds(&[10.0, 1.01, 0.5, 0.0]));
+        // A flat loss and a rising one hold; non-finite losses never do.
+        assert!(p.holds(&[1.0, 1.0, 1.0]));
+        assert!(p.holds(&[1.0, 1.5, 2.0]));
+        assert!(!p.holds(&[f64::NAN, 1.0, 0.5]));
+    }
 
     #[test]
     fn flat_converges_and_falling_does_not() {

@@ -5,8 +5,13 @@
 //! The map from fixed to moving points is `x -> A(x + u(x))` (the dense stage first, then the linear
 //! one, in the point order of `antsApplyTransforms -t affine -t warp` read right to left, i.e. ANTs'
 //! `1Warp` then `0GenericAffine`), with `u` a `(3, Z, Y, X)` displacement in world mm on the fixed grid.
-//! With a patience ([`DenseOptions::patience`]) a level stops after that many iterations without a
-//! better loss and returns the best field it evaluated.
+//!
+//! Each level's step decays linearly from its largest to a tenth, and the field smoothing after a step is
+//! a diffusion whose duration is proportional to the step (sigma `sigma_field * sqrt(step /
+//! sigma_field_step)`), so the balance between the measure's pull and the smoothing holds while the step
+//! decays and the loss falls to the level's end. A level ends at its iteration cap or when its loss stops
+//! paying ([`Plateau`]: the last 10 iterations added at most 5 % of the level's fall), after a cool-down
+//! in which the step decays to its smallest; it returns the best field it evaluated.
 //!
 //! | model | parameters | update |
 //! |---|---|---|
@@ -21,7 +26,7 @@ use std::time::Instant;
 use candle_core::{DType, Tensor, Var};
 use serde::Serialize;
 
-use super::convergence::WindowedSlope;
+use super::convergence::Plateau;
 use super::iso::{fix_ranges, LevelReport, Schedule};
 use super::optimizer::{Adam, AdamMoments, Optimizer};
 use super::stop::{Criterion, Stop};
@@ -67,18 +72,23 @@ pub struct DenseOptions {
     pub regularizer: Option<Regularizer>,
     /// Gaussian sigma (voxels of the level) applied to the gradient before each step (`Greedy`, `Svf`).
     pub sigma_grad: f64,
-    /// Gaussian sigma (voxels of the level) applied to the field after each step (`Greedy`, `Svf`); 0:
-    /// none.
+    /// Gaussian sigma (voxels of the level) applied to the field after a step of `sigma_field_step` mm
+    /// (`Greedy`, `Svf`); a step of `s` mm is followed by `sigma_field * sqrt(s / sigma_field_step)` (a
+    /// diffusion whose duration is proportional to the step). 0: none.
     pub sigma_field: f64,
+    /// The step (mm; its largest vector) after which the field is smoothed by exactly `sigma_field`: a
+    /// tenth of the fixed image's mean voxel size by default (the first step of a level, half a voxel,
+    /// then gets `sqrt(5) sigma_field`, the last `sqrt(0.5) sigma_field`).
+    pub sigma_field_step: f64,
     /// Only fixed voxels inside this mask (non-zero, on the fixed grid) count.
     pub fixed_mask: Option<Image>,
-    /// Windowed-slope convergence: window (iterations) and relative slope tolerance.
-    pub convergence: (usize, f64),
-    /// With a patience `n > 0` a level stops when `n` iterations in a row found no loss below its best,
-    /// and returns the best field it evaluated (not its last); 0 (the default) runs every level to its
-    /// iteration cap or the slope test and returns its last field.
+    /// The stopping rule: when it holds, the level's step cools down over `cooldown` iterations and the
+    /// level ends; `None`: every level runs to its iteration cap.
+    pub plateau: Option<Plateau>,
+    /// With a patience `n > 0` a level also stops when `n` iterations in a row found no loss below its
+    /// best; 0 (the default): no such test. Every level returns the best field it evaluated.
     pub patience: usize,
-    /// Set to true (e.g. by Ctrl-C) to stop; the field reached so far is kept.
+    /// Set to true (e.g. by Ctrl-C) to stop; the best field reached so far is kept.
     pub cancel: Option<Arc<AtomicBool>>,
     /// Run `Greedy` levels on the fused path ([`greedy_level_fused`]: the field warp with its
     /// derivative, the fused LNCC, smoothing and the step on plain volumes) instead of tensors with
@@ -88,26 +98,27 @@ pub struct DenseOptions {
 }
 
 impl DenseOptions {
-    /// Defaults for `model` with `metric`: 3 levels (factors 4, 2, 1) of 100, 100, 50 iterations, a largest
-    /// step of half a fixed voxel (mm) decaying linearly to a tenth over each level, gradient sigma 3 and
-    /// field sigma 1 voxel (no extra regularizer) for `Greedy` / `Svf`; bending energy 1e-2 for
-    /// `BSpline` (a regularizer attached to `metric`, [`Metric::with_regularizer`], replaces these); no
-    /// patience (every level runs to its cap or the slope test and returns its last field).
-    /// Tuned on Colin27 at 2 mm with a known smooth deformation (see `tests/register.rs`).
+    /// Defaults for `model` with `metric`: 3 levels (factors 4, 2, 1) of at most 100, 100, 50
+    /// iterations, a largest step of half a fixed voxel (mm) decaying linearly to a tenth over each
+    /// level, gradient sigma 3 voxels and field sigma 1 voxel per tenth of a voxel of step (no extra
+    /// regularizer) for `Greedy` / `Svf`; bending energy 1e-2 for `BSpline` (a regularizer attached to
+    /// `metric`, [`Metric::with_regularizer`], replaces these); the plateau rule ([`Plateau::default`]);
+    /// no patience.
     ///
-    /// The field sigma and the patience, measured: on the main job's pair (avg152 T2 onto ICBM 2009a T1
-    /// at 2 mm, MI) smoothing the field by 1 voxel after every step pulls it back each iteration while
-    /// the step decays, so every level's loss climbs away from its best from about a fifth of the way in;
-    /// without the smoothing the losses fall to the last iteration, but the field then fits MI past the
-    /// truth: on avg152 moved by known deformations (T2-like contrast, `tests/learn_unet.rs`) MI ends
-    /// above the true transform's, Dice 0.901 instead of 0.949 and the error above the identity's. With
-    /// LNCC on Colin27 moved by a known smooth field the smoothing keeps the field regular too (AAL Dice
-    /// 0.955, error 0.51 mm, no folding, against 0.930, 0.90 mm and folded voxels without it; 0.948 at
-    /// 0.5 voxel; each level returning its best field). So the smoothing stays. Returning each MI level's best field instead of its last
-    /// (patience 10) makes the main job 3x faster but is less accurate: grey / white matter Dice 0.820 /
-    /// 0.781 against 0.819 / 0.788, and on the known deformations Dice 0.946 against 0.949 and 1.26 mm
-    /// against 1.08 mm from the truth (MI again above the truth's): the rise of the loss late in a level
-    /// is the smoothing regularizing a field that fits MI too closely, so the default keeps it.
+    /// Why the field's smoothing follows the step, measured: with a fixed sigma (1 voxel after every
+    /// step) the smoothing pulls the field back by the same amount each iteration while the step
+    /// decays, so the smoothing's share grows tenfold over a level and every level's loss climbs away
+    /// from its best from about a fifth of the way in (the main job's MI levels: half resolution best
+    /// -0.587 at iteration 26, -0.551 after 100). Smoothing in proportion to the step keeps one balance,
+    /// and the losses fall to the end of each level. Which balance (tried: sigma 1 per twentieth, tenth,
+    /// sixth, quarter and half of a voxel of step, every level to its cap): per tenth, with the plateau
+    /// rule, gave on Colin27 at 2 mm moved by a known smooth field (LNCC, `tests/register.rs`) AAL Dice
+    /// 0.963 and 0.37 mm from the truth (a fixed sigma of 1 voxel: 0.958, 0.47 mm); on avg152 moved by
+    /// known deformations with a T2-like contrast (MI, `tests/learn_unet.rs`) Dice 0.949, 1.07 mm (0.948,
+    /// 1.04 mm); on the main job grey / white matter Dice 0.8190 / 0.7899 (0.8187 / 0.7885), each in less
+    /// time. Weaker smoothing fits MI past the truth (main job white matter 0.7834 per quarter voxel,
+    /// 0.7813 per half), stronger loses detail (per twentieth: LNCC Dice 0.948).
+    ///
     pub fn defaults(model: DenseModel, metric: Metric, fixed: &Grid) -> Result<Self> {
         let mut schedule = Schedule::new(3, &[100, 100, 50], 1.0)?;
         let vox = fixed.spacing().iter().sum::<f64>() / 3.0;
@@ -125,8 +136,9 @@ impl DenseOptions {
             regularizer,
             sigma_grad: 3.0,
             sigma_field: 1.0,
+            sigma_field_step: 0.1 * vox,
             fixed_mask: None,
-            convergence: (15, 1e-5),
+            plateau: Some(Plateau::default()),
             patience: 0,
             cancel: None,
             fused: true,
@@ -216,11 +228,57 @@ struct Level<'a> {
     bar: &'a indicatif::ProgressBar,
 }
 
-impl Level<'_> {
-    /// The learning rate of iteration `it`: a linear decay to a tenth (the step bounds the field's
-    /// jitter, so it must end small).
+/// The steps (mm) of one dense level: a linear decay from the first step to a tenth over the level's
+/// iterations (the step bounds the field's jitter, so it must end small); once the plateau rule holds,
+/// a cool-down: from the step of that iteration linearly to the tenth over `cooldown` iterations, after
+/// which the level ends.
+struct Steps {
+    lr0: f64,
+    iters: usize,
+    cooldown: usize,
+    /// The iteration the cool-down began at and its step then.
+    cooling: Option<(usize, f64)>,
+}
+
+impl Steps {
+    fn new(lr0: f64, iters: usize, plateau: Option<Plateau>) -> Self {
+        Steps { lr0, iters: iters.max(1), cooldown: plateau.map_or(0, |p| p.cooldown), cooling: None }
+    }
+
+    /// The step of iteration `it`.
     fn lr(&self, it: usize) -> f64 {
-        self.lr0 * (1.0 - 0.9 * it as f64 / self.iters.max(1) as f64)
+        let last = 0.1 * self.lr0;
+        match self.cooling {
+            Some((start, from)) => {
+                let f = ((it + 1 - start) as f64 / self.cooldown.max(1) as f64).min(1.0);
+                from + (last - from) * f
+            }
+            None => self.lr0 * (1.0 - 0.9 * it as f64 / self.iters as f64),
+        }
+    }
+
+    /// Called after iteration `it`'s loss is known: whether the level ends now (its cool-down is over, or
+    /// the plateau rule holds with no cool-down). Starts the cool-down when the rule first holds.
+    fn done(&mut self, it: usize, losses: &[f64], plateau: Option<Plateau>) -> bool {
+        if let Some((start, _)) = self.cooling {
+            return it >= start + self.cooldown;
+        }
+        if plateau.is_some_and(|p| p.holds(losses)) {
+            if self.cooldown == 0 {
+                return true;
+            }
+            self.cooling = Some((it, self.lr(it)));
+        }
+        false
+    }
+}
+
+/// The field sigma (voxels) after a step of `lr` mm: `sigma_field * sqrt(lr / sigma_field_step)`.
+fn field_sigma(opts: &DenseOptions, lr: f64) -> f64 {
+    if opts.sigma_field > 0.0 && opts.sigma_field_step > 0.0 {
+        opts.sigma_field * (lr / opts.sigma_field_step).sqrt()
+    } else {
+        0.0
     }
 }
 
@@ -235,10 +293,8 @@ struct DenseRun<P> {
     stop: Stop,
 }
 
-/// The best parameters a level has evaluated, and the patience test on them: the dense levels' step
-/// decays while the field's smoothing does not, which can turn a level's loss back up (the MI levels of
-/// the main job do, from a fifth of the way in); with a patience the level stops once that many
-/// iterations in a row found nothing better and returns its best field.
+/// The best parameters a level has evaluated (what the level returns), and the patience test on them:
+/// with a patience the level stops once that many iterations in a row found nothing better.
 struct Best<P> {
     params: Option<P>,
     loss: f64,
@@ -264,14 +320,8 @@ impl<P> Best<P> {
         Ok(self.patience > 0 && self.since >= self.patience)
     }
 
-    /// The run. With a patience, or after a non-finite loss: the best parameters (`start` when no loss
-    /// was finite) and their loss. Without one: `current`, the parameters after the last step, and the
-    /// last loss (every iteration ran, or the slope test or Ctrl-C ended the level).
-    fn finish(self, start: P, current: P, losses: Vec<f64>, stop: Stop) -> DenseRun<P> {
-        if self.patience == 0 && stop != Stop::NonFinite {
-            let last = losses.last().copied().unwrap_or(f64::NAN);
-            return DenseRun { params: current, best: last, losses, stop };
-        }
+    /// The run: the best parameters evaluated (`start` when no loss was finite) and their loss.
+    fn finish(self, start: P, losses: Vec<f64>, stop: Stop) -> DenseRun<P> {
         let best = if self.params.is_some() { self.loss } else { f64::NAN };
         DenseRun { params: self.params.unwrap_or(start), best, losses, stop }
     }
@@ -290,8 +340,9 @@ fn regularizer_term(reg: Option<&Regularizer>, u: &Tensor, grid: &Grid) -> Resul
 /// ([`crate::ops::warp::warp_field_with_grad`]), the measure's gradient with respect to the warped image
 /// (the fused kernel [`crate::ops::lncc::lncc_loss_grad`] for LNCC; autograd of [`Metric::loss`] on the
 /// warped image for the others), the chain rule to the field, the regularizer's gradient (tensors),
-/// the smoothing of the gradient, the normalized Adam step and the smoothing of the field: the same
-/// iterations as [`dense_level_tensor`], with no autograd graph over the warp.
+/// the smoothing of the gradient, the normalized Adam step and the smoothing of the field (by
+/// [`field_sigma`] of the step): the same iterations as [`dense_level_tensor`], with no autograd graph
+/// over the warp.
 fn greedy_level_fused(lv: &Level, init: &[f32], metric: &Metric, opts: &DenseOptions) -> Result<DenseRun<Vec<f32>>> {
     let g = lv.fixed.grid().clone();
     let shape = g.shape();
@@ -312,7 +363,7 @@ fn greedy_level_fused(lv: &Level, init: &[f32], metric: &Metric, opts: &DenseOpt
     let mut u = init.to_vec();
     let mut best = Best::new(opts.patience);
     let mut step = FieldStep::new(3 * nv);
-    let mut conv = WindowedSlope::new(opts.convergence.0, opts.convergence.1);
+    let mut steps = Steps::new(lv.lr0, lv.iters, opts.plateau);
     let (mut losses, mut stop) = (Vec::with_capacity(lv.iters), Stop::Iterations);
     for it in 0..lv.iters {
         if opts.cancel.as_ref().is_some_and(|c| c.load(Ordering::Relaxed)) {
@@ -365,17 +416,19 @@ fn greedy_level_fused(lv: &Level, init: &[f32], metric: &Metric, opts: &DenseOpt
             stop = Stop::Converged(Criterion::NoImprovement);
             break;
         }
-        if conv.push(loss) {
-            stop = Stop::Converged(Criterion::Slope);
+        if steps.done(it, &losses, opts.plateau) {
+            stop = Stop::Converged(Criterion::Plateau);
             break;
         }
         let gs = gaussian_smooth_volumes(&gu, shape, opts.sigma_grad);
-        step.apply(&gs, &mut u, lv.lr(it));
-        if opts.sigma_field > 0.0 {
-            u = gaussian_smooth_volumes(&u, shape, opts.sigma_field);
+        let lr = steps.lr(it);
+        step.apply(&gs, &mut u, lr);
+        let sf = field_sigma(opts, lr);
+        if sf > 0.0 {
+            u = gaussian_smooth_volumes(&u, shape, sf);
         }
     }
-    Ok(best.finish(init.to_vec(), u, losses, stop))
+    Ok(best.finish(init.to_vec(), losses, stop))
 }
 
 /// One dense level on tensors (any model, any device; the slow twin of [`greedy_level_fused`]): per
@@ -392,12 +445,10 @@ fn dense_level_tensor(
 ) -> Result<DenseRun<Tensor>> {
     let var = Var::from_tensor(init)?;
     let mut opt = Adam::new(lv.lr0, vec![None]);
-    let mut conv = WindowedSlope::new(opts.convergence.0, opts.convergence.1);
+    let mut steps = Steps::new(lv.lr0, lv.iters, opts.plateau);
     let mut best = Best::new(opts.patience);
     let (mut losses, mut stop) = (Vec::with_capacity(lv.iters), Stop::Iterations);
     for it in 0..lv.iters {
-        let lr = lv.lr(it);
-        opt.set_lr(lr);
         if opts.cancel.as_ref().is_some_and(|c| c.load(Ordering::Relaxed)) {
             stop = Stop::Cancelled;
             break;
@@ -427,20 +478,23 @@ fn dense_level_tensor(
             stop = Stop::Converged(Criterion::NoImprovement);
             break;
         }
-        if conv.push(value) {
-            stop = Stop::Converged(Criterion::Slope);
+        if steps.done(it, &losses, opts.plateau) {
+            stop = Stop::Converged(Criterion::Plateau);
             break;
         }
+        let lr = steps.lr(it);
+        opt.set_lr(lr);
         let mut grads = loss.backward()?;
         if lattice {
             opt.step(std::slice::from_ref(&var), &grads)?;
         } else if let Some(gr) = grads.remove(var.as_tensor()) {
             let step = field_step_tensor(&mut opt, &gaussian_smooth(&gr, opts.sigma_grad)?, lr)?;
             let next = (var.as_tensor() - step)?;
-            var.set(&if opts.sigma_field > 0.0 { gaussian_smooth(&next, opts.sigma_field)? } else { next })?;
+            let sf = field_sigma(opts, lr);
+            var.set(&if sf > 0.0 { gaussian_smooth(&next, sf)? } else { next })?;
         }
     }
-    Ok(best.finish(init.clone(), var.as_tensor().detach().copy()?, losses, stop))
+    Ok(best.finish(init.clone(), losses, stop))
 }
 
 /// A `(3, Z, Y, X)` field on `from` resampled onto `to` (trilinear, border), values kept in mm.
@@ -458,10 +512,10 @@ fn carry_field(t: &Tensor, from: &Grid, to: &Grid) -> Result<Tensor> {
 ///
 /// At each level both images are smoothed and resampled to the level's grid (as in [`super::iso_linear`]);
 /// the loss is `metric.loss(fixed, warped) + regularizer(field)`; parameters are carried to the next
-/// level by trilinear resampling (`Greedy`, `Svf`) or kept on one lattice (`BSpline`). With
-/// `opts.patience > 0` each level stops after that many iterations without a better loss ("converged
-/// (no improvement)") and carries its best field on; Ctrl-C stops the level and keeps the field
-/// reached (the best one with a patience); a non-finite loss stops it and keeps the best finite field.
+/// level by trilinear resampling (`Greedy`, `Svf`) or kept on one lattice (`BSpline`). Each level ends
+/// at its iteration cap, after the plateau rule's cool-down ("converged (plateau)"), after `patience`
+/// iterations without a better loss ("converged (no improvement)"), at Ctrl-C or at a non-finite loss,
+/// and carries the best field it evaluated on.
 ///
 /// Errors: an invalid schedule; images with several channels; a B-spline spacing not positive; tensor
 /// errors.
@@ -556,4 +610,47 @@ pub fn iso_dense(
 /// composite in point order (`[field, affine]`).
 pub fn dense_transform(field: &Ddf, affine: &Linear) -> crate::spatial::Composite {
     crate::spatial::Composite::new(vec![Arc::new(field.clone()) as Arc<dyn Transform>, Arc::new(affine.clone())])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn steps_decay_to_a_tenth_and_cool_down_from_where_the_plateau_held() {
+        let p = Plateau { window: 2, fraction: 0.1, cooldown: 4 };
+        let mut s = Steps::new(1.0, 10, Some(p));
+        assert!((s.lr(0) - 1.0).abs() < 1e-12 && (s.lr(5) - 0.55).abs() < 1e-12 && (s.lr(10) - 0.1).abs() < 1e-12);
+        // Falling, then flat: the rule first holds at iteration 4 (the window 2 -> 4 fell 0 of 8), where
+        // the step is 0.64.
+        let losses = [10.0, 5.0, 2.0, 2.0, 2.0, 2.0, 2.0, 2.0, 2.0];
+        assert!((0..4).all(|i| !s.done(i, &losses[..=i], Some(p))));
+        assert!(!s.done(4, &losses[..5], Some(p)));
+        // The cool-down: 0.64 -> 0.1 linearly over the steps of iterations 4..=7, then the level ends at 8.
+        for (i, f) in [0.25, 0.5, 0.75, 1.0].iter().enumerate() {
+            let e = 0.64 + (0.1 - 0.64) * f;
+            assert!((s.lr(4 + i) - e).abs() < 1e-12, "cool-down step {i}: {} vs {e}", s.lr(4 + i));
+        }
+        assert!((5..8).all(|i| !s.done(i, &losses[..=i], Some(p))));
+        assert!(s.done(8, &losses, Some(p)));
+        // No cool-down: the level ends where the rule holds; no rule: never.
+        let p0 = Plateau { cooldown: 0, ..p };
+        let mut s0 = Steps::new(1.0, 10, Some(p0));
+        assert!(!s0.done(3, &losses[..4], Some(p0)) && s0.done(4, &losses[..5], Some(p0)));
+        let mut none = Steps::new(1.0, 10, None);
+        assert!((0..9).all(|i| !none.done(i, &losses[..=i], None)));
+    }
+
+    #[test]
+    fn the_field_sigma_grows_with_the_square_root_of_the_step() {
+        let g = Grid::new([10, 10, 10], [2.0; 3], [0.0; 3], nalgebra::Matrix3::identity()).unwrap();
+        let m = Metric::new("lncc").unwrap();
+        let mut o = DenseOptions::defaults(DenseModel::Greedy, m, &g).unwrap();
+        // Defaults: sigma 1 after a tenth of a voxel (0.2 mm), sqrt(5) after the first step (1 mm).
+        assert!((o.sigma_field_step - 0.2).abs() < 1e-12 && (o.schedule.lr[0] - 1.0).abs() < 1e-12);
+        assert!((field_sigma(&o, 0.2) - 1.0).abs() < 1e-12);
+        assert!((field_sigma(&o, 1.0) - 5f64.sqrt()).abs() < 1e-12);
+        o.sigma_field = 0.0;
+        assert_eq!(field_sigma(&o, 1.0), 0.0);
+    }
 }

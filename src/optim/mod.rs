@@ -1,10 +1,10 @@
-//! Optimization: gradient optimizers over candle variables, a windowed-slope convergence test, initial
+//! Optimization: gradient optimizers over candle variables, convergence tests, initial
 //! alignments, and the multi-scale instance-specific optimization (ISO) runner of Chen et al. 2024 (PET/CT affine).
 //!
 //! | module | what |
 //! |---|---|
 //! | [`optimizer`] | Adam and SGD (Nesterov) on flat vectors ([`VecOptimizer`]; Adam's arithmetic once, [`AdamMoments`]) and their tensor twins for network weights ([`Optimizer`]), per-parameter scales |
-//! | [`convergence`] | windowed-slope convergence test |
+//! | [`convergence`] | windowed-slope convergence test (linear levels), plateau rule (dense levels) |
 //! | [`init`] | initial transforms: identity, grid centres, centres of mass |
 //! | [`dense`] | multi-scale deformable registration: greedy field, SVF, B-spline; smoothing, regularizer |
 //! | [`iso`] | multi-scale ISO of a linear transform: schedule, NaN guard, best-so-far, cancel flag |
@@ -37,7 +37,7 @@ pub mod sampled;
 pub mod search;
 pub mod stop;
 
-pub use convergence::WindowedSlope;
+pub use convergence::{Plateau, WindowedSlope};
 pub use dense::{dense_transform, iso_dense, DenseModel, DenseOptions, DenseResult, Regularizer};
 pub use iso::{
     iso_linear, iso_linear_pyramids, IsoOptimizer, IsoOptions, IsoResult, LevelReport, Polish, Sampling, Schedule,

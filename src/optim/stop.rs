@@ -19,6 +19,8 @@ pub enum Criterion {
     Step,
     /// A number of iterations in a row found no loss below the best (dense levels' patience).
     NoImprovement,
+    /// The loss stopped paying ([`super::Plateau`]) and the step cooled down (dense levels).
+    Plateau,
 }
 
 /// Why an optimization ended.
@@ -65,6 +67,7 @@ impl std::fmt::Display for Stop {
             Stop::Converged(Criterion::XChange) => "converged (x change)",
             Stop::Converged(Criterion::Step) => "converged (step)",
             Stop::Converged(Criterion::NoImprovement) => "converged (no improvement)",
+            Stop::Converged(Criterion::Plateau) => "converged (plateau)",
             Stop::Cancelled => "cancelled",
             Stop::NonFinite => "non-finite loss",
             Stop::NoOverlap => "no overlap",
@@ -75,7 +78,7 @@ impl std::fmt::Display for Stop {
 }
 
 /// Every stop reason, for reading its words back.
-const ALL: [Stop; 13] = [
+const ALL: [Stop; 14] = [
     Stop::Iterations,
     Stop::Evaluations,
     Stop::Converged(Criterion::Slope),
@@ -84,6 +87,7 @@ const ALL: [Stop; 13] = [
     Stop::Converged(Criterion::XChange),
     Stop::Converged(Criterion::Step),
     Stop::Converged(Criterion::NoImprovement),
+    Stop::Converged(Criterion::Plateau),
     Stop::Cancelled,
     Stop::NonFinite,
     Stop::NoOverlap,

@@ -250,14 +250,18 @@ pub struct DenseSettings {
     /// Iterations without a better loss after which a level stops (0: none; every level still returns
     /// its best field).
     pub patience: Option<usize>,
+    /// The plateau rule's fraction ([`crate::optim::Plateau`]: a level cools down and ends when its last
+    /// 10 iterations added at most this share of its fall); 0: every level runs to its iteration cap.
+    pub plateau: Option<f64>,
 }
 
 impl DenseSettings {
     /// The model (`model` with its spacing or steps replaced) and the options of a dense stage with
     /// `metric` on `fixed`'s grid: [`DenseOptions::defaults`] with these settings on top.
     ///
-    /// Errors: a control spacing that is not a positive number of mm; an iteration or learning-rate list
-    /// that does not fit the levels; a regularizer given both here and with the measure.
+    /// Errors: a control spacing that is not a positive number of mm; a plateau fraction outside
+    /// `[0, 1)`; an iteration or learning-rate list that does not fit the levels; a regularizer given
+    /// both here and with the measure.
     pub fn apply(&self, mut model: DenseModel, metric: Metric, fixed: &Grid) -> Result<(DenseModel, DenseOptions)> {
         match &mut model {
             DenseModel::BSpline { spacing } => {
@@ -290,6 +294,12 @@ impl DenseSettings {
         opts.sigma_grad = self.grad_sigma.unwrap_or(opts.sigma_grad);
         opts.sigma_field = self.field_sigma.unwrap_or(opts.sigma_field);
         opts.patience = self.patience.unwrap_or(opts.patience);
+        if let Some(f) = self.plateau {
+            if !(0.0..1.0).contains(&f) {
+                return Err(Error::arg("register", format!("plateau must be a fraction in [0, 1) (0: off), got {f}")));
+            }
+            opts.plateau = (f > 0.0).then(|| crate::optim::Plateau { fraction: f, ..Default::default() });
+        }
         if let Some(r) = &self.regularizer {
             opts.regularizer = r.clone();
         }

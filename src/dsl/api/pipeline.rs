@@ -113,6 +113,7 @@ fn dense_settings(o: &Opts, iterations_key: &str) -> RhaiResult<DenseSettings> {
         control_spacing: o.f64("control_spacing")?,
         steps: o.usize("steps")?,
         patience: o.usize("patience")?,
+        plateau: o.f64("plateau")?,
     })
 }
 
@@ -233,7 +234,7 @@ pub fn register(engine: &mut Engine, host: &Arc<Host>) {
     });
 }
 
-const ISO_OPTS: [Opt; 20] = [
+const ISO_OPTS: [Opt; 21] = [
     o("metric", "mi", "similarity measure (a metric value or name)"),
     o("scales", "3", "pyramid levels, factors 2^(scales-1) .. 1"),
     o("iterations", "100,..,60,40", "iterations per level, coarse to fine (one number for all)"),
@@ -255,11 +256,12 @@ const ISO_OPTS: [Opt; 20] = [
     o("polish", "0", "points of a final L-BFGS refinement at full resolution (global measures; patch measures on points=); 0: none"),
     o("polish_iterations", "20", "most L-BFGS iterations of the final refinement"),
     o("grad_sigma", "3", "dense: Gaussian sigma (voxels) applied to each gradient"),
-    o("field_sigma", "1", "dense: Gaussian sigma (voxels) applied to the field after each step (0: none)"),
+    o("field_sigma", "1", "dense: Gaussian sigma (voxels) applied to the field after a step of a tenth of a voxel; a step of s voxels gets sigma * sqrt(10 s) (0: none)"),
     o("regularizer", "none (bspline: bending:0.01)", "dense: a Regularizer (0.1 * bending), or diffusion:W, bending:W, folding:W, none"),
     o("control_spacing", "10", "bspline: control point spacing, mm"),
     o("steps", "7", "svf: scaling-and-squaring steps"),
-    o("patience", "0", "dense: a level stops after this many iterations without a better loss and returns its best field (0: runs to its cap, returns its last field)"),
+    o("patience", "0", "dense: a level also stops after this many iterations without a better loss (0: no such test); every level returns the best field it evaluated"),
+    o("plateau", "0.05", "dense: a level cools its step down for 10 iterations and ends once its last 10 iterations added at most this share of its fall (0: runs to its cap)"),
 ];
 
 /// The help of the pipeline builtins (see [`crate::dsl::help`]).
@@ -302,10 +304,11 @@ pub static HELP: &[Help] = &[
             o("mask", "-", "fixed-grid mask: only non-zero voxels count"),
             o("dense_iterations", "100,100,50", "iterations per level of the dense stage (factors 2^(n-1) .. 1)"),
             o("grad_sigma", "3", "dense: Gaussian sigma (voxels) applied to each gradient"),
-            o("field_sigma", "1", "dense: Gaussian sigma (voxels) applied to the field after each step (0: none)"),
+            o("field_sigma", "1", "dense: Gaussian sigma (voxels) applied to the field after a step of a tenth of a voxel; a step of s voxels gets sigma * sqrt(10 s) (0: none)"),
             o("regularizer", "none (bspline: bending:0.01)", "dense: a Regularizer (0.1 * bending), or diffusion:W, bending:W, folding:W, none"),
             o("control_spacing", "10", "bspline: control point spacing, mm"),
-            o("patience", "0", "dense: a level stops after this many iterations without a better loss and returns its best field (0: runs to its cap, returns its last field)"),
+            o("patience", "0", "dense: a level also stops after this many iterations without a better loss (0: no such test); every level returns the best field it evaluated"),
+    o("plateau", "0.05", "dense: a level cools its step down for 10 iterations and ends once its last 10 iterations added at most this share of its fall (0: runs to its cap)"),
         ],
         example: "let t1 = load(\"data/avg152/avg152T1.nii\");\nlet t2 = load(\"data/avg152/avg152T2.nii\");\nlet r = register(t2, t1, transform=\"rigid\", metric=mi, scales=2, iterations=[20, 10]);\nassert(r.stages.len() == 1 && r.transform.kind == \"rigid\", \"one rigid stage\");\nassert(displacement_error(r.transform, affine(), t1) < 1.0, \"T2 and T1 are aligned already\");",
     },
