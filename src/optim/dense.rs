@@ -338,8 +338,9 @@ fn regularizer_term(reg: Option<&Regularizer>, u: &Tensor, grid: &Grid) -> Resul
 
 /// One `Greedy` level on plain volumes: per iteration the fused field warp with its derivative
 /// ([`crate::ops::warp::warp_field_with_grad`]), the measure's gradient with respect to the warped image
-/// (the fused kernel [`crate::ops::lncc::lncc_loss_grad`] for LNCC; autograd of [`Metric::loss`] on the
-/// warped image for the others), the chain rule to the field, the regularizer's gradient (tensors),
+/// (the fused kernels [`crate::ops::lncc::lncc_loss_grad`] for LNCC and
+/// [`crate::ops::point_metric::dense_loss_grad`] for global MI and NMI; autograd of [`Metric::loss`] on
+/// the warped image for the others), the chain rule to the field, the regularizer's gradient (tensors),
 /// the smoothing of the gradient, the normalized Adam step and the smoothing of the field (by
 /// [`field_sigma`] of the step): the same iterations as [`dense_level_tensor`], with no autograd graph
 /// over the warp.
@@ -358,6 +359,11 @@ fn greedy_level_fused(lv: &Level, init: &[f32], metric: &Metric, opts: &DenseOpt
         ),
         None => None,
     };
+    // Global MI and NMI on the fused dense form (the level's mask is 0 / 1); other measures through
+    // autograd on the warped image.
+    use crate::ops::point_metric::{dense_loss_grad, PointMeasure};
+    let parzen = metric.point_measure().filter(|m| matches!(m, PointMeasure::Mi(_) | PointMeasure::Nmi(_)));
+    let fdata = if parzen.is_some() { lv.fixed.to_vec_f32()? } else { Vec::new() };
     let [z, y, x] = g.zyx();
     let regularized = opts.regularizer.as_ref().is_some_and(Regularizer::is_active);
     let mut u = init.to_vec();
@@ -376,6 +382,10 @@ fn greedy_level_fused(lv: &Level, init: &[f32], metric: &Metric, opts: &DenseOpt
             Some(fx) => {
                 let l = crate::ops::lncc::lncc_loss_grad(fx, &w, true).map_err(|e| Error::arg("iso_dense", e))?;
                 (l.loss, l.grad)
+            }
+            None if parzen.is_some() => {
+                let pm = parzen.as_ref().ok_or_else(|| Error::arg("iso_dense", "no Parzen measure"))?;
+                dense_loss_grad(pm, &fdata, &w, mvec.as_deref()).map_err(|e| Error::arg("iso_dense", e))?
             }
             None => {
                 let wv = Var::from_tensor(&Tensor::from_vec(w, (1, z, y, x), dev)?)?;
