@@ -138,23 +138,29 @@ fn convolve_axis_with<const REPLICATE: bool>(
         let vol = &src[c * plane * nz..(c + 1) * plane * nz];
         match axis {
             0 => {
+                // Tap by tap over the whole row (a loop that vectorizes, as along y and z); each output
+                // still sums its taps in kernel order, so the result is that of a dot product per output.
                 for j in 0..ny {
                     let row = &vol[k * plane + j * nx..][..nx];
                     let d = &mut dst[j * nx..(j + 1) * nx];
-                    for (i, o) in d.iter_mut().enumerate() {
-                        let mut acc = 0f32;
-                        if i >= r && i + r < nx {
-                            for (w, v) in kernel.iter().zip(&row[i - r..=i + r]) {
-                                acc += w * v;
+                    d.fill(0.0);
+                    for (q, &w) in kernel.iter().enumerate() {
+                        // Outputs whose source `i + q - r` lies on the row: `lo..hi`.
+                        let lo = r.saturating_sub(q).min(nx);
+                        let hi = (nx + r).saturating_sub(q).min(nx);
+                        if lo < hi {
+                            let s0 = lo + q - r;
+                            for (o, v) in d[lo..hi].iter_mut().zip(&row[s0..s0 + (hi - lo)]) {
+                                *o += w * v;
                             }
-                        } else {
-                            for (q, w) in kernel.iter().enumerate() {
+                        }
+                        if REPLICATE {
+                            for i in (0..lo).chain(hi..nx) {
                                 if let Some(t) = source(i, q, nx) {
-                                    acc += w * row[t];
+                                    d[i] += w * row[t];
                                 }
                             }
                         }
-                        *o = acc;
                     }
                 }
             }
