@@ -23,8 +23,8 @@
 
 use rayon::prelude::*;
 
-use super::local_filter::filter_volumes;
 use super::local_filter::Window;
+use super::local_filter::{filter_volumes, filter_volumes_in};
 
 /// The fixed image's side of [`lncc_loss_grad`], computed once: the centred image, its local means and
 /// variances, the window's inside part `n`, the mask and the constants of the guard.
@@ -106,9 +106,9 @@ pub fn lncc_loss_grad(fx: &LnccFixed, moving: &[f32], grad: bool) -> Result<Lncc
     if moving.len() != nv {
         return Err(format!("lncc: moving image of {} voxels for {nv}", moving.len()));
     }
-    let mean = moving.iter().map(|&v| v as f64).sum::<f64>() / nv as f64;
-    let m: Vec<f32> = moving.iter().map(|&v| v - mean as f32).collect();
-    let m2 = m.iter().map(|&v| (v as f64) * (v as f64)).sum::<f64>() / nv as f64;
+    let mean = chunked_sum(moving, |v| v as f64) / nv as f64;
+    let m: Vec<f32> = moving.par_iter().map(|&v| v - mean as f32).collect();
+    let m2 = chunked_sum(&m, |v| (v as f64) * (v as f64)) / nv as f64;
     let eps = (1e-5 / (fx.n_eff * fx.n_eff) + 1e-6 * fx.f2 * m2) as f32;
     // F(m), F(m^2), F(f m) in one buffer.
     let mut three = vec![0f32; 3 * nv];
@@ -122,7 +122,7 @@ pub fn lncc_loss_grad(fx: &LnccFixed, moving: &[f32], grad: bool) -> Result<Lncc
             *c = fx.f[i] * v;
         });
     }
-    let s = filter_volumes(&three, fx.shape, &fx.kernels);
+    let s = filter_volumes_in(three, fx.shape, &fx.kernels);
     let (sm, rest) = s.split_at(nv);
     let (smm, sfm) = rest.split_at(nv);
     // Per window: cc, and (for the gradient) the coefficients a, b, c of F(f m), F(m), F(m^2).
@@ -178,16 +178,22 @@ pub fn lncc_loss_grad(fx: &LnccFixed, moving: &[f32], grad: bool) -> Result<Lncc
     if !grad {
         return Ok(LnccLoss { loss: -lncc, grad: Vec::new() });
     }
-    let back = filter_volumes(&coef, fx.shape, &fx.kernels);
-    drop(coef);
+    let back = filter_volumes_in(coef, fx.shape, &fx.kernels);
     let (fa, rest) = back.split_at(nv);
     let (fb, fc) = rest.split_at(nv);
     let mut g = vec![0f32; nv];
     g.par_iter_mut().enumerate().for_each(|(i, o)| *o = fx.f[i] * fa[i] + fb[i] + 2.0 * m[i] * fc[i]);
     // The centring m = moving - mean(moving): subtract the mean derivative (zero up to rounding).
-    let gm = (g.iter().map(|&v| v as f64).sum::<f64>() / nv as f64) as f32;
+    let gm = (chunked_sum(&g, |v| v as f64) / nv as f64) as f32;
     g.par_iter_mut().for_each(|v| *v -= gm);
     Ok(LnccLoss { loss: -lncc, grad: g })
+}
+
+/// The sum of `f(v)` over `v` in f64, in parallel over fixed chunks added in order (the same result on
+/// any number of threads).
+fn chunked_sum(v: &[f32], f: impl Fn(f32) -> f64 + Sync) -> f64 {
+    let parts: Vec<f64> = v.par_chunks(1 << 16).map(|c| c.iter().map(|&x| f(x)).sum::<f64>()).collect();
+    parts.iter().sum()
 }
 
 /// The candle op of [`lncc`]: the measure of its (moving) input, with the gradient kept from the forward

@@ -13,7 +13,11 @@ use crate::image::smooth::{convolve_axis_into, gaussian_kernel, AxisBorder};
 /// The separable filter of [`local_filter`] on `nvol` volumes of `s` voxels (x, y, z) stored one after
 /// another (x fastest): each axis whose kernel is not the single tap `[1]` is filtered in turn.
 pub(crate) fn filter_volumes(data: &[f32], s: [usize; 3], kernels: &[Vec<f32>; 3]) -> Vec<f32> {
-    let mut d = data.to_vec();
+    filter_volumes_in(data.to_vec(), s, kernels)
+}
+
+/// [`filter_volumes`] on a buffer it takes over (and returns filtered): no copy of the input.
+pub(crate) fn filter_volumes_in(mut d: Vec<f32>, s: [usize; 3], kernels: &[Vec<f32>; 3]) -> Vec<f32> {
     let mut tmp = vec![0f32; d.len()];
     for (axis, k) in kernels.iter().enumerate() {
         if k.len() > 1 || k.first() != Some(&1.0) {
