@@ -369,3 +369,31 @@ fn regsh_run_passes_args_prints_values_and_fails_with_a_report() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("args.rhai:2:") && err.contains("regsh::dsl::argument_types"), "{err}");
 }
+
+#[test]
+fn dense_levels_end_at_their_plateau_unless_plateau_is_zero() {
+    // avg152 T2 onto T1 (2 mm): with the default rule a long first dense level ends at its plateau,
+    // after the cool-down, and returns its best loss; `plateau=0` runs every level to its cap; a
+    // fraction of 1 or more is an error on the call.
+    let mut s = session();
+    let text = format!(
+        "{T1}let t2 = load(\"data/avg152/avg152T2.nii\");
+let a = register(t2, t1, transform=\"syn\", metric=mi, scales=1, iterations=[5], dense_iterations=[60, 3]);
+let b = register(t2, t1, transform=\"syn\", metric=mi, scales=1, iterations=[5], dense_iterations=[20, 3], plateau=0);
+let la = a.stages[a.stages.len() - 1].levels;
+let lb = b.stages[b.stages.len() - 1].levels;
+let best = la[0].losses.reduce(|m, v| if v < m {{ v }} else {{ m }}, 1e9);
+[la[0].iterations, la[0].stop, lb[0].iterations, lb[0].stop, la[0].final_loss - best]"
+    );
+    let v = s.eval("script.rhai", &text).unwrap_or_else(|e| panic!("{}", render(&e, false, 100)));
+    let r = Session::display(&v);
+    let parts: Vec<&str> = r.trim_matches(|c| c == '[' || c == ']').split(", ").collect();
+    let first: usize = parts[0].parse().unwrap();
+    assert!(first > 10 && first < 60, "{r}");
+    assert_eq!(parts[1].trim_matches('"'), "converged (plateau)", "{r}");
+    assert_eq!((parts[2], parts[3].trim_matches('"')), ("20", "iterations"), "{r}");
+    assert_eq!(parts[4].parse::<f64>().unwrap(), 0.0, "the level returns its best loss: {r}");
+    let text = format!("{T1}register(t1, t1, transform=\"syn\", plateau=1.5);");
+    let e = error_of(&mut s, &text);
+    assert!(e.message.contains("plateau must be a fraction in [0, 1)"), "{}", e.message);
+}
