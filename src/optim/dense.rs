@@ -114,7 +114,7 @@ impl DenseOptions {
     /// sixth, quarter and half of a voxel of step, every level to its cap): per tenth, with the plateau
     /// rule, gave on Colin27 at 2 mm moved by a known smooth field (LNCC, `tests/register.rs`) AAL Dice
     /// 0.963 and 0.37 mm from the truth (a fixed sigma of 1 voxel: 0.958, 0.47 mm); on avg152 moved by
-    /// known deformations with a T2-like contrast (MI, `tests/learn_unet.rs`) Dice 0.949, 1.07 mm (0.948,
+    /// known deformations with a T2-like contrast (MI, `tests/learn_unet.rs`) Dice 0.949, 1.06 mm (0.948,
     /// 1.04 mm); on the main job grey / white matter Dice 0.8190 / 0.7899 (0.8187 / 0.7885), each in less
     /// time. Weaker smoothing fits MI past the truth (main job white matter 0.7834 per quarter voxel,
     /// 0.7813 per half), stronger loses detail (per twentieth: LNCC Dice 0.948).

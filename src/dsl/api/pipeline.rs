@@ -308,7 +308,7 @@ pub static HELP: &[Help] = &[
             o("regularizer", "none (bspline: bending:0.01)", "dense: a Regularizer (0.1 * bending), or diffusion:W, bending:W, folding:W, none"),
             o("control_spacing", "10", "bspline: control point spacing, mm"),
             o("patience", "0", "dense: a level also stops after this many iterations without a better loss (0: no such test); every level returns the best field it evaluated"),
-    o("plateau", "0.05", "dense: a level cools its step down for 10 iterations and ends once its last 10 iterations added at most this share of its fall (0: runs to its cap)"),
+            o("plateau", "0.05", "dense: a level cools its step down for 10 iterations and ends once its last 10 iterations added at most this share of its fall (0: runs to its cap)"),
         ],
         example: "let t1 = load(\"data/avg152/avg152T1.nii\");\nlet t2 = load(\"data/avg152/avg152T2.nii\");\nlet r = register(t2, t1, transform=\"rigid\", metric=mi, scales=2, iterations=[20, 10]);\nassert(r.stages.len() == 1 && r.transform.kind == \"rigid\", \"one rigid stage\");\nassert(displacement_error(r.transform, affine(), t1) < 1.0, \"T2 and T1 are aligned already\");",
     },
