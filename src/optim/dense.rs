@@ -235,14 +235,19 @@ struct Level<'a> {
 struct Steps {
     lr0: f64,
     iters: usize,
-    cooldown: usize,
+    /// The stopping rule (its cool-down's length with it); `None`: the level runs to its cap.
+    plateau: Option<Plateau>,
     /// The iteration the cool-down began at and its step then.
     cooling: Option<(usize, f64)>,
 }
 
 impl Steps {
     fn new(lr0: f64, iters: usize, plateau: Option<Plateau>) -> Self {
-        Steps { lr0, iters: iters.max(1), cooldown: plateau.map_or(0, |p| p.cooldown), cooling: None }
+        Steps { lr0, iters: iters.max(1), plateau, cooling: None }
+    }
+
+    fn cooldown(&self) -> usize {
+        self.plateau.map_or(0, |p| p.cooldown)
     }
 
     /// The step of iteration `it`.
@@ -250,7 +255,7 @@ impl Steps {
         let last = 0.1 * self.lr0;
         match self.cooling {
             Some((start, from)) => {
-                let f = ((it + 1 - start) as f64 / self.cooldown.max(1) as f64).min(1.0);
+                let f = ((it + 1 - start) as f64 / self.cooldown().max(1) as f64).min(1.0);
                 from + (last - from) * f
             }
             None => self.lr0 * (1.0 - 0.9 * it as f64 / self.iters as f64),
@@ -259,12 +264,12 @@ impl Steps {
 
     /// Called after iteration `it`'s loss is known: whether the level ends now (its cool-down is over, or
     /// the plateau rule holds with no cool-down). Starts the cool-down when the rule first holds.
-    fn done(&mut self, it: usize, losses: &[f64], plateau: Option<Plateau>) -> bool {
+    fn done(&mut self, it: usize, losses: &[f64]) -> bool {
         if let Some((start, _)) = self.cooling {
-            return it >= start + self.cooldown;
+            return it >= start + self.cooldown();
         }
-        if plateau.is_some_and(|p| p.holds(losses)) {
-            if self.cooldown == 0 {
+        if self.plateau.is_some_and(|p| p.holds(losses)) {
+            if self.cooldown() == 0 {
                 return true;
             }
             self.cooling = Some((it, self.lr(it)));
@@ -426,7 +431,7 @@ fn greedy_level_fused(lv: &Level, init: &[f32], metric: &Metric, opts: &DenseOpt
             stop = Stop::Converged(Criterion::NoImprovement);
             break;
         }
-        if steps.done(it, &losses, opts.plateau) {
+        if steps.done(it, &losses) {
             stop = Stop::Converged(Criterion::Plateau);
             break;
         }
@@ -488,7 +493,7 @@ fn dense_level_tensor(
             stop = Stop::Converged(Criterion::NoImprovement);
             break;
         }
-        if steps.done(it, &losses, opts.plateau) {
+        if steps.done(it, &losses) {
             stop = Stop::Converged(Criterion::Plateau);
             break;
         }
@@ -634,21 +639,21 @@ mod tests {
         // Falling, then flat: the rule first holds at iteration 4 (the window 2 -> 4 fell 0 of 8), where
         // the step is 0.64.
         let losses = [10.0, 5.0, 2.0, 2.0, 2.0, 2.0, 2.0, 2.0, 2.0];
-        assert!((0..4).all(|i| !s.done(i, &losses[..=i], Some(p))));
-        assert!(!s.done(4, &losses[..5], Some(p)));
+        assert!((0..4).all(|i| !s.done(i, &losses[..=i])));
+        assert!(!s.done(4, &losses[..5]));
         // The cool-down: 0.64 -> 0.1 linearly over the steps of iterations 4..=7, then the level ends at 8.
         for (i, f) in [0.25, 0.5, 0.75, 1.0].iter().enumerate() {
             let e = 0.64 + (0.1 - 0.64) * f;
             assert!((s.lr(4 + i) - e).abs() < 1e-12, "cool-down step {i}: {} vs {e}", s.lr(4 + i));
         }
-        assert!((5..8).all(|i| !s.done(i, &losses[..=i], Some(p))));
-        assert!(s.done(8, &losses, Some(p)));
+        assert!((5..8).all(|i| !s.done(i, &losses[..=i])));
+        assert!(s.done(8, &losses));
         // No cool-down: the level ends where the rule holds; no rule: never.
         let p0 = Plateau { cooldown: 0, ..p };
         let mut s0 = Steps::new(1.0, 10, Some(p0));
-        assert!(!s0.done(3, &losses[..4], Some(p0)) && s0.done(4, &losses[..5], Some(p0)));
+        assert!(!s0.done(3, &losses[..4]) && s0.done(4, &losses[..5]));
         let mut none = Steps::new(1.0, 10, None);
-        assert!((0..9).all(|i| !none.done(i, &losses[..=i], None)));
+        assert!((0..9).all(|i| !none.done(i, &losses[..=i])));
     }
 
     #[test]
